@@ -1,0 +1,41 @@
+//! The command line. One module per subcommand; each exposes `XArgs` (clap)
+//! and `run(args) -> Result<ExitCode>`.
+pub mod ask;
+pub mod caption;
+pub mod common;
+pub mod data;
+pub mod init;
+pub mod score;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code when some inputs failed but the others were processed.
+pub const EXIT_SOME_FAILED: u8 = 1;
+/// Exit code for an error that stopped the whole run (bad model, bad arguments).
+pub const EXIT_FATAL: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "fusecap",
+    version,
+    about = "Caption images and answer questions about them; train and compare cross-attention fusion strategies.",
+    after_help = "Examples:\n  fusecap caption samples/scene-1.png\n  fusecap ask samples/red-circle.png \"what color is the shape?\"\n  fusecap init --fusion gated --out my-model\n\nExit codes: 0 success, 1 some inputs failed (the rest were processed), 2 fatal error."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Caption image files and whole folders.
+    Caption(caption::CaptionArgs),
+    /// Answer a question (or a file of questions) about an image.
+    Ask(ask::AskArgs),
+    /// Write a randomly initialised model directory.
+    Init(init::InitArgs),
+    /// Make or import data sets (manifests).
+    Data(data::DataArgs),
+    /// Score predictions (JSONL) against a manifest's references.
+    Score(score::ScoreArgs),
+}

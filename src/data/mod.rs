@@ -1,0 +1,11 @@
+//! Data: manifests, image preprocessing, synthetic scenes, importers.
+pub mod coco;
+pub mod draw;
+pub mod easy_vqa;
+pub mod files;
+pub mod image;
+pub mod manifest;
+pub mod scene;
+pub mod synth;
+pub mod synth_text;
+pub mod vqav2;

@@ -1,0 +1,10 @@
+//! fusecap: caption images and answer questions about them with an
+//! encoder–decoder transformer whose cross-attention fusion is a choice.
+
+pub mod cli;
+pub mod data;
+pub mod generate;
+pub mod metrics;
+pub mod model;
+pub mod tokenizer;
+pub mod train;

@@ -1,0 +1,25 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use fusecap::cli::{Cli, Command};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Caption(args) => fusecap::cli::caption::run(args),
+        Command::Ask(args) => fusecap::cli::ask::run(args),
+        Command::Init(args) => fusecap::cli::init::run(args),
+        Command::Data(args) => fusecap::cli::data::run(args),
+        Command::Score(args) => fusecap::cli::score::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(fusecap::cli::EXIT_FATAL)
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Scaled dot-product attention and the multi-head attention module.
+use candle_core::{DType, Result, Tensor, D};
+use candle_nn::{linear_no_bias, Linear, Module, VarBuilder};
+
+use super::Config;
+
+/// The additive bias given to a masked key. Finite, so a row whose keys are all
+/// masked gives a uniform softmax instead of NaN; [`KeyMask`] then zeroes that row.
+pub const MASKED: f32 = -1e9;
+
+/// `softmax(Q Kᵀ / sqrt(d_head) + mask) V`.
+/// q: [B, H, Tq, dh], k/v: [B, H, Tk, dh], mask broadcastable to [B, H, Tq, Tk].
+/// Returns the output [B, H, Tq, dh] and the attention weights [B, H, Tq, Tk].
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+    let scale = 1.0 / (q.dim(D::Minus1)? as f64).sqrt();
+    let mut scores = (q.matmul(&k.t()?)? * scale)?;
+    if let Some(mask) = mask {
+        scores = scores.broadcast_add(mask)?;
+    }
+    // The fused `softmax_last_dim` records no gradient, so training needs this one.
+    let weights = candle_nn::ops::softmax(&scores, D::Minus1)?;
+    Ok((weights.matmul(v)?, weights))
+}
+
+/// A key-padding mask for attention over a memory of Tk positions.
+#[derive(Debug, Clone)]
+pub struct KeyMask {
+    /// [B, 1, 1, Tk]: 0 for a valid key, [`MASKED`] for padding.
+    pub additive: Tensor,
+    /// [B, 1, 1, 1]: 1 if the row has at least one valid key, else 0.
+    pub any_valid: Tensor,
+}
+
+impl KeyMask {
+    /// `valid`: [B, Tk] with 1 for a real key and 0 for padding.
+    pub fn from_valid(valid: &Tensor) -> Result<Self> {
+        let (b, tk) = valid.dims2()?;
+        let valid = valid.to_dtype(DType::F32)?;
+        let additive = ((1.0 - &valid)? * MASKED as f64)?.reshape((b, 1, 1, tk))?;
+        let any_valid = valid.max_keepdim(1)?.reshape((b, 1, 1, 1))?;
+        Ok(KeyMask { additive, any_valid })
+    }
+}
+
+/// Keys and values already split into heads: [B, H, T, dh] each.
+#[derive(Debug, Clone)]
+pub struct KeyValue {
+    pub k: Tensor,
+    pub v: Tensor,
+}
+
+impl KeyValue {
+    pub fn len(&self) -> Result<usize> {
+        self.k.dim(2)
+    }
+
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Keeps the batch rows in `index` (in that order); used to reorder beams.
+    pub fn select(&self, index: &Tensor) -> Result<Self> {
+        Ok(KeyValue { k: self.k.index_select(index, 0)?, v: self.v.index_select(index, 0)? })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    n_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.d_model;
+        Ok(Attention {
+            q_proj: linear_no_bias(d, d, vb.pp("q_proj"))?,
+            k_proj: linear_no_bias(d, d, vb.pp("k_proj"))?,
+            v_proj: linear_no_bias(d, d, vb.pp("v_proj"))?,
+            o_proj: linear_no_bias(d, d, vb.pp("o_proj"))?,
+            n_heads: cfg.n_heads,
+            head_dim: cfg.head_dim(),
+        })
+    }
+
+    /// [B, T, d] -> [B, H, T, dh]
+    fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        x.reshape((b, t, self.n_heads, self.head_dim))?.transpose(1, 2)?.contiguous()
+    }
+
+    /// [B, H, T, dh] -> [B, T, d], then the output projection.
+    fn merge_heads(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, _, t, _) = x.dims4()?;
+        let x = x.transpose(1, 2)?.reshape((b, t, self.n_heads * self.head_dim))?;
+        self.o_proj.forward(&x)
+    }
+
+    /// Projects a memory [B, T, d] to keys and values once, for reuse at every step.
+    pub fn project_kv(&self, memory: &Tensor) -> Result<KeyValue> {
+        Ok(KeyValue {
+            k: self.split_heads(&self.k_proj.forward(memory)?)?,
+            v: self.split_heads(&self.v_proj.forward(memory)?)?,
+        })
+    }
+
+    /// Attends from `x` [B·K, T, d] to precomputed keys/values of batch B.
+    ///
+    /// When K > 1 (beam search) the K rows of each input share one copy of the
+    /// keys and values: their queries are folded into the query-length axis, so
+    /// nothing is copied per beam. Returns the output [B·K, T, d] and the weights
+    /// [B·K, H, T, Tk].
+    pub fn attend(&self, x: &Tensor, kv: &KeyValue, mask: Option<&KeyMask>) -> Result<(Tensor, Tensor)> {
+        let (bk, t, _) = x.dims3()?;
+        let b = kv.k.dim(0)?;
+        let beams = bk / b;
+        let q = self.split_heads(&self.q_proj.forward(x)?)?; // [B·K, H, T, dh]
+        let q = if beams > 1 {
+            q.reshape((b, beams, self.n_heads, t, self.head_dim))?
+                .transpose(1, 2)?
+                .reshape((b, self.n_heads, beams * t, self.head_dim))?
+        } else {
+            q
+        };
+        let (mut out, mut weights) = attention(&q, &kv.k, &kv.v, mask.map(|m| &m.additive))?;
+        if let Some(mask) = mask {
+            out = out.broadcast_mul(&mask.any_valid)?;
+            weights = weights.broadcast_mul(&mask.any_valid)?;
+        }
+        if beams > 1 {
+            let tk = kv.len()?;
+            out = out
+                .reshape((b, self.n_heads, beams, t, self.head_dim))?
+                .transpose(1, 2)?
+                .reshape((bk, self.n_heads, t, self.head_dim))?;
+            weights = weights
+                .reshape((b, self.n_heads, beams, t, tk))?
+                .transpose(1, 2)?
+                .reshape((bk, self.n_heads, t, tk))?;
+        }
+        Ok((self.merge_heads(&out)?, weights))
+    }
+
+    /// Self-attention over `x` [B, T, d]. With a cache, the new keys/values are
+    /// appended to it and attention covers every cached position too.
+    pub fn self_attend(&self, x: &Tensor, mask: Option<&KeyMask>, causal: Option<&Tensor>, cache: Option<&mut Option<KeyValue>>) -> Result<Tensor> {
+        let mut kv = self.project_kv(x)?;
+        if let Some(cache) = cache {
+            if let Some(past) = cache.as_ref() {
+                kv = KeyValue { k: Tensor::cat(&[&past.k, &kv.k], 2)?, v: Tensor::cat(&[&past.v, &kv.v], 2)? };
+            }
+            *cache = Some(kv.clone());
+        }
+        let q = self.split_heads(&self.q_proj.forward(x)?)?;
+        let bias = match (mask, causal) {
+            (Some(m), Some(c)) => Some(m.additive.broadcast_add(c)?),
+            (Some(m), None) => Some(m.additive.clone()),
+            (None, Some(c)) => Some(c.clone()),
+            (None, None) => None,
+        };
+        let (mut out, _) = attention(&q, &kv.k, &kv.v, bias.as_ref())?;
+        if let Some(mask) = mask {
+            out = out.broadcast_mul(&mask.any_valid)?;
+        }
+        self.merge_heads(&out)
+    }
+}
+
+/// Additive causal mask [Tq, past + Tq]: query i may see keys 0..=past + i.
+pub fn causal_mask(tq: usize, past: usize, device: &candle_core::Device) -> Result<Tensor> {
+    let tk = past + tq;
+    let mask: Vec<f32> = (0..tq)
+        .flat_map(|i| (0..tk).map(move |j| if j > past + i { MASKED } else { 0.0 }))
+        .collect();
+    Tensor::from_vec(mask, (tq, tk), device)
+}

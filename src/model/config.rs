@@ -1,0 +1,157 @@
+//! The architecture as stored in a model directory's `config.json`.
+use serde::{Deserialize, Serialize};
+
+/// How the decoder's cross-attention fuses the vision and text memories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Fusion {
+    /// One cross-attention over the concatenated `[vision; text]` memory.
+    Concat,
+    /// Cross-attention to vision, then to text, each its own sublayer.
+    Separate,
+    /// As `separate`, each output scaled by a learned `tanh(alpha)` gate.
+    Gated,
+}
+
+impl Fusion {
+    pub const ALL: [Fusion; 3] = [Fusion::Concat, Fusion::Separate, Fusion::Gated];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Fusion::Concat => "concat",
+            Fusion::Separate => "separate",
+            Fusion::Gated => "gated",
+        }
+    }
+}
+
+impl std::fmt::Display for Fusion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How an image is brought to `image_size × image_size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResizeMode {
+    /// Scale both sides to the target size, ignoring the aspect ratio.
+    Stretch,
+    /// Scale the short side to the target size, then cut the centre square.
+    CenterCrop,
+}
+
+/// The feed-forward non-linearity. ReLU is ~40× cheaper than GELU in candle on CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    Relu,
+    Gelu,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    pub fusion: Fusion,
+    pub vocab_size: usize,
+    pub d_model: usize,
+    pub n_heads: usize,
+    pub d_ff: usize,
+    pub vision_layers: usize,
+    pub text_layers: usize,
+    pub decoder_layers: usize,
+    pub activation: Activation,
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub resize: ResizeMode,
+    pub image_mean: [f32; 3],
+    pub image_std: [f32; 3],
+    /// Longest question the text encoder accepts (tokens, without specials).
+    pub max_text_len: usize,
+    /// Longest decoder sequence (BOS + generated tokens).
+    pub max_decode_len: usize,
+    pub pad_id: u32,
+    pub bos_id: u32,
+    pub eos_id: u32,
+    pub unk_id: u32,
+    /// The text-encoder input used when the task is captioning.
+    pub caption_prompt: String,
+}
+
+impl Config {
+    /// The shipped size: 64×64 images, patch 8, d 128, 4/2/2 layers.
+    pub fn small(fusion: Fusion, vocab_size: usize) -> Self {
+        Config {
+            fusion,
+            vocab_size,
+            d_model: 128,
+            n_heads: 4,
+            d_ff: 512,
+            vision_layers: 4,
+            text_layers: 2,
+            decoder_layers: 2,
+            activation: Activation::Relu,
+            image_size: 64,
+            patch_size: 8,
+            resize: ResizeMode::Stretch,
+            image_mean: [0.5, 0.5, 0.5],
+            image_std: [0.25, 0.25, 0.25],
+            max_text_len: 32,
+            max_decode_len: 40,
+            pad_id: 0,
+            bos_id: 1,
+            eos_id: 2,
+            unk_id: 3,
+            caption_prompt: "caption".to_string(),
+        }
+    }
+
+    /// A very small configuration for tests.
+    pub fn tiny(fusion: Fusion, vocab_size: usize) -> Self {
+        Config {
+            d_model: 32,
+            n_heads: 4,
+            d_ff: 64,
+            vision_layers: 1,
+            text_layers: 1,
+            decoder_layers: 2,
+            image_size: 16,
+            patch_size: 4,
+            ..Config::small(fusion, vocab_size)
+        }
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.d_model / self.n_heads
+    }
+
+    pub fn num_patches(&self) -> usize {
+        (self.image_size / self.patch_size).pow(2)
+    }
+
+    /// Checks the invariants the model code relies on; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut errors = Vec::new();
+        if self.n_heads == 0 || self.d_model % self.n_heads != 0 {
+            errors.push(format!("d_model ({}) must be a multiple of n_heads ({})", self.d_model, self.n_heads));
+        }
+        if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
+            errors.push(format!("image_size ({}) must be a multiple of patch_size ({})", self.image_size, self.patch_size));
+        }
+        for (name, id) in [("pad_id", self.pad_id), ("bos_id", self.bos_id), ("eos_id", self.eos_id), ("unk_id", self.unk_id)] {
+            if id as usize >= self.vocab_size {
+                errors.push(format!("{name} ({id}) must be below vocab_size ({})", self.vocab_size));
+            }
+        }
+        if self.image_std.iter().any(|s| *s <= 0.0) {
+            errors.push("image_std values must be positive".to_string());
+        }
+        if self.max_decode_len < 2 || self.max_text_len < 1 {
+            errors.push("max_decode_len must be ≥ 2 and max_text_len ≥ 1".to_string());
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+}

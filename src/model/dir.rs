@@ -1,0 +1,172 @@
+//! Model directories: `config.json`, `model.safetensors`, `tokenizer.json`.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use rand::{Rng, SeedableRng};
+
+use super::{Config, FusionModel};
+use crate::tokenizer::TextTokenizer;
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// A loaded model directory: everything needed to caption and answer.
+pub struct ModelDir {
+    pub path: PathBuf,
+    pub name: String,
+    pub model: FusionModel,
+    pub varmap: VarMap,
+    pub tokenizer: TextTokenizer,
+}
+
+/// A fresh model whose weights are drawn from `seed`, so equal seeds give equal models.
+pub fn init_model(cfg: &Config, seed: u64, device: &Device) -> Result<(FusionModel, VarMap)> {
+    let varmap = VarMap::new();
+    let model = FusionModel::new(cfg, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for (name, var) in sorted_vars(&varmap) {
+        let dims = var.dims().to_vec();
+        // Only matrices are drawn; LayerNorm weights (1), biases (0) and gates (0) keep their constants.
+        if dims.len() != 2 {
+            continue;
+        }
+        let n = dims[0] * dims[1];
+        let values: Vec<f32> = if name.ends_with("embed") {
+            (0..n).map(|_| normal(&mut rng) * 0.02).collect()
+        } else {
+            // nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+            let bound = 1.0 / (dims[1] as f32).sqrt();
+            (0..n).map(|_| rng.random_range(-bound..bound)).collect()
+        };
+        var.set(&Tensor::from_vec(values, (dims[0], dims[1]), device)?)?;
+    }
+    Ok((model, varmap))
+}
+
+fn normal(rng: &mut impl Rng) -> f32 {
+    // Box–Muller.
+    let u1: f32 = rng.random_range(f32::EPSILON..1.0);
+    let u2: f32 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+}
+
+/// The variables of `varmap` sorted by name, so iteration order is stable.
+pub fn sorted_vars(varmap: &VarMap) -> Vec<(String, candle_core::Var)> {
+    let data = varmap.data().lock().unwrap_or_else(|e| e.into_inner());
+    let mut vars: Vec<_> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
+}
+
+/// Total number of parameters; with `prefix`, only the tensors whose name contains it.
+pub fn parameter_count(varmap: &VarMap, filter: impl Fn(&str) -> bool) -> usize {
+    sorted_vars(varmap).iter().filter(|(name, _)| filter(name)).map(|(_, v)| v.elem_count()).sum()
+}
+
+/// Writes `file` by writing a temporary file beside it and renaming it into place,
+/// so a crash never leaves a half-written file under the real name.
+pub fn write_atomically(file: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let tmp = file.with_extension(format!("{}.tmp", file.extension().and_then(|e| e.to_str()).unwrap_or("")));
+    write(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, file).with_context(|| format!("renaming {} to {}", tmp.display(), file.display()))
+}
+
+/// Saves the weights in `dtype` (F16 halves the size; loading converts back).
+pub fn save_weights(varmap: &VarMap, path: &Path, dtype: DType) -> Result<()> {
+    let tensors: HashMap<String, Tensor> = sorted_vars(varmap)
+        .into_iter()
+        .map(|(name, var)| Ok((name, var.as_tensor().to_dtype(dtype)?)))
+        .collect::<Result<_>>()?;
+    write_atomically(path, |tmp| Ok(candle_core::safetensors::save(&tensors, tmp)?))
+}
+
+pub fn save_config(cfg: &Config, path: &Path) -> Result<()> {
+    let json = serde_json::to_string_pretty(cfg)?;
+    write_atomically(path, |tmp| Ok(std::fs::write(tmp, json + "\n")?))
+}
+
+/// Writes a complete model directory.
+pub fn save_model_dir(dir: &Path, cfg: &Config, varmap: &VarMap, tokenizer: &TextTokenizer, dtype: DType) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tokenizer_path = dir.join(TOKENIZER_FILE);
+    write_atomically(&tokenizer_path, |tmp| tokenizer.save(tmp))?;
+    save_weights(varmap, &dir.join(WEIGHTS_FILE), dtype)?;
+    save_config(cfg, &dir.join(CONFIG_FILE))
+}
+
+pub fn load_config(path: &Path) -> Result<Config> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let cfg: Config = serde_json::from_str(&text)
+        .map_err(|e| anyhow!("{}: invalid config ({e}); compare it with one written by `fusecap init`", path.display()))?;
+    cfg.validate().map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    Ok(cfg)
+}
+
+/// Copies the weights in `path` into `varmap`, after checking that every
+/// tensor is present with the expected shape. All mismatches are reported together.
+pub fn load_weights(varmap: &VarMap, path: &Path, device: &Device) -> Result<()> {
+    let tensors = candle_core::safetensors::load(path, device)
+        .map_err(|e| anyhow!("{}: cannot read the weights ({e}); the file is missing or not a safetensors file", path.display()))?;
+    let vars = sorted_vars(varmap);
+    let mut problems = Vec::new();
+    for (name, var) in &vars {
+        match tensors.get(name) {
+            None => problems.push(format!("missing tensor {name} {:?}", var.dims())),
+            Some(t) if t.dims() != var.dims() => {
+                problems.push(format!("tensor {name}: expected {:?}, found {:?}", var.dims(), t.dims()))
+            }
+            Some(_) => {}
+        }
+    }
+    let expected: std::collections::HashSet<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
+    let mut unexpected: Vec<&String> = tensors.keys().filter(|k| !expected.contains(k.as_str())).collect();
+    unexpected.sort();
+    problems.extend(unexpected.iter().map(|k| format!("unexpected tensor {k}")));
+    if !problems.is_empty() {
+        bail!(
+            "{}: the weights do not match config.json ({} problem(s)):\n  {}\nwas the model saved with another fusion or size?",
+            path.display(),
+            problems.len(),
+            problems.join("\n  ")
+        );
+    }
+    for (name, var) in vars {
+        var.set(&tensors[&name].to_dtype(DType::F32)?)?;
+    }
+    Ok(())
+}
+
+impl ModelDir {
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        if !dir.is_dir() {
+            bail!(
+                "model directory {} does not exist; pass --model DIR (a folder with {CONFIG_FILE}, {WEIGHTS_FILE}, {TOKENIZER_FILE}) or make one with `fusecap init`",
+                dir.display()
+            );
+        }
+        let cfg = load_config(&dir.join(CONFIG_FILE))?;
+        let tokenizer = TextTokenizer::load(&dir.join(TOKENIZER_FILE))?;
+        if tokenizer.vocab_size() != cfg.vocab_size {
+            bail!(
+                "{}: vocab_size is {} but {} has {} tokens; the two files come from different models",
+                dir.join(CONFIG_FILE).display(),
+                cfg.vocab_size,
+                TOKENIZER_FILE,
+                tokenizer.vocab_size()
+            );
+        }
+        let varmap = VarMap::new();
+        let model = FusionModel::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+        load_weights(&varmap, &dir.join(WEIGHTS_FILE), device)?;
+        let name = dir
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| dir.display().to_string());
+        Ok(ModelDir { path: dir.to_path_buf(), name, model, varmap, tokenizer })
+    }
+}

@@ -1,0 +1,104 @@
+//! The fusion model: vision encoder + text encoder -> decoder with cross-attention fusion.
+pub mod attention;
+pub mod blocks;
+pub mod config;
+pub mod decoder;
+pub mod dir;
+pub mod fusion;
+pub mod text;
+pub mod vision;
+
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+
+pub use attention::KeyMask;
+pub use config::{Activation, Config, Fusion, ResizeMode};
+pub use decoder::{Decoder, SelfCache};
+pub use fusion::{CrossKv, CrossWeights, FusionLayer, Memory};
+use text::TextEncoder;
+use vision::VisionEncoder;
+
+#[derive(Debug, Clone)]
+pub struct FusionModel {
+    pub cfg: Config,
+    vision: VisionEncoder,
+    text: TextEncoder,
+    /// [2, d]: added to the vision (row 0) and text (row 1) memories under `concat`.
+    modality_embed: Option<Tensor>,
+    pub decoder: Decoder,
+}
+
+impl FusionModel {
+    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        cfg.validate().map_err(candle_core::Error::Msg)?;
+        let modality_embed = match cfg.fusion {
+            Fusion::Concat => Some(blocks::embedding_table(2, cfg.d_model, "modality_embed", &vb)?),
+            Fusion::Separate | Fusion::Gated => None,
+        };
+        Ok(FusionModel {
+            cfg: cfg.clone(),
+            vision: VisionEncoder::new(cfg, vb.pp("vision"))?,
+            text: TextEncoder::new(cfg, vb.pp("text"))?,
+            modality_embed,
+            decoder: Decoder::new(cfg, vb.pp("decoder"))?,
+        })
+    }
+
+    /// images: [B, 3, S, S]; text_ids: [B, Nt] u32; text_valid: [B, Nt] (1 = token).
+    pub fn encode(&self, images: &Tensor, text_ids: &Tensor, text_valid: &Tensor) -> Result<Memory> {
+        let text_mask = KeyMask::from_valid(text_valid)?;
+        Ok(Memory {
+            vision: self.vision.forward(images)?,
+            text: self.text.forward(text_ids, &text_mask)?,
+            text_valid: text_valid.to_dtype(candle_core::DType::F32)?,
+        })
+    }
+
+    /// Every decoder layer's cross-attention keys/values, computed once per input.
+    pub fn cross_kv(&self, memory: &Memory) -> Result<Vec<CrossKv>> {
+        let joint = match &self.modality_embed {
+            Some(types) => {
+                let vision = memory.vision.broadcast_add(&types.get(0)?)?;
+                let text = memory.text.broadcast_add(&types.get(1)?)?;
+                let joint = Tensor::cat(&[&vision, &text], 1)?;
+                let (b, nv, _) = memory.vision.dims3()?;
+                let vision_valid = Tensor::ones((b, nv), candle_core::DType::F32, vision.device())?;
+                let valid = Tensor::cat(&[&vision_valid, &memory.text_valid], 1)?;
+                Some((joint, KeyMask::from_valid(&valid)?))
+            }
+            None => None,
+        };
+        self.decoder.fusion_layers().map(|layer| layer.project(memory, joint.as_ref())).collect()
+    }
+
+    /// Teacher-forced logits [B, T, vocab] for decoder input `tokens` [B, T].
+    pub fn forward(&self, images: &Tensor, text_ids: &Tensor, text_valid: &Tensor, tokens: &Tensor) -> Result<Tensor> {
+        let memory = self.encode(images, text_ids, text_valid)?;
+        let cross = self.cross_kv(&memory)?;
+        self.decoder.forward(tokens, &cross, None, None)
+    }
+
+    /// `tanh(alpha)` per decoder layer (vision, text); empty unless gated.
+    pub fn gate_values(&self) -> Result<Vec<(f32, f32)>> {
+        Ok(self.decoder.fusion_layers().map(|l| l.gate_values()).collect::<Result<Vec<_>>>()?.into_iter().flatten().collect())
+    }
+}
+
+/// Right-pads token sequences to a common length (at least 1, at most `max_len`)
+/// and returns the ids [B, T] and the validity mask [B, T] (1 = token).
+pub fn pad_tokens(seqs: &[Vec<u32>], pad_id: u32, max_len: usize, device: &candle_core::Device) -> Result<(Tensor, Tensor)> {
+    let len = seqs.iter().map(|s| s.len().min(max_len)).max().unwrap_or(0).max(1);
+    let mut ids = Vec::with_capacity(seqs.len() * len);
+    let mut valid = Vec::with_capacity(seqs.len() * len);
+    for seq in seqs {
+        let seq = &seq[..seq.len().min(max_len)];
+        ids.extend_from_slice(seq);
+        ids.extend(std::iter::repeat_n(pad_id, len - seq.len()));
+        valid.extend(std::iter::repeat_n(1f32, seq.len()));
+        valid.extend(std::iter::repeat_n(0f32, len - seq.len()));
+    }
+    Ok((
+        Tensor::from_vec(ids, (seqs.len(), len), device)?,
+        Tensor::from_vec(valid, (seqs.len(), len), device)?,
+    ))
+}

@@ -1,0 +1,299 @@
+//! Properties of the fusion model, checked on tiny randomly initialised models
+//! of every fusion kind.
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::VarMap;
+use fusecap::generate::{greedy, GenerateOptions};
+use fusecap::model::attention::attention;
+use fusecap::model::dir::{init_model, parameter_count, save_weights, sorted_vars};
+use fusecap::model::{pad_tokens, Config, Fusion, FusionModel, Memory, SelfCache};
+use rand::{Rng, SeedableRng};
+
+const VOCAB: usize = 40;
+
+fn tiny(fusion: Fusion, seed: u64) -> (FusionModel, VarMap) {
+    init_model(&Config::tiny(fusion, VOCAB), seed, &Device::Cpu).expect("init")
+}
+
+fn random_tensor(shape: &[usize], seed: u64) -> Tensor {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let values: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+    Tensor::from_vec(values, shape, &Device::Cpu).expect("tensor")
+}
+
+fn images(cfg: &Config, batch: usize, seed: u64) -> Tensor {
+    random_tensor(&[batch, 3, cfg.image_size, cfg.image_size], seed)
+}
+
+fn questions(batch: usize, len: usize, seed: u64) -> Vec<Vec<u32>> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..batch).map(|_| (0..len).map(|_| rng.random_range(4..VOCAB as u32)).collect()).collect()
+}
+
+fn ids(rows: &[Vec<u32>]) -> Tensor {
+    let len = rows[0].len();
+    Tensor::from_vec(rows.concat(), (rows.len(), len), &Device::Cpu).expect("ids")
+}
+
+fn encode(model: &FusionModel, images: &Tensor, qs: &[Vec<u32>], pad_to: usize) -> Memory {
+    let (text, valid) = pad_tokens(qs, 0, pad_to, &Device::Cpu).expect("pad");
+    // pad_tokens pads to the longest row; extend to `pad_to` to test padding.
+    let extra = pad_to.saturating_sub(text.dim(1).expect("dim"));
+    let (text, valid) = if extra > 0 {
+        let b = qs.len();
+        let zeros_u = Tensor::zeros((b, extra), DType::U32, &Device::Cpu).expect("zeros");
+        let zeros_f = Tensor::zeros((b, extra), DType::F32, &Device::Cpu).expect("zeros");
+        (Tensor::cat(&[&text, &zeros_u], 1).expect("cat"), Tensor::cat(&[&valid, &zeros_f], 1).expect("cat"))
+    } else {
+        (text, valid)
+    };
+    model.encode(images, &text, &valid).expect("encode")
+}
+
+fn logits(model: &FusionModel, memory: &Memory, tokens: &Tensor) -> Tensor {
+    let cross = model.cross_kv(memory).expect("cross kv");
+    model.decoder.forward(tokens, &cross, None, None).expect("decode")
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b).expect("sub").abs().expect("abs").flatten_all().expect("flat").max(0).expect("max").to_scalar::<f32>().expect("scalar")
+}
+
+fn set_gates(varmap: &VarMap, value: f32) {
+    for (name, var) in sorted_vars(varmap) {
+        if name.contains("gate_") {
+            var.set(&Tensor::new(&[value], &Device::Cpu).expect("t")).expect("set");
+        }
+    }
+}
+
+#[test]
+fn attention_matches_naive_loops() {
+    let (b, h, tq, tk, dh) = (2, 3, 4, 5, 8);
+    let q = random_tensor(&[b, h, tq, dh], 1);
+    let k = random_tensor(&[b, h, tk, dh], 2);
+    let v = random_tensor(&[b, h, tk, dh], 3);
+    // Mask the last key of batch row 1.
+    let mut mask = vec![0f32; b * tk];
+    mask[tk + tk - 1] = -1e9;
+    let mask_t = Tensor::from_vec(mask.clone(), (b, 1, 1, tk), &Device::Cpu).expect("mask");
+    let (out, _) = attention(&q, &k, &v, Some(&mask_t)).expect("attention");
+    let (qv, kv, vv) = (q.to_vec3::<f32>().ok(), (), ());
+    let _ = (qv, kv, vv);
+    let q4: Vec<Vec<Vec<Vec<f32>>>> = (0..b).map(|i| q.get(i).expect("g").to_vec3().expect("v")).collect();
+    let k4: Vec<Vec<Vec<Vec<f32>>>> = (0..b).map(|i| k.get(i).expect("g").to_vec3().expect("v")).collect();
+    let v4: Vec<Vec<Vec<Vec<f32>>>> = (0..b).map(|i| v.get(i).expect("g").to_vec3().expect("v")).collect();
+    let o4: Vec<Vec<Vec<Vec<f32>>>> = (0..b).map(|i| out.get(i).expect("g").to_vec3().expect("v")).collect();
+    for bi in 0..b {
+        for hi in 0..h {
+            for i in 0..tq {
+                let scores: Vec<f64> = (0..tk)
+                    .map(|j| {
+                        let dot: f64 = (0..dh).map(|d| q4[bi][hi][i][d] as f64 * k4[bi][hi][j][d] as f64).sum();
+                        dot / (dh as f64).sqrt() + mask[bi * tk + j] as f64
+                    })
+                    .collect();
+                let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let sum: f64 = exps.iter().sum();
+                for d in 0..dh {
+                    let expected: f64 = (0..tk).map(|j| exps[j] / sum * v4[bi][hi][j][d] as f64).sum();
+                    let got = o4[bi][hi][i][d] as f64;
+                    assert!((expected - got).abs() < 1e-5, "b{bi} h{hi} q{i} d{d}: {expected} vs {got}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn padding_the_question_does_not_change_logits() {
+    for fusion in Fusion::ALL {
+        let (model, _) = tiny(fusion, 11);
+        let imgs = images(&model.cfg, 2, 5);
+        let qs = questions(2, 6, 7);
+        let tokens = ids(&questions(2, 5, 9));
+        let short = logits(&model, &encode(&model, &imgs, &qs, 8), &tokens);
+        let long = logits(&model, &encode(&model, &imgs, &qs, 32), &tokens);
+        let diff = max_abs_diff(&short, &long);
+        assert!(diff < 1e-5, "{fusion}: padding to 8 vs 32 changed logits by {diff}");
+    }
+}
+
+#[test]
+fn batched_greedy_equals_one_at_a_time() {
+    for fusion in Fusion::ALL {
+        let (model, _) = tiny(fusion, 21);
+        let imgs = images(&model.cfg, 4, 6);
+        let qs = vec![vec![5, 6, 7], vec![8], vec![9, 10, 11, 12, 13], vec![14, 15]];
+        let opts = GenerateOptions { max_new_tokens: 8, min_new_tokens: 8, ..Default::default() };
+        let batched = greedy(&model, &encode(&model, &imgs, &qs, 5), &opts).expect("greedy");
+        for (i, want) in batched.iter().enumerate() {
+            let one = encode(&model, &imgs.narrow(0, i, 1).expect("narrow"), &qs[i..i + 1], qs[i].len());
+            let single = greedy(&model, &one, &opts).expect("greedy");
+            assert_eq!(single[0].tokens, want.tokens, "{fusion}: row {i} tokens differ");
+            assert!((single[0].logprob - want.logprob).abs() < 1e-4, "{fusion}: row {i} log-prob differs");
+            // Logits of the generated sequence, batched vs alone.
+            let mut seq = vec![model.cfg.bos_id];
+            seq.extend(&want.tokens);
+            let tokens = ids(&[seq]);
+            let batch_memory = encode(&model, &imgs, &qs, 5);
+            let batch_logits = logits(&model, &batch_memory, &tokens.repeat((4, 1)).expect("repeat")).get(i).expect("row");
+            let alone = logits(&model, &one, &tokens).get(0).expect("row");
+            assert!(max_abs_diff(&batch_logits, &alone) < 1e-4, "{fusion}: row {i} logits differ");
+        }
+    }
+}
+
+#[test]
+fn decoder_is_causal() {
+    for fusion in Fusion::ALL {
+        let (model, _) = tiny(fusion, 31);
+        let memory = encode(&model, &images(&model.cfg, 1, 1), &questions(1, 4, 2), 4);
+        let mut seq = vec![1, 5, 6, 7, 8, 9];
+        let before = logits(&model, &memory, &ids(std::slice::from_ref(&seq)));
+        for t in 0..seq.len() - 1 {
+            let mut changed = seq.clone();
+            changed[t + 1] = if seq[t + 1] == 20 { 21 } else { 20 };
+            let after = logits(&model, &memory, &ids(&[changed]));
+            let prefix = |x: &Tensor| x.narrow(1, 0, t + 1).expect("narrow");
+            let diff = max_abs_diff(&prefix(&before), &prefix(&after));
+            assert!(diff < 1e-6, "{fusion}: changing token {} moved logits at ≤ {t} by {diff}", t + 1);
+            let later = max_abs_diff(&before.narrow(1, t + 1, 1).expect("n"), &after.narrow(1, t + 1, 1).expect("n"));
+            assert!(later > 0.0, "{fusion}: token {} should change its own position's logits", t + 1);
+        }
+        seq.clear();
+    }
+}
+
+#[test]
+fn cached_decoding_equals_full_recompute() {
+    for fusion in Fusion::ALL {
+        let (model, _) = tiny(fusion, 41);
+        let memory = encode(&model, &images(&model.cfg, 2, 3), &questions(2, 3, 4), 3);
+        let seqs = questions(2, 7, 8);
+        let cross = model.cross_kv(&memory).expect("cross");
+        let mut cache = SelfCache::new(model.cfg.decoder_layers);
+        for step in 0..7 {
+            let step_tokens: Vec<Vec<u32>> = seqs.iter().map(|s| vec![s[step]]).collect();
+            let incremental = model.decoder.forward(&ids(&step_tokens), &cross, Some(&mut cache), None).expect("step");
+            let prefix: Vec<Vec<u32>> = seqs.iter().map(|s| s[..=step].to_vec()).collect();
+            let full = logits(&model, &memory, &ids(&prefix)).narrow(1, step, 1).expect("narrow");
+            let diff = max_abs_diff(&incremental, &full);
+            assert!(diff < 1e-4, "{fusion}: step {step} cached vs full differ by {diff}");
+        }
+    }
+}
+
+#[test]
+fn empty_question_gives_finite_logits() {
+    for fusion in Fusion::ALL {
+        let (model, varmap) = tiny(fusion, 51);
+        set_gates(&varmap, 0.7);
+        let memory = encode(&model, &images(&model.cfg, 2, 3), &[vec![], vec![]], 0);
+        let out = logits(&model, &memory, &ids(&[vec![1, 5, 6], vec![1, 7, 8]]));
+        let values: Vec<f32> = out.flatten_all().expect("flat").to_vec1().expect("vec");
+        assert!(values.iter().all(|v| v.is_finite()), "{fusion}: non-finite logits for an empty question");
+    }
+}
+
+#[test]
+fn concat_reads_the_text_memory() {
+    let (model, _) = tiny(Fusion::Concat, 61);
+    let imgs = images(&model.cfg, 1, 3);
+    let tokens = ids(&[vec![1, 5, 6]]);
+    let a = logits(&model, &encode(&model, &imgs, &[vec![5, 6, 7]], 3), &tokens);
+    let b = logits(&model, &encode(&model, &imgs, &[vec![9, 10, 11]], 3), &tokens);
+    assert!(max_abs_diff(&a, &b) > 1e-4, "the question had no effect under concat");
+}
+
+#[test]
+fn gates_at_zero_cut_both_memories_and_open_gates_use_both() {
+    let (model, varmap) = tiny(Fusion::Gated, 71);
+    let tokens = ids(&[vec![1, 5, 6]]);
+    let run = |img_seed: u64, q: Vec<u32>| logits(&model, &encode(&model, &images(&model.cfg, 1, img_seed), &[q], 3), &tokens);
+    set_gates(&varmap, 0.0);
+    let base = run(1, vec![5, 6, 7]);
+    assert!(max_abs_diff(&base, &run(2, vec![5, 6, 7])) == 0.0, "image changed the output with closed gates");
+    assert!(max_abs_diff(&base, &run(1, vec![9, 10, 11])) == 0.0, "question changed the output with closed gates");
+    set_gates(&varmap, 0.5);
+    let base = run(1, vec![5, 6, 7]);
+    assert!(max_abs_diff(&base, &run(2, vec![5, 6, 7])) > 1e-4, "image had no effect with open gates");
+    assert!(max_abs_diff(&base, &run(1, vec![9, 10, 11])) > 1e-4, "question had no effect with open gates");
+}
+
+#[test]
+fn parameter_counts_follow_the_design() {
+    let cfg = Config::tiny(Fusion::Concat, VOCAB);
+    let count = |fusion| {
+        let (_, varmap) = tiny(fusion, 1);
+        let cross = parameter_count(&varmap, |n| n.contains("cross_attn"));
+        (parameter_count(&varmap, |_| true), cross)
+    };
+    let (concat, concat_cross) = count(Fusion::Concat);
+    let (separate, separate_cross) = count(Fusion::Separate);
+    let (gated, gated_cross) = count(Fusion::Gated);
+    let d = cfg.d_model;
+    // One cross-attention sublayer: LayerNorm (2d) + four d×d projections.
+    let sublayer = 2 * d + 4 * d * d;
+    assert_eq!(concat_cross, cfg.decoder_layers * sublayer);
+    assert_eq!(separate_cross, 2 * concat_cross, "separate has twice the cross-attention parameters");
+    assert_eq!(gated_cross, separate_cross);
+    // concat adds the two modality embeddings; gated adds two scalars per layer.
+    assert_eq!(separate - concat, concat_cross - 2 * d);
+    assert_eq!(gated - separate, 2 * cfg.decoder_layers);
+}
+
+#[test]
+fn save_and_load_give_the_same_logits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for fusion in Fusion::ALL {
+        let (model, varmap) = tiny(fusion, 81);
+        set_gates(&varmap, 0.3);
+        let path = dir.path().join(format!("{fusion}.safetensors"));
+        save_weights(&varmap, &path, DType::F32).expect("save");
+        let (reloaded, fresh) = tiny(fusion, 999);
+        fusecap::model::dir::load_weights(&fresh, &path, &Device::Cpu).expect("load");
+        let memory_a = encode(&model, &images(&model.cfg, 1, 3), &questions(1, 3, 3), 3);
+        let memory_b = encode(&reloaded, &images(&model.cfg, 1, 3), &questions(1, 3, 3), 3);
+        let tokens = ids(&[vec![1, 5, 6]]);
+        assert_eq!(max_abs_diff(&logits(&model, &memory_a, &tokens), &logits(&reloaded, &memory_b, &tokens)), 0.0, "{fusion}");
+    }
+}
+
+#[test]
+fn loading_names_every_mismatched_tensor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("w.safetensors");
+    let (_, concat) = tiny(Fusion::Concat, 1);
+    save_weights(&concat, &path, DType::F32).expect("save");
+    let (_, separate) = tiny(Fusion::Separate, 1);
+    let err = fusecap::model::dir::load_weights(&separate, &path, &Device::Cpu).expect_err("must fail").to_string();
+    assert!(err.contains("missing tensor decoder.layers.0.cross_attn_vision.q_proj.weight"), "{err}");
+    assert!(err.contains("unexpected tensor decoder.layers.0.cross_attn.q_proj.weight"), "{err}");
+    let mut wider = Config::tiny(Fusion::Concat, VOCAB);
+    wider.d_model = 48;
+    let (_, wide) = init_model(&wider, 1, &Device::Cpu).expect("init");
+    let err = fusecap::model::dir::load_weights(&wide, &path, &Device::Cpu).expect_err("must fail").to_string();
+    assert!(err.contains("tensor decoder.layers.0.cross_attn.q_proj.weight: expected [48, 48], found [32, 32]"), "{err}");
+}
+
+#[test]
+fn every_parameter_gets_a_finite_nonzero_gradient() {
+    for fusion in Fusion::ALL {
+        let (model, varmap) = tiny(fusion, 91);
+        set_gates(&varmap, 0.5);
+        let memory = encode(&model, &images(&model.cfg, 2, 3), &questions(2, 4, 4), 4);
+        let input = ids(&questions(2, 5, 5));
+        let target = ids(&questions(2, 5, 6));
+        let logits = logits(&model, &memory, &input);
+        let loss = candle_nn::loss::cross_entropy(&logits.flatten_to(1).expect("flat"), &target.flatten_all().expect("flat")).expect("loss");
+        let grads = loss.backward().expect("backward");
+        for (name, var) in sorted_vars(&varmap) {
+            let grad = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{fusion}: no gradient for {name}"));
+            let norm = grad.sqr().expect("sq").sum_all().expect("sum").to_scalar::<f32>().expect("scalar");
+            assert!(norm.is_finite() && norm > 0.0, "{fusion}: gradient of {name} is {norm}");
+        }
+        let _ = D::Minus1;
+    }
+}
