@@ -6,5 +6,6 @@ pub mod data;
 pub mod generate;
 pub mod metrics;
 pub mod model;
+pub mod plot;
 pub mod tokenizer;
 pub mod train;

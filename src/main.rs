@@ -12,7 +12,12 @@ fn main() -> ExitCode {
         Command::Caption(args) => fusecap::cli::caption::run(args),
         Command::Ask(args) => fusecap::cli::ask::run(args),
         Command::Init(args) => fusecap::cli::init::run(args),
+        Command::Train(args) => fusecap::cli::train::run(args),
         Command::Data(args) => fusecap::cli::data::run(args),
+        Command::Eval(args) => fusecap::cli::eval::run(args),
+        Command::Compare(args) => fusecap::cli::compare::run(args),
+        Command::Experiment(args) => fusecap::cli::experiment::run(args),
+        Command::Explain(args) => fusecap::cli::explain::run(args),
         Command::Score(args) => fusecap::cli::score::run(args),
     };
     match result {

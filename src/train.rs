@@ -1,1 +1,394 @@
-//! Training loop, optimiser, schedule, checkpoints.
+//! Training: loss, AdamW, learning-rate schedule, checkpoints and the loop.
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::sync_channel;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Tensor, Var, D};
+use candle_nn::VarMap;
+use serde::{Deserialize, Serialize};
+
+use crate::data::batch::{step_indices, Augment, Batch, Dataset};
+use crate::generate::{greedy, GenerateOptions};
+use crate::model::dir::{init_model, save_model_dir, sorted_vars, write_atomically};
+use crate::model::{Config, FusionModel};
+use crate::tokenizer::TextTokenizer;
+
+pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+pub const STATE_FILE: &str = "train_state.json";
+pub const LOG_FILE: &str = "training.jsonl";
+pub const CURVE_FILE: &str = "loss.png";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainOptions {
+    pub steps: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    /// The schedule decays to `lr * min_lr_ratio`.
+    pub min_lr_ratio: f64,
+    pub warmup_steps: usize,
+    pub weight_decay: f64,
+    pub clip_norm: f64,
+    pub label_smoothing: f64,
+    pub seed: u64,
+    pub eval_every: usize,
+    pub checkpoint_every: usize,
+    pub augment_shift: i64,
+    pub augment_noise: f32,
+    /// Validation examples evaluated at each evaluation.
+    pub val_examples: usize,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            steps: 1000,
+            batch_size: 64,
+            lr: 1e-3,
+            min_lr_ratio: 0.05,
+            warmup_steps: 100,
+            weight_decay: 0.01,
+            clip_norm: 1.0,
+            label_smoothing: 0.0,
+            seed: 0,
+            eval_every: 250,
+            checkpoint_every: 250,
+            augment_shift: 0,
+            augment_noise: 0.0,
+            val_examples: 512,
+        }
+    }
+}
+
+impl TrainOptions {
+    fn augment(&self) -> Augment {
+        Augment { max_shift: self.augment_shift, noise: self.augment_noise }
+    }
+}
+
+/// Linear warm-up, then cosine decay to `lr * min_lr_ratio` at the last step.
+pub fn learning_rate(opts: &TrainOptions, step: usize) -> f64 {
+    if step < opts.warmup_steps {
+        return opts.lr * (step + 1) as f64 / opts.warmup_steps as f64;
+    }
+    let span = opts.steps.saturating_sub(opts.warmup_steps).max(1) as f64;
+    let progress = ((step - opts.warmup_steps) as f64 / span).min(1.0);
+    let min = opts.lr * opts.min_lr_ratio;
+    min + 0.5 * (opts.lr - min) * (1.0 + (std::f64::consts::PI * progress).cos())
+}
+
+/// Mean token cross-entropy over the real target tokens, with optional label smoothing.
+pub fn loss(model: &FusionModel, batch: &Batch, label_smoothing: f64) -> Result<Tensor> {
+    let logits = model.forward(&batch.images, &batch.text_ids, &batch.text_valid, &batch.decoder_input)?;
+    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+    let nll = logp.gather(&batch.decoder_target.unsqueeze(2)?, 2)?.squeeze(2)?.neg()?;
+    let per_token = if label_smoothing > 0.0 {
+        let uniform = logp.mean(D::Minus1)?.neg()?;
+        ((nll * (1.0 - label_smoothing))? + (uniform * label_smoothing)?)?
+    } else {
+        nll
+    };
+    let total = (per_token * &batch.target_mask)?.sum_all()?;
+    Ok(total.broadcast_div(&batch.target_mask.sum_all()?)?)
+}
+
+/// AdamW with its moment estimates exposed, so they can be checkpointed.
+/// Weight decay applies to matrices only (not LayerNorm, biases or gates).
+pub struct AdamW {
+    vars: Vec<(String, Var)>,
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+    pub step: usize,
+    weight_decay: f64,
+}
+
+impl AdamW {
+    const BETA1: f64 = 0.9;
+    const BETA2: f64 = 0.98;
+    const EPS: f64 = 1e-8;
+
+    pub fn new(varmap: &VarMap, weight_decay: f64) -> Result<Self> {
+        let vars = sorted_vars(varmap);
+        let zeros = |vars: &[(String, Var)]| vars.iter().map(|(_, v)| v.zeros_like()).collect::<candle_core::Result<Vec<_>>>();
+        Ok(AdamW { m: zeros(&vars)?, v: zeros(&vars)?, vars, step: 0, weight_decay })
+    }
+
+    /// Clips the gradients to `clip_norm` (global L2) and updates every variable.
+    /// Returns the gradient norm before clipping.
+    pub fn step(&mut self, grads: &GradStore, lr: f64, clip_norm: f64) -> Result<f64> {
+        let mut sq = 0f64;
+        let mut found = Vec::with_capacity(self.vars.len());
+        for (name, var) in &self.vars {
+            let g = grads.get(var.as_tensor()).ok_or_else(|| anyhow!("no gradient for {name}"))?;
+            sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+            found.push(g.clone());
+        }
+        let norm = sq.sqrt();
+        if !norm.is_finite() {
+            return Ok(norm);
+        }
+        let scale = if norm > clip_norm { clip_norm / norm } else { 1.0 };
+        self.step += 1;
+        let t = self.step as i32;
+        let (c1, c2) = (1.0 - Self::BETA1.powi(t), 1.0 - Self::BETA2.powi(t));
+        for (i, g) in found.into_iter().enumerate() {
+            let g = (g * scale)?;
+            self.m[i] = ((&self.m[i] * Self::BETA1)? + (&g * (1.0 - Self::BETA1))?)?;
+            self.v[i] = ((&self.v[i] * Self::BETA2)? + (g.sqr()? * (1.0 - Self::BETA2))?)?;
+            let update = ((&self.m[i] / c1)? / ((&self.v[i] / c2)?.sqrt()? + Self::EPS)?)?;
+            let var = &self.vars[i].1;
+            let decay = if var.rank() >= 2 { 1.0 - lr * self.weight_decay } else { 1.0 };
+            var.set(&((var.as_tensor() * decay)? - (update * lr)?)?)?;
+        }
+        Ok(norm)
+    }
+
+    /// Weights, moments and the step count, as named tensors.
+    fn state(&self) -> Result<HashMap<String, Tensor>> {
+        let mut out = HashMap::new();
+        for (i, (name, var)) in self.vars.iter().enumerate() {
+            out.insert(format!("model.{name}"), var.as_tensor().clone());
+            out.insert(format!("adam_m.{name}"), self.m[i].clone());
+            out.insert(format!("adam_v.{name}"), self.v[i].clone());
+        }
+        out.insert("adam_step".into(), Tensor::new(&[self.step as u32], &Device::Cpu)?);
+        Ok(out)
+    }
+
+    fn restore(&mut self, state: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+        let get = |key: &str| state.get(key).ok_or_else(|| anyhow!("{}: missing {key}; the checkpoint is from another model", path.display()));
+        for (i, (name, var)) in self.vars.iter().enumerate() {
+            let weights = get(&format!("model.{name}"))?;
+            if weights.dims() != var.dims() {
+                bail!("{}: {name} has shape {:?}, expected {:?}", path.display(), weights.dims(), var.dims());
+            }
+            var.set(weights)?;
+            self.m[i] = get(&format!("adam_m.{name}"))?.clone();
+            self.v[i] = get(&format!("adam_v.{name}"))?.clone();
+        }
+        self.step = get("adam_step")?.to_vec1::<u32>()?[0] as usize;
+        Ok(())
+    }
+}
+
+/// What `train_state.json` records, so `--resume` can check it continues the same run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainState {
+    pub step: usize,
+    pub options: TrainOptions,
+    pub train_examples: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct LogRecord {
+    pub step: usize,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub samples_per_sec: f64,
+    pub elapsed_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_loss: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_accuracy: Option<f64>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Finished,
+    Interrupted { step: usize },
+}
+
+pub struct TrainRun<'a> {
+    pub out: PathBuf,
+    pub cfg: Config,
+    pub tokenizer: TextTokenizer,
+    pub train: &'a Dataset,
+    pub val: &'a Dataset,
+    pub options: TrainOptions,
+    pub resume: bool,
+    pub save_dtype: DType,
+    /// Set (e.g. by Ctrl-C) to stop after the current step with a checkpoint.
+    pub stop: &'a AtomicBool,
+    /// Called after every step with the latest record.
+    pub on_step: &'a mut dyn FnMut(&LogRecord),
+}
+
+impl TrainRun<'_> {
+    pub fn run(self) -> Result<Outcome> {
+        let device = Device::Cpu;
+        let opts = &self.options;
+        if self.train.examples.is_empty() {
+            bail!("no training examples");
+        }
+        std::fs::create_dir_all(&self.out).with_context(|| format!("creating {}", self.out.display()))?;
+        let (model, varmap) = init_model(&self.cfg, opts.seed, &device)?;
+        let mut adam = AdamW::new(&varmap, opts.weight_decay)?;
+        let checkpoint = self.out.join(CHECKPOINT_FILE);
+        let mut start = 0;
+        if self.resume {
+            let state: TrainState = read_state(&self.out.join(STATE_FILE))?;
+            if state.options != *opts || state.train_examples != self.train.examples.len() {
+                bail!(
+                    "{}: --resume needs the same data and options as the interrupted run (it had {} examples and {:?})",
+                    self.out.join(STATE_FILE).display(),
+                    state.train_examples,
+                    state.options
+                );
+            }
+            let tensors = candle_core::safetensors::load(&checkpoint, &device)
+                .map_err(|e| anyhow!("{}: cannot read the checkpoint ({e})", checkpoint.display()))?;
+            adam.restore(&tensors, &checkpoint)?;
+            start = adam.step;
+        }
+        let mut log = LogWriter::open(&self.out.join(LOG_FILE), start)?;
+        save_model_dir(&self.out, &self.cfg, &varmap, &self.tokenizer, self.save_dtype)?;
+
+        // Batches are built on a second thread, ahead of the training step.
+        let (tx, rx) = sync_channel::<Result<Batch>>(2);
+        let n = self.train.examples.len();
+        let (bs, seed, augment) = (opts.batch_size, opts.seed, opts.augment());
+        let total = opts.steps;
+        let cfg = self.cfg.clone();
+        let train = self.train;
+        let clock = Instant::now();
+        let outcome = std::thread::scope(|scope| -> Result<Outcome> {
+            scope.spawn(move || {
+                for step in start..total {
+                    let indices = step_indices(n, bs, seed, step);
+                    let batch = Batch::new(train, &indices, &cfg, augment, seed.wrapping_add(step as u64 * 7919), &Device::Cpu);
+                    if tx.send(batch).is_err() {
+                        return;
+                    }
+                }
+            });
+            let mut last_good = start;
+            let mut window = Instant::now();
+            for step in start..total {
+                let batch = rx.recv().map_err(|_| anyhow!("the data loader stopped"))??;
+                let lr = learning_rate(opts, step);
+                let loss_t = loss(&model, &batch, opts.label_smoothing)?;
+                let loss_v = loss_t.to_scalar::<f32>()? as f64;
+                if !loss_v.is_finite() {
+                    bail!(
+                        "the loss became {loss_v} at step {}; training stopped. The last good checkpoint (step {last_good}) is kept in {}. Lower --lr or raise --warmup and resume from it with --resume",
+                        step + 1,
+                        self.out.display()
+                    );
+                }
+                let grads = loss_t.backward()?;
+                let grad_norm = adam.step(&grads, lr, opts.clip_norm)?;
+                if !grad_norm.is_finite() {
+                    bail!("the gradient norm became {grad_norm} at step {}; training stopped, the last good checkpoint (step {last_good}) is kept in {}", step + 1, self.out.display());
+                }
+                let done = step + 1;
+                let mut record = LogRecord {
+                    step: done,
+                    loss: loss_v,
+                    lr,
+                    grad_norm,
+                    samples_per_sec: bs as f64 / window.elapsed().as_secs_f64(),
+                    elapsed_s: clock.elapsed().as_secs_f64(),
+                    ..Default::default()
+                };
+                window = Instant::now();
+                if done % opts.eval_every == 0 || done == total {
+                    let (val_loss, val_acc) = evaluate(&model, self.val, opts)?;
+                    record.val_loss = val_loss;
+                    record.val_accuracy = val_acc;
+                }
+                log.write(&record)?;
+                (self.on_step)(&record);
+                let stop = self.stop.load(Ordering::SeqCst);
+                if done % opts.checkpoint_every == 0 || done == total || stop {
+                    save_checkpoint(&self.out, &adam, &varmap, &self.cfg, &self.tokenizer, self.save_dtype, opts, n)?;
+                    last_good = done;
+                }
+                if stop && done < total {
+                    return Ok(Outcome::Interrupted { step: done });
+                }
+            }
+            Ok(Outcome::Finished)
+        })?;
+        crate::plot::loss_curve(&self.out.join(LOG_FILE), &self.out.join(CURVE_FILE))?;
+        Ok(outcome)
+    }
+}
+
+fn read_state(path: &Path) -> Result<TrainState> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: no training state to resume from; start without --resume", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: corrupt training state", path.display()))
+}
+
+/// Writes the checkpoint file, then the usable model directory, each atomically.
+#[allow(clippy::too_many_arguments)]
+fn save_checkpoint(out: &Path, adam: &AdamW, varmap: &VarMap, cfg: &Config, tokenizer: &TextTokenizer, dtype: DType, opts: &TrainOptions, n: usize) -> Result<()> {
+    let state = adam.state()?;
+    write_atomically(&out.join(CHECKPOINT_FILE), |tmp| Ok(candle_core::safetensors::save(&state, tmp)?))?;
+    let json = serde_json::to_string_pretty(&TrainState { step: adam.step, options: opts.clone(), train_examples: n })?;
+    write_atomically(&out.join(STATE_FILE), |tmp| Ok(std::fs::write(tmp, json)?))?;
+    save_model_dir(out, cfg, varmap, tokenizer, dtype)
+}
+
+/// Validation loss, and exact-match accuracy of greedy answers on the VQA examples.
+pub fn evaluate(model: &FusionModel, val: &Dataset, opts: &TrainOptions) -> Result<(Option<f64>, Option<f64>)> {
+    if val.examples.is_empty() {
+        return Ok((None, None));
+    }
+    let cfg = &model.cfg;
+    let take = val.examples.len().min(opts.val_examples);
+    let (mut loss_sum, mut batches, mut correct, mut asked) = (0.0, 0usize, 0usize, 0usize);
+    let indices: Vec<usize> = (0..take).collect();
+    for chunk in indices.chunks(opts.batch_size.max(1)) {
+        let batch = Batch::new(val, chunk, cfg, Augment::NONE, 0, &Device::Cpu)?;
+        loss_sum += loss(model, &batch, 0.0)?.to_scalar::<f32>()? as f64;
+        batches += 1;
+        let vqa: Vec<usize> = chunk.iter().copied().filter(|&i| val.examples[i].question_type.is_some()).collect();
+        if vqa.is_empty() {
+            continue;
+        }
+        let vqa_batch = Batch::new(val, &vqa, cfg, Augment::NONE, 0, &Device::Cpu)?;
+        let memory = model.encode(&vqa_batch.images, &vqa_batch.text_ids, &vqa_batch.text_valid)?;
+        let longest = vqa.iter().map(|&i| val.examples[i].target.len()).max().unwrap_or(1);
+        let generated = greedy(model, &memory, &GenerateOptions { max_new_tokens: longest + 1, ..Default::default() })?;
+        for (&i, g) in vqa.iter().zip(&generated) {
+            asked += 1;
+            correct += usize::from(g.tokens == val.examples[i].target);
+        }
+    }
+    let accuracy = (asked > 0).then(|| correct as f64 / asked as f64);
+    Ok((Some(loss_sum / batches as f64), accuracy))
+}
+
+/// Appends to training.jsonl; on resume, drops records after the resumed step.
+struct LogWriter {
+    file: std::fs::File,
+}
+
+impl LogWriter {
+    fn open(path: &Path, keep_through: usize) -> Result<Self> {
+        let kept: Vec<String> = match std::fs::read_to_string(path) {
+            Ok(text) if keep_through > 0 => text
+                .lines()
+                .filter(|l| serde_json::from_str::<LogRecord>(l).is_ok_and(|r| r.step <= keep_through))
+                .map(String::from)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        for line in kept {
+            writeln!(file, "{line}")?;
+        }
+        Ok(LogWriter { file })
+    }
+
+    fn write(&mut self, record: &LogRecord) -> Result<()> {
+        writeln!(self.file, "{}", serde_json::to_string(record)?)?;
+        Ok(())
+    }
+}

@@ -189,7 +189,11 @@ fn empty_corpus_and_empty_hypothesis_do_not_panic() {
     let empty = caption_scores(&[], &[]);
     assert_eq!(empty.n, 0);
     let sc = score(&[("", &["a cat"]), ("a dog", &[])]);
-    assert!(sc.bleu.iter().chain([&sc.cider_d, &sc.rouge_l]).all(|x| x.is_finite()));
+    assert!(sc
+        .bleu
+        .iter()
+        .chain([&sc.cider_d, &sc.rouge_l])
+        .all(|x| x.is_finite()));
     close(sc.rouge_l, 0.0, 0.0);
 }
 
@@ -197,7 +201,13 @@ fn empty_corpus_and_empty_hypothesis_do_not_panic() {
 
 fn ten(matching: usize, answer: &str) -> Vec<String> {
     (0..10)
-        .map(|i| if i < matching { s(answer) } else { format!("other{i}") })
+        .map(|i| {
+            if i < matching {
+                s(answer)
+            } else {
+                format!("other{i}")
+            }
+        })
         .collect()
 }
 

@@ -30,7 +30,13 @@ fn fixture(predictions: &str) -> tempfile::TempDir {
 fn score(dir: &Path, extra: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fusecap"))
         .current_dir(dir)
-        .args(["score", "--predictions", "preds.jsonl", "--data", "data/manifest.jsonl"])
+        .args([
+            "score",
+            "--predictions",
+            "preds.jsonl",
+            "--data",
+            "data/manifest.jsonl",
+        ])
         .args(extra)
         .output()
         .expect("run fusecap")
@@ -40,9 +46,16 @@ fn scores_json(dir: &Path, extra: &[&str]) -> (Output, Value) {
     let mut args = vec!["--json", "scores.json"];
     args.extend_from_slice(extra);
     let out = score(dir, &args);
-    assert!(out.status.success(), "fusecap score failed: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "fusecap score failed: {}",
+        stderr(&out)
+    );
     let text = std::fs::read_to_string(dir.join("scores.json")).expect("read scores.json");
-    (out, serde_json::from_str(&text).expect("scores.json is JSON"))
+    (
+        out,
+        serde_json::from_str(&text).expect("scores.json is JSON"),
+    )
 }
 
 fn stderr(out: &Output) -> String {
@@ -69,7 +82,10 @@ fn perfect_captions_score_bleu_one_and_paths_are_canonicalised() {
     assert!((num(&caption["rouge_l"]) - 1.0).abs() < 1e-12, "{caption}");
     assert_eq!(num(&caption["exact_match"]), 1.0);
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("BLEU-1") && table.contains("CIDEr-D"), "{table}");
+    assert!(
+        table.contains("BLEU-1") && table.contains("CIDEr-D"),
+        "{table}"
+    );
     // Three VQA records of split "test" got no prediction.
     assert_eq!(json["missing_predictions"], 3);
     assert!(stderr(&out).contains("3 manifest record(s) have no prediction"));
@@ -96,7 +112,10 @@ fn vqa_accuracy_per_type_and_errors_count_as_empty() {
     assert_eq!(json["error_predictions"], 1);
     assert!(json["caption"].is_null());
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("per question type") && table.contains("count"), "{table}");
+    assert!(
+        table.contains("per question type") && table.contains("count"),
+        "{table}"
+    );
 }
 
 #[test]
@@ -116,7 +135,10 @@ fn unmatched_and_unreadable_lines_are_reported_but_the_rest_is_scored() {
     assert_eq!(json["unmatched_predictions"], 3);
     let err = stderr(&out);
     assert!(err.contains("2 prediction(s)"), "{err}");
-    assert!(err.contains("preds.jsonl:3"), "unreadable line should be named: {err}");
+    assert!(
+        err.contains("preds.jsonl:3"),
+        "unreadable line should be named: {err}"
+    );
 }
 
 #[test]
@@ -141,7 +163,10 @@ fn nothing_matched_is_an_error_naming_the_files() {
     let out = score(dir.path(), &[]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("preds.jsonl") && err.contains("manifest.jsonl"), "{err}");
+    assert!(
+        err.contains("preds.jsonl") && err.contains("manifest.jsonl"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use super::caption::DecodeArgs;
+use super::decode::DecodeArgs;
 use super::common::{exit_code, progress_bar, ModelArgs, OutputArgs, OutputRecord, Printer};
 use crate::data::image::Preprocess;
 use crate::generate::{answer_batch, Query};

@@ -8,7 +8,8 @@ use clap::Args;
 
 use super::common::{exit_code, progress_bar, ModelArgs, OutputArgs, OutputRecord, Printer};
 use crate::data::image::{has_image_extension, Preprocess};
-use crate::generate::{answer_batch, GenerateOptions, Query};
+use super::decode::DecodeArgs;
+use crate::generate::{answer_batch, Query};
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
@@ -36,22 +37,6 @@ pub struct CaptionArgs {
     /// Process only slice K of N (0-based) of the sorted input list, e.g. 2/8.
     #[arg(long, value_name = "K/N", value_parser = parse_shard)]
     pub shard: Option<(usize, usize)>,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct DecodeArgs {
-    /// Longest output, in tokens.
-    #[arg(long, default_value_t = 24)]
-    pub max_new_tokens: usize,
-    /// Images per forward pass.
-    #[arg(long, default_value_t = 16)]
-    pub batch_size: usize,
-}
-
-impl DecodeArgs {
-    pub fn options(&self) -> GenerateOptions {
-        GenerateOptions { max_new_tokens: self.max_new_tokens, ..GenerateOptions::default() }
-    }
 }
 
 fn parse_shard(value: &str) -> Result<(usize, usize), String> {

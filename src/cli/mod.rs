@@ -3,9 +3,15 @@
 pub mod ask;
 pub mod caption;
 pub mod common;
+pub mod compare;
 pub mod data;
+pub mod decode;
+pub mod eval;
+pub mod experiment;
+pub mod explain;
 pub mod init;
 pub mod score;
+pub mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +42,16 @@ pub enum Command {
     Init(init::InitArgs),
     /// Make or import data sets (manifests).
     Data(data::DataArgs),
+    /// Train a model of one fusion strategy on manifests.
+    Train(train::TrainArgs),
+    /// Evaluate a model on a manifest: every metric, per question type.
+    Eval(eval::EvalArgs),
+    /// Evaluate several models on the same records, side by side.
+    Compare(compare::CompareArgs),
+    /// Train several fusion strategies under one budget, then compare them.
+    Experiment(experiment::ExperimentArgs),
+    /// Draw where the cross-attention looked for each generated word.
+    Explain(explain::ExplainArgs),
     /// Score predictions (JSONL) against a manifest's references.
     Score(score::ScoreArgs),
 }

@@ -74,7 +74,11 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
     report_problems("predictions", &args.predictions, &predictions.problems);
 
     let records: Vec<&Record> = match &args.split {
-        Some(split) => manifest.records.iter().filter(|r| r.in_split(split)).collect(),
+        Some(split) => manifest
+            .records
+            .iter()
+            .filter(|r| r.in_split(split))
+            .collect(),
         None => manifest.records.iter().collect(),
     };
     if records.is_empty() {
@@ -158,13 +162,18 @@ fn read_predictions(path: &Path) -> Result<Predictions> {
         }
         match parse_prediction(line, index + 1, &cwd) {
             Ok(p) => out.lines.push(p),
-            Err(message) => out
-                .problems
-                .push(format!("{}:{}: {message}", path.display(), index + 1)),
+            Err(message) => {
+                out.problems
+                    .push(format!("{}:{}: {message}", path.display(), index + 1))
+            }
         }
     }
     if out.lines.is_empty() {
-        let first = out.problems.first().map(String::as_str).unwrap_or("the file is empty");
+        let first = out
+            .problems
+            .first()
+            .map(String::as_str)
+            .unwrap_or("the file is empty");
         bail!(
             "predictions {} hold no usable line ({first}); each line must be a JSON object with \"image\" and \"output\"",
             path.display()
@@ -182,7 +191,10 @@ fn parse_prediction(line: &str, line_no: usize, cwd: &Path) -> Result<Prediction
         return Err("has neither \"output\" nor \"error\"".to_string());
     }
     Ok(Prediction {
-        key: Key::new(&canonical(Path::new(&parsed.image), cwd), parsed.question.as_deref()),
+        key: Key::new(
+            &canonical(Path::new(&parsed.image), cwd),
+            parsed.question.as_deref(),
+        ),
         image: parsed.image,
         output: parsed.output.unwrap_or_default(),
         is_error,
@@ -373,8 +385,18 @@ fn report_matching(
         );
         for &i in matching.unused.iter().take(SHOW) {
             let p = &predictions.lines[i];
-            let question = p.key.question.as_deref().map(|q| format!(" \"{q}\"")).unwrap_or_default();
-            eprintln!("  {}:{}: {}{question}", args.predictions.display(), p.line, p.image);
+            let question = p
+                .key
+                .question
+                .as_deref()
+                .map(|q| format!(" \"{q}\""))
+                .unwrap_or_default();
+            eprintln!(
+                "  {}:{}: {}{question}",
+                args.predictions.display(),
+                p.line,
+                p.image
+            );
         }
     }
     if !matching.duplicates.is_empty() {
@@ -409,16 +431,16 @@ fn render_table(report: &ScoreReport) -> String {
     if let Some(c) = &report.caption {
         let _ = writeln!(out, "captions (n = {})", c.n);
         for (k, b) in c.bleu.iter().enumerate() {
-            let _ = writeln!(out, "  {:<12}{b:.4}", format!("BLEU-{}", k + 1));
+            let _ = writeln!(out, "  {:<14}{b:.4}", format!("BLEU-{}", k + 1));
         }
-        let _ = writeln!(out, "  {:<12}{:.4}", "CIDEr-D", c.cider_d);
-        let _ = writeln!(out, "  {:<12}{:.4}", "ROUGE-L", c.rouge_l);
-        let _ = writeln!(out, "  {:<12}{:.4}", "exact match", c.exact_match);
+        let _ = writeln!(out, "  {:<14}{:.4}", "CIDEr-D", c.cider_d);
+        let _ = writeln!(out, "  {:<14}{:.4}", "ROUGE-L", c.rouge_l);
+        let _ = writeln!(out, "  {:<14}{:.4}", "exact match", c.exact_match);
     }
     if let Some(v) = &report.vqa {
         let _ = writeln!(out, "VQA (n = {})", v.n);
-        let _ = writeln!(out, "  {:<12}{:.4}", "accuracy", v.accuracy);
-        let _ = writeln!(out, "  {:<12}{:.4}", "exact match", v.exact_match);
+        let _ = writeln!(out, "  {:<14}{:.4}", "accuracy", v.accuracy);
+        let _ = writeln!(out, "  {:<14}{:.4}", "exact match", v.exact_match);
         if !v.per_type.is_empty() {
             let width = v.per_type.keys().map(String::len).max().unwrap_or(0).max(4);
             let _ = writeln!(out, "  per question type:");
@@ -453,7 +475,10 @@ mod tests {
             canonical(Path::new("./a/../b/c.png"), cwd),
             Path::new("/no/such/dir/b/c.png")
         );
-        assert_eq!(canonical(Path::new("/x/./y.png"), cwd), Path::new("/x/y.png"));
+        assert_eq!(
+            canonical(Path::new("/x/./y.png"), cwd),
+            Path::new("/x/y.png")
+        );
     }
 
     #[test]

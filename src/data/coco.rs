@@ -67,7 +67,10 @@ pub fn convert_coco(
     out: &Path,
     opts: &CocoOptions,
 ) -> anyhow::Result<ImportSummary> {
-    let coco: CocoCaptions = read_json(captions, "COCO captions file (expected \"images\" and \"annotations\")")?;
+    let coco: CocoCaptions = read_json(
+        captions,
+        "COCO captions file (expected \"images\" and \"annotations\")",
+    )?;
     let index = ImageIndex::build(images)?;
     let split = opts.split.clone().or_else(|| split_from_name(captions));
 
@@ -88,7 +91,10 @@ pub fn convert_coco(
             summary.skipped += 1;
             continue;
         }
-        by_image.entry(annotation.image_id).or_default().push(caption);
+        by_image
+            .entry(annotation.image_id)
+            .or_default()
+            .push(caption);
     }
 
     let mut lines = Vec::new();

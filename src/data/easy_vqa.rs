@@ -137,7 +137,10 @@ pub fn convert_easy_vqa(from: &Path, out: &Path) -> anyhow::Result<EasyVqaSummar
                 Some(split.to_string()),
             ));
         }
-        lines.extend(vqa.remove(&(image.split_index, image.id)).unwrap_or_default());
+        lines.extend(
+            vqa.remove(&(image.split_index, image.id))
+                .unwrap_or_default(),
+        );
     }
     write_manifest(&out.join("manifest.jsonl"), &lines)?;
     Ok(summary)
@@ -238,11 +241,11 @@ fn pixel_features(png: &[u8]) -> Option<Features> {
     let (mut sum, mut count) = ([0f64; 3], 0usize);
     let (mut x0, mut y0, mut x1, mut y1) = (w, h, 0, 0);
     for (x, y, p) in img.enumerate_pixels() {
-        let differs = (0..3)
-            .any(|c| (p.0[c] as i32 - background[c] as i32).abs() > FOREGROUND_THRESHOLD);
+        let differs =
+            (0..3).any(|c| (p.0[c] as i32 - background[c] as i32).abs() > FOREGROUND_THRESHOLD);
         if differs {
-            for c in 0..3 {
-                sum[c] += p.0[c] as f64;
+            for (total, &v) in sum.iter_mut().zip(&p.0) {
+                *total += v as f64;
             }
             count += 1;
             (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
@@ -368,7 +371,10 @@ fn caption_for(
         }
         (Some(c), None) => {
             summary.partial_captions += 1;
-            Some(vec![format!("a {c} shape"), format!("there is a {c} shape")])
+            Some(vec![
+                format!("a {c} shape"),
+                format!("there is a {c} shape"),
+            ])
         }
         (None, Some(s)) => {
             summary.partial_captions += 1;
@@ -392,7 +398,8 @@ enum Source {
 
 impl Source {
     fn open(path: &Path) -> anyhow::Result<Self> {
-        const HINT: &str = "give the easy-VQA wheel (easy_vqa-1.0-py3-none-any.whl) or its unpacked folder";
+        const HINT: &str =
+            "give the easy-VQA wheel (easy_vqa-1.0-py3-none-any.whl) or its unpacked folder";
         if path.is_dir() {
             for root in [
                 path.to_path_buf(),
@@ -423,10 +430,7 @@ impl Source {
                 archive,
                 root,
             }),
-            None => bail!(
-                "{} holds no train/questions.json: {HINT}",
-                path.display()
-            ),
+            None => bail!("{} holds no train/questions.json: {HINT}", path.display()),
         }
     }
 
@@ -458,7 +462,10 @@ impl Source {
     fn image_ids(&self, split: &str) -> Vec<u64> {
         let prefix = format!("{split}/images/");
         let id_of = |name: &str| -> Option<u64> {
-            name.strip_prefix(&prefix)?.strip_suffix(".png")?.parse().ok()
+            name.strip_prefix(&prefix)?
+                .strip_suffix(".png")?
+                .parse()
+                .ok()
         };
         let mut ids: Vec<u64> = match self {
             Source::Zip { archive, root, .. } => archive

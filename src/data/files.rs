@@ -33,8 +33,8 @@ pub fn read_json<T: DeserializeOwned>(path: &Path, what: &str) -> anyhow::Result
 /// The path of `target` as seen from folder `base`, with `/` separators, for manifests.
 /// Both are made absolute first; falls back to the absolute path when they share no root.
 pub fn manifest_path(base: &Path, target: &Path) -> anyhow::Result<String> {
-    let base = std::path::absolute(base)
-        .with_context(|| format!("cannot resolve {}", base.display()))?;
+    let base =
+        std::path::absolute(base).with_context(|| format!("cannot resolve {}", base.display()))?;
     let target = std::path::absolute(target)
         .with_context(|| format!("cannot resolve {}", target.display()))?;
     let rel = relative_path(&base, &target).unwrap_or(target.clone());
@@ -50,11 +50,7 @@ pub fn manifest_path(base: &Path, target: &Path) -> anyhow::Result<String> {
 fn relative_path(base: &Path, target: &Path) -> Option<PathBuf> {
     let base: Vec<Component> = normal(base);
     let target: Vec<Component> = normal(target);
-    let common = base
-        .iter()
-        .zip(&target)
-        .take_while(|(a, b)| a == b)
-        .count();
+    let common = base.iter().zip(&target).take_while(|(a, b)| a == b).count();
     if common == 0 {
         return None;
     }
@@ -97,10 +93,7 @@ const IMAGE_EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "bmp", "gif", "webp",
 impl ImageIndex {
     pub fn build(dir: &Path) -> anyhow::Result<Self> {
         let entries = std::fs::read_dir(dir).with_context(|| {
-            format!(
-                "cannot read image folder {}: check --images",
-                dir.display()
-            )
+            format!("cannot read image folder {}: check --images", dir.display())
         })?;
         let mut names: Vec<PathBuf> = Vec::new();
         for entry in entries {
@@ -117,7 +110,11 @@ impl ImageIndex {
             if !is_image || !path.is_file() {
                 continue;
             }
-            if let Some(id) = path.file_stem().and_then(|s| s.to_str()).and_then(padded_id) {
+            if let Some(id) = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(padded_id)
+            {
                 by_id.entry(id).or_insert(path);
             }
         }

@@ -41,7 +41,16 @@ impl Preprocess {
     }
 
     pub fn pixels(&self, image: &RgbImage) -> Vec<f32> {
-        let resized = resize(image, self.size as u32, self.resize);
+        self.normalise(&self.resized(image))
+    }
+
+    /// The image at the model's input size.
+    pub fn resized(&self, image: &RgbImage) -> RgbImage {
+        resize(image, self.size as u32, self.resize)
+    }
+
+    /// CHW floats of an image already at the model's input size.
+    pub fn normalise(&self, resized: &RgbImage) -> Vec<f32> {
         let plane = self.size * self.size;
         let mut out = vec![0f32; 3 * plane];
         for (i, pixel) in resized.pixels().enumerate() {

@@ -1,4 +1,5 @@
 //! Data: manifests, image preprocessing, synthetic scenes, importers.
+pub mod batch;
 pub mod coco;
 pub mod draw;
 pub mod easy_vqa;

@@ -66,9 +66,9 @@ pub struct SceneLine {
 }
 
 /// Cell radius is 1/6 of the side; objects stay inside their cell after jitter.
-const LARGE_RADIUS: f32 = 0.15;
-const SMALL_RADIUS: f32 = 0.09;
-const MAX_JITTER: f32 = 0.015;
+const LARGE_RADIUS: f32 = 0.155;
+const SMALL_RADIUS: f32 = 0.1;
+const MAX_JITTER: f32 = 0.01;
 
 /// A random scene of 1–4 objects, at most one per grid cell.
 pub fn random_scene(rng: &mut impl Rng, noise: bool) -> Scene {

@@ -291,7 +291,13 @@ fn references(scene: &Scene, i: usize, avoid: Attr) -> Vec<String> {
         if d.mentions(avoid) || found.iter().any(|f| f.within(&d)) {
             continue;
         }
-        if scene.objects.iter().filter(|other| d.matches(other)).count() == 1 {
+        if scene
+            .objects
+            .iter()
+            .filter(|other| d.matches(other))
+            .count()
+            == 1
+        {
             found.push(d);
         }
     }
@@ -351,7 +357,11 @@ fn scene_questions(scene: &Scene) -> Vec<Qa> {
             number_word(k),
             "count",
         ));
-        out.push(qa(format!("is there a {}?", shape.name()), yes_no(k > 0), "exist"));
+        out.push(qa(
+            format!("is there a {}?", shape.name()),
+            yes_no(k > 0),
+            "exist",
+        ));
     }
     for color in Color::ALL {
         let k = objects.iter().filter(|o| o.color == color).count();

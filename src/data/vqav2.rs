@@ -79,7 +79,10 @@ pub fn convert_vqav2(
         "VQAv2 annotations file (expected \"annotations\")",
     )?;
     let index = ImageIndex::build(images)?;
-    let subtype = qs.data_subtype.clone().or_else(|| subtype_from_name(questions));
+    let subtype = qs
+        .data_subtype
+        .clone()
+        .or_else(|| subtype_from_name(questions));
     let split = opts.split.clone().or_else(|| {
         subtype
             .as_deref()
@@ -137,7 +140,11 @@ pub fn convert_vqav2(
             path,
             q.question.trim(),
             annotation.multiple_choice_answer.clone(),
-            annotation.answers.iter().map(|a| a.answer.clone()).collect(),
+            annotation
+                .answers
+                .iter()
+                .map(|a| a.answer.clone())
+                .collect(),
             question_type,
             split.clone(),
         ));

@@ -50,9 +50,9 @@ impl BleuStats {
     pub fn scores(&self) -> [f64; MAX_N] {
         let mut bleu = [0.0; MAX_N];
         let mut product = 1.0;
-        for k in 0..MAX_N {
+        for (k, b) in bleu.iter_mut().enumerate() {
             product *= (self.correct[k] as f64 + TINY) / (self.guess[k] as f64 + SMALL);
-            bleu[k] = product.powf(1.0 / (k + 1) as f64);
+            *b = product.powf(1.0 / (k + 1) as f64);
         }
         let ratio = (self.hyp_len as f64 + TINY) / (self.ref_len as f64 + SMALL);
         if ratio < 1.0 {

@@ -52,7 +52,10 @@ impl<'a> Idf<'a> {
                 *df.entry(gram).or_insert(0) += 1;
             }
         }
-        Idf { log_n: (refs.len() as f64).ln(), df }
+        Idf {
+            log_n: (refs.len() as f64).ln(),
+            df,
+        }
     }
 
     fn weight(&self, gram: &[String]) -> f64 {
@@ -86,15 +89,15 @@ fn similarity(hyp: &TfIdf, reference: &TfIdf) -> [f64; MAX_N] {
     let delta = hyp.length as f64 - reference.length as f64;
     let penalty = (-(delta * delta) / (2.0 * SIGMA * SIGMA)).exp();
     let mut val = [0.0; MAX_N];
-    for n in 0..MAX_N {
+    for (n, v) in val.iter_mut().enumerate() {
         for (gram, &h) in &hyp.vec[n] {
             let r = reference.vec[n].get(gram).copied().unwrap_or(0.0);
-            val[n] += h.min(r) * r;
+            *v += h.min(r) * r;
         }
         if hyp.norm[n] != 0.0 && reference.norm[n] != 0.0 {
-            val[n] /= hyp.norm[n] * reference.norm[n];
+            *v /= hyp.norm[n] * reference.norm[n];
         }
-        val[n] *= penalty;
+        *v *= penalty;
     }
     val
 }

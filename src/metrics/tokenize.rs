@@ -40,7 +40,10 @@ pub fn ngram_counts(tokens: &[String], max_n: usize) -> NgramCounts<'_> {
 
 /// Replace separator punctuation by spaces; keep `.`/`,` inside numbers.
 fn strip_punctuation(text: &str) -> String {
-    let chars: Vec<char> = text.chars().map(|c| if c == '’' { '\'' } else { c }).collect();
+    let chars: Vec<char> = text
+        .chars()
+        .map(|c| if c == '’' { '\'' } else { c })
+        .collect();
     let mut out = String::with_capacity(text.len());
     for (i, &c) in chars.iter().enumerate() {
         let keep = c.is_alphanumeric()
@@ -94,7 +97,10 @@ mod tests {
 
     #[test]
     fn keeps_numbers_and_inner_hyphens() {
-        assert_eq!(toks("3.5 kg, 1,000 well-known -- x"), ["3.5", "kg", "1,000", "well-known", "x"]);
+        assert_eq!(
+            toks("3.5 kg, 1,000 well-known -- x"),
+            ["3.5", "kg", "1,000", "well-known", "x"]
+        );
     }
 
     #[test]

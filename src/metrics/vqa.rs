@@ -162,7 +162,9 @@ pub fn vqa_accuracy(prediction: &str, answer: &str, answers: &[String]) -> f64 {
     let pred = normalize_answer(prediction);
     if answers.len() < 2 {
         let matches = |a: &str| normalize_answer(a) == pred;
-        return f64::from(u8::from(matches(answer) || answers.iter().any(|a| matches(a))));
+        return f64::from(u8::from(
+            matches(answer) || answers.iter().any(|a| matches(a)),
+        ));
     }
     let human: Vec<String> = answers.iter().map(|a| normalize_answer(a)).collect();
     let total_matches = human.iter().filter(|a| **a == pred).count();

@@ -1,0 +1,230 @@
+//! `fusecap train`: train a model of one fusion strategy on manifests.
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use candle_core::DType;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::data::batch::Dataset;
+use crate::data::manifest::{load_manifests, Record, Task};
+use crate::model::dir::{load_config, parameter_count, TOKENIZER_FILE};
+use crate::model::{Config, Fusion};
+use crate::tokenizer::{TextTokenizer, DEFAULT_WORDS};
+use crate::train::{LogRecord, Outcome, TrainOptions, TrainRun, LOG_FILE};
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  fusecap train --data data/scenes/manifest.jsonl --fusion concat --out runs/concat --steps 2000
+  fusecap train --data data/scenes/manifest.jsonl data/easy-vqa/manifest.jsonl --fusion gated --out runs/gated --epochs 3
+  fusecap train --data data/scenes/manifest.jsonl --fusion gated --out runs/gated --steps 2000 --resume
+
+Writes a usable model directory to --out at every checkpoint, plus training.jsonl,
+loss.png, checkpoint.safetensors (weights + optimiser) and train_state.json.
+Ctrl-C saves a checkpoint and stops; --resume continues exactly where it stopped.")]
+pub struct TrainArgs {
+    /// JSONL manifests; records with split \"train\" (or none) are trained on, \"val\" validates.
+    #[arg(long, required = true, num_args = 1.., value_name = "MANIFEST")]
+    pub data: Vec<PathBuf>,
+    #[arg(long, value_enum)]
+    pub fusion: Fusion,
+    /// Output model directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Architecture (config.json); fusion and vocab_size are replaced. Default: the shipped size.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Optimiser steps.
+    #[arg(long, conflicts_with = "epochs")]
+    pub steps: Option<usize>,
+    /// Passes over the training examples (alternative to --steps).
+    #[arg(long)]
+    pub epochs: Option<f64>,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 100)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub label_smoothing: f64,
+    /// Random shift of up to this many pixels (augmentation; 0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub augment_shift: i64,
+    /// Gaussian pixel noise, as a fraction of the pixel range (augmentation; 0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    pub augment_noise: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Validate every N steps.
+    #[arg(long, default_value_t = 250)]
+    pub eval_every: usize,
+    /// Checkpoint every N steps (and at the end, and on Ctrl-C).
+    #[arg(long, default_value_t = 250)]
+    pub checkpoint_every: usize,
+    /// Percentage of training images held out for validation when no \"val\" split exists.
+    #[arg(long, default_value_t = 5)]
+    pub val_percent: u64,
+    /// Continue from the checkpoint in --out.
+    #[arg(long)]
+    pub resume: bool,
+    /// Store model.safetensors as f16 (half the size) or f32.
+    #[arg(long, default_value = "f16", value_parser = ["f16", "f32"])]
+    pub save_dtype: String,
+    /// CPU threads for the math. One is faster than two at the shipped size
+    /// (see BENCHMARKS.md), so two runs can train side by side on two cores.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Stable across runs and platforms, unlike `DefaultHasher`.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+fn texts(records: &[&Record]) -> Vec<String> {
+    let mut out = vec![DEFAULT_WORDS.to_string()];
+    for r in records {
+        match &r.task {
+            Task::Caption { captions } => out.extend(captions.iter().cloned()),
+            Task::Vqa { question, answer, .. } => out.extend([question.clone(), answer.clone()]),
+        }
+    }
+    out
+}
+
+pub fn run(args: TrainArgs) -> Result<ExitCode> {
+    std::env::set_var("RAYON_NUM_THREADS", args.threads.max(1).to_string());
+    if args.batch_size == 0 || args.eval_every == 0 || args.checkpoint_every == 0 {
+        bail!("--batch-size, --eval-every and --checkpoint-every must be at least 1");
+    }
+    let manifest = load_manifests(&args.data)?;
+    for problem in &manifest.problems {
+        eprintln!("warning: {problem}");
+    }
+    if !manifest.problems.is_empty() {
+        eprintln!("skipped {} bad manifest line(s); training on the {} good ones", manifest.problems.len(), manifest.records.len());
+    }
+    let has_val = manifest.records.iter().any(|r| r.in_split("val"));
+    let held_out = |r: &Record| if has_val { r.in_split("val") } else { r.in_split("train") && fnv1a(&r.image.to_string_lossy()) % 100 < args.val_percent };
+    let train_records: Vec<&Record> = manifest.records.iter().filter(|r| r.in_split("train") && !held_out(r)).collect();
+    let val_records: Vec<&Record> = manifest.records.iter().filter(|r| held_out(r)).collect();
+    if train_records.is_empty() {
+        bail!("no training records (split \"train\" or no split) in {}", args.data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    }
+
+    let tokenizer_path = args.out.join(TOKENIZER_FILE);
+    let tokenizer = if args.resume && tokenizer_path.is_file() {
+        TextTokenizer::load(&tokenizer_path)?
+    } else {
+        let texts = texts(&train_records);
+        TextTokenizer::train(texts.iter().map(String::as_str), 1)?
+    };
+    let vocab = tokenizer.vocab_size();
+    let cfg = match &args.config {
+        Some(path) => Config { fusion: args.fusion, vocab_size: vocab, ..load_config(path)? },
+        None => Config::small(args.fusion, vocab),
+    };
+
+    let (train, mut problems) = Dataset::build(&train_records, &tokenizer, &cfg)?;
+    let (val, val_problems) = Dataset::build(&val_records, &tokenizer, &cfg)?;
+    problems.extend(val_problems);
+    for problem in &problems {
+        eprintln!("warning: {problem}");
+    }
+    if train.examples.is_empty() {
+        bail!("none of the training records could be loaded (see the warnings above)");
+    }
+    let steps = match (args.steps, args.epochs) {
+        (Some(s), _) => s,
+        (None, Some(e)) => ((e * train.examples.len() as f64) / args.batch_size as f64).ceil() as usize,
+        (None, None) => TrainOptions::default().steps,
+    }
+    .max(1);
+    let options = TrainOptions {
+        steps,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        warmup_steps: args.warmup.min(steps),
+        weight_decay: args.weight_decay,
+        label_smoothing: args.label_smoothing,
+        seed: args.seed,
+        eval_every: args.eval_every,
+        checkpoint_every: args.checkpoint_every,
+        augment_shift: args.augment_shift,
+        augment_noise: args.augment_noise,
+        ..TrainOptions::default()
+    };
+    let params = {
+        let (_, varmap) = crate::model::dir::init_model(&cfg, 0, &candle_core::Device::Cpu)?;
+        parameter_count(&varmap, |_| true)
+    };
+    if !args.quiet {
+        eprintln!(
+            "training {} ({} parameters, {} tokens) on {} examples from {} images, validating on {} examples; {} steps of {}",
+            cfg.fusion,
+            params,
+            vocab,
+            train.examples.len(),
+            train.images.len(),
+            val.examples.len(),
+            steps,
+            args.batch_size
+        );
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let handler_flag = stop.clone();
+    if let Err(e) = ctrlc::set_handler(move || handler_flag.store(true, Ordering::SeqCst)) {
+        eprintln!("warning: Ctrl-C will not save a checkpoint ({e})");
+    }
+    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::with_draw_target(Some(steps as u64), ProgressDrawTarget::stderr()) };
+    if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}") {
+        bar.set_style(style);
+    }
+    let mut last_val = String::new();
+    let mut on_step = |r: &LogRecord| {
+        if let (Some(l), acc) = (r.val_loss, r.val_accuracy) {
+            last_val = format!(" val_loss {l:.3}{}", acc.map(|a| format!(" val_acc {:.1}%", 100.0 * a)).unwrap_or_default());
+            if !bar.is_hidden() {
+                bar.println(format!("step {}: loss {:.4}{last_val}", r.step, r.loss));
+            }
+        }
+        bar.set_position(r.step as u64);
+        bar.set_message(format!("loss {:.4} lr {:.2e} {:.0} samples/s{last_val}", r.loss, r.lr, r.samples_per_sec));
+    };
+    let outcome = TrainRun {
+        out: args.out.clone(),
+        cfg,
+        tokenizer,
+        train: &train,
+        val: &val,
+        options,
+        resume: args.resume,
+        save_dtype: if args.save_dtype == "f32" { DType::F32 } else { DType::F16 },
+        stop: &stop,
+        on_step: &mut on_step,
+    }
+    .run()?;
+    bar.finish_and_clear();
+    match outcome {
+        Outcome::Finished => {
+            if !args.quiet {
+                eprintln!("done: model in {}, log in {}", args.out.display(), args.out.join(LOG_FILE).display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Outcome::Interrupted { step } => {
+            eprintln!("interrupted at step {step}; checkpoint saved. Continue with the same command plus --resume");
+            Ok(ExitCode::from(130))
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Training examples, their images held in memory, and batches.
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+use image::RgbImage;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+use super::image::{decode_rgb, Preprocess};
+use super::manifest::{Record, Task};
+use crate::model::{pad_tokens, Config};
+use crate::tokenizer::TextTokenizer;
+
+/// One (image, text input, target) triple. A caption record gives one example per caption.
+#[derive(Debug, Clone)]
+pub struct Example {
+    pub image: usize,
+    /// Text-encoder input: the question, or the caption prompt.
+    pub text: Vec<u32>,
+    /// Target tokens, without BOS/EOS.
+    pub target: Vec<u32>,
+    /// The expected text, for exact-match accuracy.
+    pub answer: String,
+    /// `Some` for VQA examples: the question type, or "vqa" if the record has none.
+    pub question_type: Option<String>,
+}
+
+/// Examples plus their decoded images at the model's input size.
+#[derive(Debug, Clone, Default)]
+pub struct Dataset {
+    pub images: Vec<RgbImage>,
+    pub image_paths: Vec<PathBuf>,
+    pub examples: Vec<Example>,
+}
+
+impl Dataset {
+    /// Decodes every distinct image once. Records whose image fails are skipped
+    /// and reported in the returned messages.
+    pub fn build(records: &[&Record], tokenizer: &TextTokenizer, cfg: &Config) -> Result<(Dataset, Vec<String>)> {
+        let preprocess = Preprocess::from_config(cfg);
+        let prompt = tokenizer.encode(&cfg.caption_prompt)?;
+        let mut ds = Dataset::default();
+        let mut index: HashMap<PathBuf, Option<usize>> = HashMap::new();
+        let mut problems = Vec::new();
+        for record in records {
+            let image = match index.get(&record.image) {
+                Some(found) => *found,
+                None => {
+                    let loaded = match decode_rgb(&record.image) {
+                        Ok(img) => {
+                            ds.images.push(preprocess.resized(&img));
+                            ds.image_paths.push(record.image.clone());
+                            Some(ds.images.len() - 1)
+                        }
+                        Err(e) => {
+                            problems.push(format!("{}: {e:#}; its records are skipped", record.source));
+                            None
+                        }
+                    };
+                    index.insert(record.image.clone(), loaded);
+                    loaded
+                }
+            };
+            let Some(image) = image else { continue };
+            let max_target = cfg.max_decode_len - 1;
+            match &record.task {
+                Task::Caption { captions } => {
+                    for caption in captions {
+                        let mut target = tokenizer.encode(caption)?;
+                        target.truncate(max_target);
+                        ds.examples.push(Example { image, text: prompt.clone(), target, answer: caption.to_lowercase(), question_type: None });
+                    }
+                }
+                Task::Vqa { question, answer, question_type, .. } => {
+                    let mut target = tokenizer.encode(answer)?;
+                    target.truncate(max_target);
+                    ds.examples.push(Example {
+                        image,
+                        text: tokenizer.encode(question)?,
+                        target,
+                        answer: answer.to_lowercase(),
+                        question_type: Some(question_type.clone().unwrap_or_else(|| "vqa".into())),
+                    });
+                }
+            }
+        }
+        Ok((ds, problems))
+    }
+}
+
+/// Light augmentation that keeps colours and coarse positions: a shift of a few
+/// pixels (edges replicated) and Gaussian pixel noise.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Augment {
+    pub max_shift: i64,
+    pub noise: f32,
+}
+
+impl Augment {
+    pub const NONE: Augment = Augment { max_shift: 0, noise: 0.0 };
+
+    fn apply(&self, image: &RgbImage, rng: &mut StdRng) -> RgbImage {
+        if *self == Augment::NONE {
+            return image.clone();
+        }
+        let (w, h) = (image.width() as i64, image.height() as i64);
+        let dx = rng.random_range(-self.max_shift..=self.max_shift);
+        let dy = rng.random_range(-self.max_shift..=self.max_shift);
+        RgbImage::from_fn(image.width(), image.height(), |x, y| {
+            let sx = (x as i64 - dx).clamp(0, w - 1) as u32;
+            let sy = (y as i64 - dy).clamp(0, h - 1) as u32;
+            let mut p = *image.get_pixel(sx, sy);
+            if self.noise > 0.0 {
+                for c in p.0.iter_mut() {
+                    let n = gaussian(rng) * self.noise * 255.0;
+                    *c = (*c as f32 + n).round().clamp(0.0, 255.0) as u8;
+                }
+            }
+            p
+        })
+    }
+}
+
+fn gaussian(rng: &mut StdRng) -> f32 {
+    let u1: f32 = rng.random_range(f32::EPSILON..1.0);
+    let u2: f32 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+}
+
+/// Model inputs and targets for a batch.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// [B, 3, S, S]
+    pub images: Tensor,
+    /// [B, Nt] and its validity mask.
+    pub text_ids: Tensor,
+    pub text_valid: Tensor,
+    /// [B, T]: BOS + target, padded.
+    pub decoder_input: Tensor,
+    /// [B, T]: target + EOS, padded.
+    pub decoder_target: Tensor,
+    /// [B, T]: 1 where `decoder_target` is a real token.
+    pub target_mask: Tensor,
+}
+
+impl Batch {
+    pub fn new(ds: &Dataset, indices: &[usize], cfg: &Config, augment: Augment, seed: u64, device: &Device) -> Result<Batch> {
+        let preprocess = Preprocess::from_config(cfg);
+        let mut rng = StdRng::seed_from_u64(seed);
+        let examples: Vec<&Example> = indices.iter().map(|&i| &ds.examples[i]).collect();
+        let pixels: Vec<Vec<f32>> = examples.iter().map(|e| preprocess.normalise(&augment.apply(&ds.images[e.image], &mut rng))).collect();
+        let images = super::image::batch_tensor(&pixels, cfg.image_size, device)?;
+        let texts: Vec<Vec<u32>> = examples.iter().map(|e| e.text.clone()).collect();
+        let (text_ids, text_valid) = pad_tokens(&texts, cfg.pad_id, cfg.max_text_len, device)?;
+        let inputs: Vec<Vec<u32>> = examples.iter().map(|e| [&[cfg.bos_id][..], &e.target].concat()).collect();
+        let targets: Vec<Vec<u32>> = examples.iter().map(|e| [&e.target[..], &[cfg.eos_id]].concat()).collect();
+        let (decoder_input, _) = pad_tokens(&inputs, cfg.pad_id, cfg.max_decode_len, device)?;
+        let (decoder_target, target_mask) = pad_tokens(&targets, cfg.pad_id, cfg.max_decode_len, device)?;
+        Ok(Batch { images, text_ids, text_valid, decoder_input, decoder_target, target_mask })
+    }
+}
+
+/// The example indices of training step `step`: epochs are seeded shuffles of
+/// all examples, so the order depends only on (seed, step) and resuming can
+/// pick up exactly where a run stopped.
+pub fn step_indices(n_examples: usize, batch_size: usize, seed: u64, step: usize) -> Vec<usize> {
+    let per_epoch = (n_examples / batch_size).max(1);
+    let epoch = step / per_epoch;
+    let k = step % per_epoch;
+    let mut order: Vec<usize> = (0..n_examples).collect();
+    order.shuffle(&mut StdRng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+    order.into_iter().cycle().skip(k * batch_size).take(batch_size).collect()
+}
