@@ -3,9 +3,9 @@ use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
 use tokenizers::models::wordlevel::{WordLevel, WordLevelTrainer};
+use tokenizers::models::TrainerWrapper;
 use tokenizers::normalizers::Lowercase;
 use tokenizers::pre_tokenizers::whitespace::Whitespace;
-use tokenizers::models::TrainerWrapper;
 use tokenizers::{AddedToken, Tokenizer};
 
 /// Special tokens, in id order: their ids are 0, 1, 2, 3.
@@ -32,22 +32,32 @@ impl std::fmt::Debug for TextTokenizer {
 impl TextTokenizer {
     /// Trains a word-level vocabulary on `texts`: every word seen at least `min_count` times.
     pub fn train<'a>(texts: impl Iterator<Item = &'a str>, min_count: u64) -> Result<Self> {
-        let specials = SPECIAL_TOKENS.iter().map(|t| AddedToken::from(t.to_string(), true)).collect();
+        let specials = SPECIAL_TOKENS
+            .iter()
+            .map(|t| AddedToken::from(t.to_string(), true))
+            .collect();
         let trainer = WordLevelTrainer::builder()
             .min_frequency(min_count)
             .special_tokens(specials)
             .show_progress(false)
             .build()
             .map_err(|e| anyhow!("building the tokenizer trainer: {e}"))?;
-        let mut inner = Tokenizer::new(WordLevel::builder().unk_token("[UNK]".into()).build().map_err(|e| anyhow!("{e}"))?);
-        inner.with_normalizer(Some(Lowercase)).map_err(|e| anyhow!("{e}"))?;
+        let mut inner = Tokenizer::new(
+            WordLevel::builder()
+                .unk_token("[UNK]".into())
+                .build()
+                .map_err(|e| anyhow!("{e}"))?,
+        );
+        inner
+            .with_normalizer(Some(Lowercase))
+            .map_err(|e| anyhow!("{e}"))?;
         inner.with_pre_tokenizer(Some(Whitespace {}));
         let mut trainer = TrainerWrapper::WordLevelTrainer(trainer);
         let texts: Vec<String> = texts.map(str::to_string).collect();
         inner
             .train(&mut trainer, texts.into_iter())
             .map_err(|e| anyhow!("training the tokenizer: {e}"))?;
-        let tokenizer = TextTokenizer { inner };
+        let tokenizer = TextTokenizer { inner: with_sorted_vocab(&inner)? };
         tokenizer.check_specials()?;
         Ok(tokenizer)
     }
@@ -61,12 +71,16 @@ impl TextTokenizer {
         let inner = Tokenizer::from_file(path)
             .map_err(|e| anyhow!("{}: not a valid tokenizer.json ({e}); re-create it with `fusecap init` or `fusecap train`", path.display()))?;
         let tokenizer = TextTokenizer { inner };
-        tokenizer.check_specials().with_context(|| format!("{}", path.display()))?;
+        tokenizer
+            .check_specials()
+            .with_context(|| format!("{}", path.display()))?;
         Ok(tokenizer)
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
-        self.inner.save(path, true).map_err(|e| anyhow!("writing {}: {e}", path.display()))
+        self.inner
+            .save(path, true)
+            .map_err(|e| anyhow!("writing {}: {e}", path.display()))
     }
 
     fn check_specials(&self) -> Result<()> {
@@ -84,18 +98,44 @@ impl TextTokenizer {
 
     /// Token ids without special tokens; unknown words map to [UNK].
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let encoding = self.inner.encode(text, false).map_err(|e| anyhow!("tokenizing {text:?}: {e}"))?;
+        let encoding = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| anyhow!("tokenizing {text:?}: {e}"))?;
         Ok(encoding.get_ids().to_vec())
     }
 
     /// Text for `ids`, special tokens dropped.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        let words: Vec<u32> = ids.iter().copied().filter(|&id| id as usize >= SPECIAL_TOKENS.len()).collect();
-        let text = self.inner.decode(&words, true).map_err(|e| anyhow!("decoding tokens: {e}"))?;
+        let words: Vec<u32> = ids
+            .iter()
+            .copied()
+            .filter(|&id| id as usize >= SPECIAL_TOKENS.len())
+            .collect();
+        let text = self
+            .inner
+            .decode(&words, true)
+            .map_err(|e| anyhow!("decoding tokens: {e}"))?;
         Ok(text.replace(" ?", "?").replace(" ,", ","))
     }
 
     pub fn token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
     }
+}
+
+/// The trainer breaks frequency ties in hash order, which differs between runs.
+/// Renumbering the words alphabetically (after the special tokens) makes equal
+/// training text give an identical tokenizer, which identical-seed runs need.
+fn with_sorted_vocab(tokenizer: &Tokenizer) -> Result<Tokenizer> {
+    let mut json: serde_json::Value = serde_json::from_str(&tokenizer.to_string(false).map_err(|e| anyhow!("{e}"))?)?;
+    let vocab = json
+        .pointer_mut("/model/vocab")
+        .and_then(|v| v.as_object_mut())
+        .ok_or_else(|| anyhow!("the trained tokenizer has no word-level vocabulary"))?;
+    let mut words: Vec<String> = vocab.keys().filter(|w| !SPECIAL_TOKENS.contains(&w.as_str())).cloned().collect();
+    words.sort();
+    let ordered = SPECIAL_TOKENS.iter().map(|s| s.to_string()).chain(words);
+    *vocab = ordered.enumerate().map(|(id, word)| (word, serde_json::Value::from(id))).collect();
+    json.to_string().parse::<Tokenizer>().map_err(|e| anyhow!("rebuilding the tokenizer: {e}"))
 }

@@ -66,7 +66,10 @@ impl Default for TrainOptions {
 
 impl TrainOptions {
     fn augment(&self) -> Augment {
-        Augment { max_shift: self.augment_shift, noise: self.augment_noise }
+        Augment {
+            max_shift: self.augment_shift,
+            noise: self.augment_noise,
+        }
     }
 }
 
@@ -83,9 +86,17 @@ pub fn learning_rate(opts: &TrainOptions, step: usize) -> f64 {
 
 /// Mean token cross-entropy over the real target tokens, with optional label smoothing.
 pub fn loss(model: &FusionModel, batch: &Batch, label_smoothing: f64) -> Result<Tensor> {
-    let logits = model.forward(&batch.images, &batch.text_ids, &batch.text_valid, &batch.decoder_input)?;
+    let logits = model.forward(
+        &batch.images,
+        &batch.text_ids,
+        &batch.text_valid,
+        &batch.decoder_input,
+    )?;
     let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let nll = logp.gather(&batch.decoder_target.unsqueeze(2)?, 2)?.squeeze(2)?.neg()?;
+    let nll = logp
+        .gather(&batch.decoder_target.unsqueeze(2)?, 2)?
+        .squeeze(2)?
+        .neg()?;
     let per_token = if label_smoothing > 0.0 {
         let uniform = logp.mean(D::Minus1)?.neg()?;
         ((nll * (1.0 - label_smoothing))? + (uniform * label_smoothing)?)?
@@ -113,8 +124,18 @@ impl AdamW {
 
     pub fn new(varmap: &VarMap, weight_decay: f64) -> Result<Self> {
         let vars = sorted_vars(varmap);
-        let zeros = |vars: &[(String, Var)]| vars.iter().map(|(_, v)| v.zeros_like()).collect::<candle_core::Result<Vec<_>>>();
-        Ok(AdamW { m: zeros(&vars)?, v: zeros(&vars)?, vars, step: 0, weight_decay })
+        let zeros = |vars: &[(String, Var)]| {
+            vars.iter()
+                .map(|(_, v)| v.zeros_like())
+                .collect::<candle_core::Result<Vec<_>>>()
+        };
+        Ok(AdamW {
+            m: zeros(&vars)?,
+            v: zeros(&vars)?,
+            vars,
+            step: 0,
+            weight_decay,
+        })
     }
 
     /// Clips the gradients to `clip_norm` (global L2) and updates every variable.
@@ -123,7 +144,9 @@ impl AdamW {
         let mut sq = 0f64;
         let mut found = Vec::with_capacity(self.vars.len());
         for (name, var) in &self.vars {
-            let g = grads.get(var.as_tensor()).ok_or_else(|| anyhow!("no gradient for {name}"))?;
+            let g = grads
+                .get(var.as_tensor())
+                .ok_or_else(|| anyhow!("no gradient for {name}"))?;
             sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
             found.push(g.clone());
         }
@@ -131,7 +154,11 @@ impl AdamW {
         if !norm.is_finite() {
             return Ok(norm);
         }
-        let scale = if norm > clip_norm { clip_norm / norm } else { 1.0 };
+        let scale = if norm > clip_norm {
+            clip_norm / norm
+        } else {
+            1.0
+        };
         self.step += 1;
         let t = self.step as i32;
         let (c1, c2) = (1.0 - Self::BETA1.powi(t), 1.0 - Self::BETA2.powi(t));
@@ -141,7 +168,11 @@ impl AdamW {
             self.v[i] = ((&self.v[i] * Self::BETA2)? + (g.sqr()? * (1.0 - Self::BETA2))?)?;
             let update = ((&self.m[i] / c1)? / ((&self.v[i] / c2)?.sqrt()? + Self::EPS)?)?;
             let var = &self.vars[i].1;
-            let decay = if var.rank() >= 2 { 1.0 - lr * self.weight_decay } else { 1.0 };
+            let decay = if var.rank() >= 2 {
+                1.0 - lr * self.weight_decay
+            } else {
+                1.0
+            };
             var.set(&((var.as_tensor() * decay)? - (update * lr)?)?)?;
         }
         Ok(norm)
@@ -155,16 +186,31 @@ impl AdamW {
             out.insert(format!("adam_m.{name}"), self.m[i].clone());
             out.insert(format!("adam_v.{name}"), self.v[i].clone());
         }
-        out.insert("adam_step".into(), Tensor::new(&[self.step as u32], &Device::Cpu)?);
+        out.insert(
+            "adam_step".into(),
+            Tensor::new(&[self.step as u32], &Device::Cpu)?,
+        );
         Ok(out)
     }
 
     fn restore(&mut self, state: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-        let get = |key: &str| state.get(key).ok_or_else(|| anyhow!("{}: missing {key}; the checkpoint is from another model", path.display()));
+        let get = |key: &str| {
+            state.get(key).ok_or_else(|| {
+                anyhow!(
+                    "{}: missing {key}; the checkpoint is from another model",
+                    path.display()
+                )
+            })
+        };
         for (i, (name, var)) in self.vars.iter().enumerate() {
             let weights = get(&format!("model.{name}"))?;
             if weights.dims() != var.dims() {
-                bail!("{}: {name} has shape {:?}, expected {:?}", path.display(), weights.dims(), var.dims());
+                bail!(
+                    "{}: {name} has shape {:?}, expected {:?}",
+                    path.display(),
+                    weights.dims(),
+                    var.dims()
+                );
             }
             var.set(weights)?;
             self.m[i] = get(&format!("adam_m.{name}"))?.clone();
@@ -226,7 +272,8 @@ impl TrainRun<'_> {
         if self.train.examples.is_empty() {
             bail!("no training examples");
         }
-        std::fs::create_dir_all(&self.out).with_context(|| format!("creating {}", self.out.display()))?;
+        std::fs::create_dir_all(&self.out)
+            .with_context(|| format!("creating {}", self.out.display()))?;
         let (model, varmap) = init_model(&self.cfg, opts.seed, &device)?;
         let mut adam = AdamW::new(&varmap, opts.weight_decay)?;
         let checkpoint = self.out.join(CHECKPOINT_FILE);
@@ -241,13 +288,20 @@ impl TrainRun<'_> {
                     state.options
                 );
             }
-            let tensors = candle_core::safetensors::load(&checkpoint, &device)
-                .map_err(|e| anyhow!("{}: cannot read the checkpoint ({e})", checkpoint.display()))?;
+            let tensors = candle_core::safetensors::load(&checkpoint, &device).map_err(|e| {
+                anyhow!("{}: cannot read the checkpoint ({e})", checkpoint.display())
+            })?;
             adam.restore(&tensors, &checkpoint)?;
             start = adam.step;
         }
         let mut log = LogWriter::open(&self.out.join(LOG_FILE), start)?;
-        save_model_dir(&self.out, &self.cfg, &varmap, &self.tokenizer, self.save_dtype)?;
+        save_model_dir(
+            &self.out,
+            &self.cfg,
+            &varmap,
+            &self.tokenizer,
+            self.save_dtype,
+        )?;
 
         // Batches are built on a second thread, ahead of the training step.
         let (tx, rx) = sync_channel::<Result<Batch>>(2);
@@ -261,59 +315,85 @@ impl TrainRun<'_> {
             scope.spawn(move || {
                 for step in start..total {
                     let indices = step_indices(n, bs, seed, step);
-                    let batch = Batch::new(train, &indices, &cfg, augment, seed.wrapping_add(step as u64 * 7919), &Device::Cpu);
+                    let batch = Batch::new(
+                        train,
+                        &indices,
+                        &cfg,
+                        augment,
+                        seed.wrapping_add(step as u64 * 7919),
+                        &Device::Cpu,
+                    );
                     if tx.send(batch).is_err() {
                         return;
                     }
                 }
             });
+            // Dropping the receiver when the loop ends, however it ends, lets the
+            // loader thread's blocked `send` fail so the scope can join it.
+            let rx = rx;
             let mut last_good = start;
             let mut window = Instant::now();
-            for step in start..total {
-                let batch = rx.recv().map_err(|_| anyhow!("the data loader stopped"))??;
-                let lr = learning_rate(opts, step);
-                let loss_t = loss(&model, &batch, opts.label_smoothing)?;
-                let loss_v = loss_t.to_scalar::<f32>()? as f64;
-                if !loss_v.is_finite() {
-                    bail!(
+            let mut train_loop = || -> Result<Outcome> {
+                for step in start..total {
+                    let batch = rx
+                        .recv()
+                        .map_err(|_| anyhow!("the data loader stopped"))??;
+                    let lr = learning_rate(opts, step);
+                    let loss_t = loss(&model, &batch, opts.label_smoothing)?;
+                    let loss_v = loss_t.to_scalar::<f32>()? as f64;
+                    if !loss_v.is_finite() {
+                        bail!(
                         "the loss became {loss_v} at step {}; training stopped. The last good checkpoint (step {last_good}) is kept in {}. Lower --lr or raise --warmup and resume from it with --resume",
                         step + 1,
                         self.out.display()
                     );
+                    }
+                    let grads = loss_t.backward()?;
+                    let grad_norm = adam.step(&grads, lr, opts.clip_norm)?;
+                    if !grad_norm.is_finite() {
+                        bail!("the gradient norm became {grad_norm} at step {}; training stopped, the last good checkpoint (step {last_good}) is kept in {}", step + 1, self.out.display());
+                    }
+                    let done = step + 1;
+                    let mut record = LogRecord {
+                        step: done,
+                        loss: loss_v,
+                        lr,
+                        grad_norm,
+                        samples_per_sec: bs as f64 / window.elapsed().as_secs_f64(),
+                        elapsed_s: clock.elapsed().as_secs_f64(),
+                        ..Default::default()
+                    };
+                    window = Instant::now();
+                    if done % opts.eval_every == 0 || done == total {
+                        let (val_loss, val_acc) = evaluate(&model, self.val, opts)?;
+                        record.val_loss = val_loss;
+                        record.val_accuracy = val_acc;
+                    }
+                    log.write(&record)?;
+                    (self.on_step)(&record);
+                    let stop = self.stop.load(Ordering::SeqCst);
+                    if done % opts.checkpoint_every == 0 || done == total || stop {
+                        save_checkpoint(
+                            &self.out,
+                            &adam,
+                            &varmap,
+                            &self.cfg,
+                            &self.tokenizer,
+                            self.save_dtype,
+                            opts,
+                            n,
+                        )?;
+                        last_good = done;
+                    }
+                    if stop && done < total {
+                        return Ok(Outcome::Interrupted { step: done });
+                    }
                 }
-                let grads = loss_t.backward()?;
-                let grad_norm = adam.step(&grads, lr, opts.clip_norm)?;
-                if !grad_norm.is_finite() {
-                    bail!("the gradient norm became {grad_norm} at step {}; training stopped, the last good checkpoint (step {last_good}) is kept in {}", step + 1, self.out.display());
-                }
-                let done = step + 1;
-                let mut record = LogRecord {
-                    step: done,
-                    loss: loss_v,
-                    lr,
-                    grad_norm,
-                    samples_per_sec: bs as f64 / window.elapsed().as_secs_f64(),
-                    elapsed_s: clock.elapsed().as_secs_f64(),
-                    ..Default::default()
-                };
-                window = Instant::now();
-                if done % opts.eval_every == 0 || done == total {
-                    let (val_loss, val_acc) = evaluate(&model, self.val, opts)?;
-                    record.val_loss = val_loss;
-                    record.val_accuracy = val_acc;
-                }
-                log.write(&record)?;
-                (self.on_step)(&record);
-                let stop = self.stop.load(Ordering::SeqCst);
-                if done % opts.checkpoint_every == 0 || done == total || stop {
-                    save_checkpoint(&self.out, &adam, &varmap, &self.cfg, &self.tokenizer, self.save_dtype, opts, n)?;
-                    last_good = done;
-                }
-                if stop && done < total {
-                    return Ok(Outcome::Interrupted { step: done });
-                }
-            }
-            Ok(Outcome::Finished)
+                Ok(Outcome::Finished)
+            };
+            let outcome = train_loop();
+            drop(rx);
+            outcome
         })?;
         crate::plot::loss_curve(&self.out.join(LOG_FILE), &self.out.join(CURVE_FILE))?;
         Ok(outcome)
@@ -321,22 +401,47 @@ impl TrainRun<'_> {
 }
 
 fn read_state(path: &Path) -> Result<TrainState> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: no training state to resume from; start without --resume", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{}: corrupt training state", path.display()))
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "{}: no training state to resume from; start without --resume",
+            path.display()
+        )
+    })?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{}: corrupt training state", path.display()))
 }
 
 /// Writes the checkpoint file, then the usable model directory, each atomically.
 #[allow(clippy::too_many_arguments)]
-fn save_checkpoint(out: &Path, adam: &AdamW, varmap: &VarMap, cfg: &Config, tokenizer: &TextTokenizer, dtype: DType, opts: &TrainOptions, n: usize) -> Result<()> {
+fn save_checkpoint(
+    out: &Path,
+    adam: &AdamW,
+    varmap: &VarMap,
+    cfg: &Config,
+    tokenizer: &TextTokenizer,
+    dtype: DType,
+    opts: &TrainOptions,
+    n: usize,
+) -> Result<()> {
     let state = adam.state()?;
-    write_atomically(&out.join(CHECKPOINT_FILE), |tmp| Ok(candle_core::safetensors::save(&state, tmp)?))?;
-    let json = serde_json::to_string_pretty(&TrainState { step: adam.step, options: opts.clone(), train_examples: n })?;
+    write_atomically(&out.join(CHECKPOINT_FILE), |tmp| {
+        Ok(candle_core::safetensors::save(&state, tmp)?)
+    })?;
+    let json = serde_json::to_string_pretty(&TrainState {
+        step: adam.step,
+        options: opts.clone(),
+        train_examples: n,
+    })?;
     write_atomically(&out.join(STATE_FILE), |tmp| Ok(std::fs::write(tmp, json)?))?;
     save_model_dir(out, cfg, varmap, tokenizer, dtype)
 }
 
 /// Validation loss, and exact-match accuracy of greedy answers on the VQA examples.
-pub fn evaluate(model: &FusionModel, val: &Dataset, opts: &TrainOptions) -> Result<(Option<f64>, Option<f64>)> {
+pub fn evaluate(
+    model: &FusionModel,
+    val: &Dataset,
+    opts: &TrainOptions,
+) -> Result<(Option<f64>, Option<f64>)> {
     if val.examples.is_empty() {
         return Ok((None, None));
     }
@@ -348,14 +453,33 @@ pub fn evaluate(model: &FusionModel, val: &Dataset, opts: &TrainOptions) -> Resu
         let batch = Batch::new(val, chunk, cfg, Augment::NONE, 0, &Device::Cpu)?;
         loss_sum += loss(model, &batch, 0.0)?.to_scalar::<f32>()? as f64;
         batches += 1;
-        let vqa: Vec<usize> = chunk.iter().copied().filter(|&i| val.examples[i].question_type.is_some()).collect();
+        let vqa: Vec<usize> = chunk
+            .iter()
+            .copied()
+            .filter(|&i| val.examples[i].question_type.is_some())
+            .collect();
         if vqa.is_empty() {
             continue;
         }
         let vqa_batch = Batch::new(val, &vqa, cfg, Augment::NONE, 0, &Device::Cpu)?;
-        let memory = model.encode(&vqa_batch.images, &vqa_batch.text_ids, &vqa_batch.text_valid)?;
-        let longest = vqa.iter().map(|&i| val.examples[i].target.len()).max().unwrap_or(1);
-        let generated = greedy(model, &memory, &GenerateOptions { max_new_tokens: longest + 1, ..Default::default() })?;
+        let memory = model.encode(
+            &vqa_batch.images,
+            &vqa_batch.text_ids,
+            &vqa_batch.text_valid,
+        )?;
+        let longest = vqa
+            .iter()
+            .map(|&i| val.examples[i].target.len())
+            .max()
+            .unwrap_or(1);
+        let generated = greedy(
+            model,
+            &memory,
+            &GenerateOptions {
+                max_new_tokens: longest + 1,
+                ..Default::default()
+            },
+        )?;
         for (&i, g) in vqa.iter().zip(&generated) {
             asked += 1;
             correct += usize::from(g.tokens == val.examples[i].target);
@@ -375,12 +499,15 @@ impl LogWriter {
         let kept: Vec<String> = match std::fs::read_to_string(path) {
             Ok(text) if keep_through > 0 => text
                 .lines()
-                .filter(|l| serde_json::from_str::<LogRecord>(l).is_ok_and(|r| r.step <= keep_through))
+                .filter(|l| {
+                    serde_json::from_str::<LogRecord>(l).is_ok_and(|r| r.step <= keep_through)
+                })
                 .map(String::from)
                 .collect(),
             _ => Vec::new(),
         };
-        let mut file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let mut file =
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
         for line in kept {
             writeln!(file, "{line}")?;
         }

@@ -34,15 +34,18 @@ fn png(shape: Shape, color: Color) -> Vec<u8> {
     bytes
 }
 
-/// (split, id, shape, colour, questions): image train/5's answers leave its shape and
-/// colour open between candidates, so its caption needs the pixels.
-fn fixture() -> Vec<(
+/// (split, id, shape, colour, questions).
+type Item = (
     &'static str,
     u64,
     Shape,
     Color,
     Vec<(&'static str, &'static str)>,
-)> {
+);
+
+/// The fixture's images. Image train/5's answers leave its shape and colour open between
+/// candidates, so its caption needs the pixels.
+fn fixture() -> Vec<Item> {
     use Color::*;
     use Shape::*;
     let basic = |shape: &'static str, color: &'static str| {

@@ -447,7 +447,7 @@ fn captions_are_lower_case_from_a_small_vocabulary_and_name_every_object() {
         for (image, captions) in &data.captions {
             assert!(captions.len() >= 3, "{captions:?}");
             for caption in captions {
-                for word in caption.split(|c: char| c == ' ' || c == ',' || c == ':') {
+                for word in caption.split([' ', ',', ':']) {
                     assert!(
                         word.is_empty() || vocabulary.contains(word),
                         "word {word:?} in {caption:?}"

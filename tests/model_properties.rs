@@ -27,7 +27,13 @@ fn images(cfg: &Config, batch: usize, seed: u64) -> Tensor {
 
 fn questions(batch: usize, len: usize, seed: u64) -> Vec<Vec<u32>> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    (0..batch).map(|_| (0..len).map(|_| rng.random_range(4..VOCAB as u32)).collect()).collect()
+    (0..batch)
+        .map(|_| {
+            (0..len)
+                .map(|_| rng.random_range(4..VOCAB as u32))
+                .collect()
+        })
+        .collect()
 }
 
 fn ids(rows: &[Vec<u32>]) -> Tensor {
@@ -43,7 +49,10 @@ fn encode(model: &FusionModel, images: &Tensor, qs: &[Vec<u32>], pad_to: usize) 
         let b = qs.len();
         let zeros_u = Tensor::zeros((b, extra), DType::U32, &Device::Cpu).expect("zeros");
         let zeros_f = Tensor::zeros((b, extra), DType::F32, &Device::Cpu).expect("zeros");
-        (Tensor::cat(&[&text, &zeros_u], 1).expect("cat"), Tensor::cat(&[&valid, &zeros_f], 1).expect("cat"))
+        (
+            Tensor::cat(&[&text, &zeros_u], 1).expect("cat"),
+            Tensor::cat(&[&valid, &zeros_f], 1).expect("cat"),
+        )
     } else {
         (text, valid)
     };
@@ -52,17 +61,30 @@ fn encode(model: &FusionModel, images: &Tensor, qs: &[Vec<u32>], pad_to: usize) 
 
 fn logits(model: &FusionModel, memory: &Memory, tokens: &Tensor) -> Tensor {
     let cross = model.cross_kv(memory).expect("cross kv");
-    model.decoder.forward(tokens, &cross, None, None).expect("decode")
+    model
+        .decoder
+        .forward(tokens, &cross, None, None)
+        .expect("decode")
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).expect("sub").abs().expect("abs").flatten_all().expect("flat").max(0).expect("max").to_scalar::<f32>().expect("scalar")
+    (a - b)
+        .expect("sub")
+        .abs()
+        .expect("abs")
+        .flatten_all()
+        .expect("flat")
+        .max(0)
+        .expect("max")
+        .to_scalar::<f32>()
+        .expect("scalar")
 }
 
 fn set_gates(varmap: &VarMap, value: f32) {
     for (name, var) in sorted_vars(varmap) {
         if name.contains("gate_") {
-            var.set(&Tensor::new(&[value], &Device::Cpu).expect("t")).expect("set");
+            var.set(&Tensor::new(&[value], &Device::Cpu).expect("t"))
+                .expect("set");
         }
     }
 }
@@ -80,16 +102,26 @@ fn attention_matches_naive_loops() {
     let (out, _) = attention(&q, &k, &v, Some(&mask_t)).expect("attention");
     let (qv, kv, vv) = (q.to_vec3::<f32>().ok(), (), ());
     let _ = (qv, kv, vv);
-    let q4: Vec<Vec<Vec<Vec<f32>>>> = (0..b).map(|i| q.get(i).expect("g").to_vec3().expect("v")).collect();
-    let k4: Vec<Vec<Vec<Vec<f32>>>> = (0..b).map(|i| k.get(i).expect("g").to_vec3().expect("v")).collect();
-    let v4: Vec<Vec<Vec<Vec<f32>>>> = (0..b).map(|i| v.get(i).expect("g").to_vec3().expect("v")).collect();
-    let o4: Vec<Vec<Vec<Vec<f32>>>> = (0..b).map(|i| out.get(i).expect("g").to_vec3().expect("v")).collect();
+    let q4: Vec<Vec<Vec<Vec<f32>>>> = (0..b)
+        .map(|i| q.get(i).expect("g").to_vec3().expect("v"))
+        .collect();
+    let k4: Vec<Vec<Vec<Vec<f32>>>> = (0..b)
+        .map(|i| k.get(i).expect("g").to_vec3().expect("v"))
+        .collect();
+    let v4: Vec<Vec<Vec<Vec<f32>>>> = (0..b)
+        .map(|i| v.get(i).expect("g").to_vec3().expect("v"))
+        .collect();
+    let o4: Vec<Vec<Vec<Vec<f32>>>> = (0..b)
+        .map(|i| out.get(i).expect("g").to_vec3().expect("v"))
+        .collect();
     for bi in 0..b {
         for hi in 0..h {
             for i in 0..tq {
                 let scores: Vec<f64> = (0..tk)
                     .map(|j| {
-                        let dot: f64 = (0..dh).map(|d| q4[bi][hi][i][d] as f64 * k4[bi][hi][j][d] as f64).sum();
+                        let dot: f64 = (0..dh)
+                            .map(|d| q4[bi][hi][i][d] as f64 * k4[bi][hi][j][d] as f64)
+                            .sum();
                         dot / (dh as f64).sqrt() + mask[bi * tk + j] as f64
                     })
                     .collect();
@@ -97,9 +129,14 @@ fn attention_matches_naive_loops() {
                 let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
                 let sum: f64 = exps.iter().sum();
                 for d in 0..dh {
-                    let expected: f64 = (0..tk).map(|j| exps[j] / sum * v4[bi][hi][j][d] as f64).sum();
+                    let expected: f64 = (0..tk)
+                        .map(|j| exps[j] / sum * v4[bi][hi][j][d] as f64)
+                        .sum();
                     let got = o4[bi][hi][i][d] as f64;
-                    assert!((expected - got).abs() < 1e-5, "b{bi} h{hi} q{i} d{d}: {expected} vs {got}");
+                    assert!(
+                        (expected - got).abs() < 1e-5,
+                        "b{bi} h{hi} q{i} d{d}: {expected} vs {got}"
+                    );
                 }
             }
         }
@@ -116,7 +153,10 @@ fn padding_the_question_does_not_change_logits() {
         let short = logits(&model, &encode(&model, &imgs, &qs, 8), &tokens);
         let long = logits(&model, &encode(&model, &imgs, &qs, 32), &tokens);
         let diff = max_abs_diff(&short, &long);
-        assert!(diff < 1e-5, "{fusion}: padding to 8 vs 32 changed logits by {diff}");
+        assert!(
+            diff < 1e-5,
+            "{fusion}: padding to 8 vs 32 changed logits by {diff}"
+        );
     }
 }
 
@@ -125,22 +165,51 @@ fn batched_greedy_equals_one_at_a_time() {
     for fusion in Fusion::ALL {
         let (model, _) = tiny(fusion, 21);
         let imgs = images(&model.cfg, 4, 6);
-        let qs = vec![vec![5, 6, 7], vec![8], vec![9, 10, 11, 12, 13], vec![14, 15]];
-        let opts = GenerateOptions { max_new_tokens: 8, min_new_tokens: 8, ..Default::default() };
+        let qs = vec![
+            vec![5, 6, 7],
+            vec![8],
+            vec![9, 10, 11, 12, 13],
+            vec![14, 15],
+        ];
+        let opts = GenerateOptions {
+            max_new_tokens: 8,
+            min_new_tokens: 8,
+            ..Default::default()
+        };
         let batched = greedy(&model, &encode(&model, &imgs, &qs, 5), &opts).expect("greedy");
         for (i, want) in batched.iter().enumerate() {
-            let one = encode(&model, &imgs.narrow(0, i, 1).expect("narrow"), &qs[i..i + 1], qs[i].len());
+            let one = encode(
+                &model,
+                &imgs.narrow(0, i, 1).expect("narrow"),
+                &qs[i..i + 1],
+                qs[i].len(),
+            );
             let single = greedy(&model, &one, &opts).expect("greedy");
-            assert_eq!(single[0].tokens, want.tokens, "{fusion}: row {i} tokens differ");
-            assert!((single[0].logprob - want.logprob).abs() < 1e-4, "{fusion}: row {i} log-prob differs");
+            assert_eq!(
+                single[0].tokens, want.tokens,
+                "{fusion}: row {i} tokens differ"
+            );
+            assert!(
+                (single[0].logprob - want.logprob).abs() < 1e-4,
+                "{fusion}: row {i} log-prob differs"
+            );
             // Logits of the generated sequence, batched vs alone.
             let mut seq = vec![model.cfg.bos_id];
             seq.extend(&want.tokens);
             let tokens = ids(&[seq]);
             let batch_memory = encode(&model, &imgs, &qs, 5);
-            let batch_logits = logits(&model, &batch_memory, &tokens.repeat((4, 1)).expect("repeat")).get(i).expect("row");
+            let batch_logits = logits(
+                &model,
+                &batch_memory,
+                &tokens.repeat((4, 1)).expect("repeat"),
+            )
+            .get(i)
+            .expect("row");
             let alone = logits(&model, &one, &tokens).get(0).expect("row");
-            assert!(max_abs_diff(&batch_logits, &alone) < 1e-4, "{fusion}: row {i} logits differ");
+            assert!(
+                max_abs_diff(&batch_logits, &alone) < 1e-4,
+                "{fusion}: row {i} logits differ"
+            );
         }
     }
 }
@@ -158,9 +227,20 @@ fn decoder_is_causal() {
             let after = logits(&model, &memory, &ids(&[changed]));
             let prefix = |x: &Tensor| x.narrow(1, 0, t + 1).expect("narrow");
             let diff = max_abs_diff(&prefix(&before), &prefix(&after));
-            assert!(diff < 1e-6, "{fusion}: changing token {} moved logits at ≤ {t} by {diff}", t + 1);
-            let later = max_abs_diff(&before.narrow(1, t + 1, 1).expect("n"), &after.narrow(1, t + 1, 1).expect("n"));
-            assert!(later > 0.0, "{fusion}: token {} should change its own position's logits", t + 1);
+            assert!(
+                diff < 1e-6,
+                "{fusion}: changing token {} moved logits at ≤ {t} by {diff}",
+                t + 1
+            );
+            let later = max_abs_diff(
+                &before.narrow(1, t + 1, 1).expect("n"),
+                &after.narrow(1, t + 1, 1).expect("n"),
+            );
+            assert!(
+                later > 0.0,
+                "{fusion}: token {} should change its own position's logits",
+                t + 1
+            );
         }
         seq.clear();
     }
@@ -176,11 +256,19 @@ fn cached_decoding_equals_full_recompute() {
         let mut cache = SelfCache::new(model.cfg.decoder_layers);
         for step in 0..7 {
             let step_tokens: Vec<Vec<u32>> = seqs.iter().map(|s| vec![s[step]]).collect();
-            let incremental = model.decoder.forward(&ids(&step_tokens), &cross, Some(&mut cache), None).expect("step");
+            let incremental = model
+                .decoder
+                .forward(&ids(&step_tokens), &cross, Some(&mut cache), None)
+                .expect("step");
             let prefix: Vec<Vec<u32>> = seqs.iter().map(|s| s[..=step].to_vec()).collect();
-            let full = logits(&model, &memory, &ids(&prefix)).narrow(1, step, 1).expect("narrow");
+            let full = logits(&model, &memory, &ids(&prefix))
+                .narrow(1, step, 1)
+                .expect("narrow");
             let diff = max_abs_diff(&incremental, &full);
-            assert!(diff < 1e-4, "{fusion}: step {step} cached vs full differ by {diff}");
+            assert!(
+                diff < 1e-4,
+                "{fusion}: step {step} cached vs full differ by {diff}"
+            );
         }
     }
 }
@@ -193,7 +281,10 @@ fn empty_question_gives_finite_logits() {
         let memory = encode(&model, &images(&model.cfg, 2, 3), &[vec![], vec![]], 0);
         let out = logits(&model, &memory, &ids(&[vec![1, 5, 6], vec![1, 7, 8]]));
         let values: Vec<f32> = out.flatten_all().expect("flat").to_vec1().expect("vec");
-        assert!(values.iter().all(|v| v.is_finite()), "{fusion}: non-finite logits for an empty question");
+        assert!(
+            values.iter().all(|v| v.is_finite()),
+            "{fusion}: non-finite logits for an empty question"
+        );
     }
 }
 
@@ -203,23 +294,48 @@ fn concat_reads_the_text_memory() {
     let imgs = images(&model.cfg, 1, 3);
     let tokens = ids(&[vec![1, 5, 6]]);
     let a = logits(&model, &encode(&model, &imgs, &[vec![5, 6, 7]], 3), &tokens);
-    let b = logits(&model, &encode(&model, &imgs, &[vec![9, 10, 11]], 3), &tokens);
-    assert!(max_abs_diff(&a, &b) > 1e-4, "the question had no effect under concat");
+    let b = logits(
+        &model,
+        &encode(&model, &imgs, &[vec![9, 10, 11]], 3),
+        &tokens,
+    );
+    assert!(
+        max_abs_diff(&a, &b) > 1e-4,
+        "the question had no effect under concat"
+    );
 }
 
 #[test]
 fn gates_at_zero_cut_both_memories_and_open_gates_use_both() {
     let (model, varmap) = tiny(Fusion::Gated, 71);
     let tokens = ids(&[vec![1, 5, 6]]);
-    let run = |img_seed: u64, q: Vec<u32>| logits(&model, &encode(&model, &images(&model.cfg, 1, img_seed), &[q], 3), &tokens);
+    let run = |img_seed: u64, q: Vec<u32>| {
+        logits(
+            &model,
+            &encode(&model, &images(&model.cfg, 1, img_seed), &[q], 3),
+            &tokens,
+        )
+    };
     set_gates(&varmap, 0.0);
     let base = run(1, vec![5, 6, 7]);
-    assert!(max_abs_diff(&base, &run(2, vec![5, 6, 7])) == 0.0, "image changed the output with closed gates");
-    assert!(max_abs_diff(&base, &run(1, vec![9, 10, 11])) == 0.0, "question changed the output with closed gates");
+    assert!(
+        max_abs_diff(&base, &run(2, vec![5, 6, 7])) == 0.0,
+        "image changed the output with closed gates"
+    );
+    assert!(
+        max_abs_diff(&base, &run(1, vec![9, 10, 11])) == 0.0,
+        "question changed the output with closed gates"
+    );
     set_gates(&varmap, 0.5);
     let base = run(1, vec![5, 6, 7]);
-    assert!(max_abs_diff(&base, &run(2, vec![5, 6, 7])) > 1e-4, "image had no effect with open gates");
-    assert!(max_abs_diff(&base, &run(1, vec![9, 10, 11])) > 1e-4, "question had no effect with open gates");
+    assert!(
+        max_abs_diff(&base, &run(2, vec![5, 6, 7])) > 1e-4,
+        "image had no effect with open gates"
+    );
+    assert!(
+        max_abs_diff(&base, &run(1, vec![9, 10, 11])) > 1e-4,
+        "question had no effect with open gates"
+    );
 }
 
 #[test]
@@ -237,7 +353,11 @@ fn parameter_counts_follow_the_design() {
     // One cross-attention sublayer: LayerNorm (2d) + four d×d projections.
     let sublayer = 2 * d + 4 * d * d;
     assert_eq!(concat_cross, cfg.decoder_layers * sublayer);
-    assert_eq!(separate_cross, 2 * concat_cross, "separate has twice the cross-attention parameters");
+    assert_eq!(
+        separate_cross,
+        2 * concat_cross,
+        "separate has twice the cross-attention parameters"
+    );
     assert_eq!(gated_cross, separate_cross);
     // concat adds the two modality embeddings; gated adds two scalars per layer.
     assert_eq!(separate - concat, concat_cross - 2 * d);
@@ -257,7 +377,14 @@ fn save_and_load_give_the_same_logits() {
         let memory_a = encode(&model, &images(&model.cfg, 1, 3), &questions(1, 3, 3), 3);
         let memory_b = encode(&reloaded, &images(&model.cfg, 1, 3), &questions(1, 3, 3), 3);
         let tokens = ids(&[vec![1, 5, 6]]);
-        assert_eq!(max_abs_diff(&logits(&model, &memory_a, &tokens), &logits(&reloaded, &memory_b, &tokens)), 0.0, "{fusion}");
+        assert_eq!(
+            max_abs_diff(
+                &logits(&model, &memory_a, &tokens),
+                &logits(&reloaded, &memory_b, &tokens)
+            ),
+            0.0,
+            "{fusion}"
+        );
     }
 }
 
@@ -268,14 +395,29 @@ fn loading_names_every_mismatched_tensor() {
     let (_, concat) = tiny(Fusion::Concat, 1);
     save_weights(&concat, &path, DType::F32).expect("save");
     let (_, separate) = tiny(Fusion::Separate, 1);
-    let err = fusecap::model::dir::load_weights(&separate, &path, &Device::Cpu).expect_err("must fail").to_string();
-    assert!(err.contains("missing tensor decoder.layers.0.cross_attn_vision.q_proj.weight"), "{err}");
-    assert!(err.contains("unexpected tensor decoder.layers.0.cross_attn.q_proj.weight"), "{err}");
+    let err = fusecap::model::dir::load_weights(&separate, &path, &Device::Cpu)
+        .expect_err("must fail")
+        .to_string();
+    assert!(
+        err.contains("missing tensor decoder.layers.0.cross_attn_vision.q_proj.weight"),
+        "{err}"
+    );
+    assert!(
+        err.contains("unexpected tensor decoder.layers.0.cross_attn.q_proj.weight"),
+        "{err}"
+    );
     let mut wider = Config::tiny(Fusion::Concat, VOCAB);
     wider.d_model = 48;
     let (_, wide) = init_model(&wider, 1, &Device::Cpu).expect("init");
-    let err = fusecap::model::dir::load_weights(&wide, &path, &Device::Cpu).expect_err("must fail").to_string();
-    assert!(err.contains("tensor decoder.layers.0.cross_attn.q_proj.weight: expected [48, 48], found [32, 32]"), "{err}");
+    let err = fusecap::model::dir::load_weights(&wide, &path, &Device::Cpu)
+        .expect_err("must fail")
+        .to_string();
+    assert!(
+        err.contains(
+            "tensor decoder.layers.0.cross_attn.q_proj.weight: expected [48, 48], found [32, 32]"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -287,12 +429,27 @@ fn every_parameter_gets_a_finite_nonzero_gradient() {
         let input = ids(&questions(2, 5, 5));
         let target = ids(&questions(2, 5, 6));
         let logits = logits(&model, &memory, &input);
-        let loss = candle_nn::loss::cross_entropy(&logits.flatten_to(1).expect("flat"), &target.flatten_all().expect("flat")).expect("loss");
+        let loss = candle_nn::loss::cross_entropy(
+            &logits.flatten_to(1).expect("flat"),
+            &target.flatten_all().expect("flat"),
+        )
+        .expect("loss");
         let grads = loss.backward().expect("backward");
         for (name, var) in sorted_vars(&varmap) {
-            let grad = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{fusion}: no gradient for {name}"));
-            let norm = grad.sqr().expect("sq").sum_all().expect("sum").to_scalar::<f32>().expect("scalar");
-            assert!(norm.is_finite() && norm > 0.0, "{fusion}: gradient of {name} is {norm}");
+            let grad = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("{fusion}: no gradient for {name}"));
+            let norm = grad
+                .sqr()
+                .expect("sq")
+                .sum_all()
+                .expect("sum")
+                .to_scalar::<f32>()
+                .expect("scalar");
+            assert!(
+                norm.is_finite() && norm > 0.0,
+                "{fusion}: gradient of {name} is {norm}"
+            );
         }
         let _ = D::Minus1;
     }

@@ -6,16 +6,22 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use super::decode::DecodeArgs;
 use super::common::{exit_code, progress_bar, ModelArgs, OutputArgs, OutputRecord, Printer};
+use super::decode::{print_ranked, DecodeArgs, TokenStream};
 use crate::data::image::Preprocess;
-use crate::generate::{answer_batch, Query};
+use crate::generate::{answer_queries, Query};
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   fusecap ask samples/red-circle.png \"what color is the shape?\"
   fusecap ask samples/scene-1.png --questions samples/questions.txt --format jsonl
-  fusecap ask img.png \"is there a star?\" --fusion concat")]
+  fusecap ask img.png \"is there a star?\" --fusion concat
+  fusecap ask img.png \"what shape is it?\" --beams 3 --num-return 3 --format jsonl
+  fusecap ask img.png \"what color is it?\" --temperature 0.7 --top-k 5 --seed 1
+  fusecap ask img.png --questions samples/questions.txt --stream
+  fusecap ask img.png \"what is in the image?\" --no-repeat-ngram 2 --max-new-tokens 8
+
+With --num-return N, each question gets N records (rank 1 = best).")]
 pub struct AskArgs {
     /// The image to ask about.
     pub image: PathBuf,
@@ -34,7 +40,8 @@ pub struct AskArgs {
 }
 
 pub fn read_questions(path: &PathBuf) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read the questions file", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read the questions file", path.display()))?;
     let questions: Vec<String> = text
         .lines()
         .map(str::trim)
@@ -48,9 +55,7 @@ pub fn read_questions(path: &PathBuf) -> Result<Vec<String>> {
 }
 
 pub fn run(args: AskArgs) -> Result<ExitCode> {
-    if args.decode.batch_size == 0 {
-        bail!("--batch-size must be at least 1");
-    }
+    args.decode.check(args.output.format)?;
     let questions = match (&args.question, &args.questions) {
         (Some(q), _) => vec![q.clone()],
         (None, Some(file)) => read_questions(file)?,
@@ -58,31 +63,70 @@ pub fn run(args: AskArgs) -> Result<ExitCode> {
     };
     let (md, device) = args.model.load()?;
     let image = args.image.display().to_string();
-    let base = OutputRecord { image: image.clone(), task: "vqa", fusion: md.model.cfg.fusion.to_string(), model: md.name.clone(), ..Default::default() };
-    let mut printer = Printer::new(args.output.format);
+    let base = OutputRecord {
+        image: image.clone(),
+        task: "vqa",
+        fusion: md.model.cfg.fusion.to_string(),
+        model: md.name.clone(),
+        ..Default::default()
+    };
+    let format = args.output.format;
+    let mut printer = Printer::new(format);
     let progress = progress_bar(questions.len(), args.output.quiet);
     let pixels = match Preprocess::from_config(&md.model.cfg).load(&args.image) {
         Ok(p) => p,
         Err(e) => {
-            printer.print(&OutputRecord { error: Some(format!("{e:#}")), ..base }, &progress)?;
+            printer.print(
+                &OutputRecord {
+                    error: Some(format!("{e:#}")),
+                    ..base
+                },
+                &progress,
+            )?;
             return Ok(exit_code(1));
         }
     };
     let opts = args.decode.options();
-    for chunk in questions.chunks(args.decode.batch_size) {
-        let queries: Vec<Query> = chunk.iter().map(|q| Query { pixels: pixels.clone(), text: q.clone() }).collect();
+    // Streaming shows one answer at a time, so it asks one question at a time.
+    let batch_size = if args.decode.stream {
+        1
+    } else {
+        args.decode.batch_size
+    };
+    for chunk in questions.chunks(batch_size) {
+        let queries: Vec<Query> = chunk
+            .iter()
+            .map(|q| Query {
+                pixels: pixels.clone(),
+                text: q.clone(),
+            })
+            .collect();
         let start = Instant::now();
-        let answers = answer_batch(&md, &queries, &opts, &device)?;
-        let ms = start.elapsed().as_secs_f64() * 1000.0 / answers.len() as f64;
-        for (question, answer) in chunk.iter().zip(answers) {
-            let record = OutputRecord {
-                question: Some(question.clone()),
-                output: Some(answer.text),
-                logprob: Some(answer.logprob),
-                ms: Some(ms),
-                ..base.clone()
-            };
-            printer.print(&record, &progress)?;
+        let results = if args.decode.stream {
+            let mut stream =
+                TokenStream::start(&md.tokenizer, &format!("{image}\t{}\t", chunk[0]))?;
+            let mut push = |_: usize, token: u32| stream.push(token);
+            let results = answer_queries(&md, &queries, &opts, &device, Some(&mut push))?;
+            stream.finish()?;
+            results
+        } else {
+            answer_queries(&md, &queries, &opts, &device, None)?
+        };
+        let ms = start.elapsed().as_secs_f64() * 1000.0 / results.len() as f64;
+        for (question, answers) in chunk.iter().zip(results) {
+            if !args.decode.stream {
+                for (i, answer) in answers.into_iter().enumerate() {
+                    let record = OutputRecord {
+                        question: Some(question.clone()),
+                        output: Some(answer.text),
+                        logprob: Some(answer.logprob),
+                        ms: Some(ms),
+                        ..base.clone()
+                    };
+                    let rank = (opts.num_return > 1).then_some(i + 1);
+                    print_ranked(&mut printer, format, &record, rank, &progress)?;
+                }
+            }
             progress.inc(1);
         }
     }

@@ -7,9 +7,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
 use super::common::{exit_code, progress_bar, ModelArgs, OutputArgs, OutputRecord, Printer};
+use super::decode::{print_ranked, DecodeArgs, TokenStream};
 use crate::data::image::{has_image_extension, Preprocess};
-use super::decode::DecodeArgs;
-use crate::generate::{answer_batch, Query};
+use crate::generate::{answer_queries, Answer, Query};
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
@@ -17,7 +17,15 @@ use crate::generate::{answer_batch, Query};
   fusecap caption photos/ --format jsonl > captions.jsonl
   fusecap caption dataset/ --sidecar --skip-existing --quiet
   fusecap caption dataset/ --shard 0/4 --sidecar     # first of 4 machines
-  fusecap caption img.png --fusion gated --max-new-tokens 16")]
+  fusecap caption img.png --fusion gated --max-new-tokens 16
+  fusecap caption img.png --beams 4 --length-penalty 0.8 --no-repeat-ngram 2
+  fusecap caption img.png --beams 5 --num-return 3 --format jsonl   # 3 best beams, with rank
+  fusecap caption img.png --temperature 0.8 --top-p 0.9 --seed 7 --num-return 5
+  fusecap caption img.png --top-k 5 --repetition-penalty 1.3 --min-new-tokens 4
+  fusecap caption img.png --stream                 # print words as they are generated
+
+With --num-return N, each image gets N records (rank 1 = best) and --sidecar
+writes the N captions one per line.")]
 pub struct CaptionArgs {
     /// Image files and folders (searched recursively for known image extensions).
     #[arg(required = true, value_name = "IMAGE_OR_DIR")]
@@ -41,8 +49,14 @@ pub struct CaptionArgs {
 
 fn parse_shard(value: &str) -> Result<(usize, usize), String> {
     let (k, n) = value.split_once('/').ok_or("expected K/N, e.g. 0/4")?;
-    let k: usize = k.trim().parse().map_err(|_| format!("shard index '{k}' is not a number"))?;
-    let n: usize = n.trim().parse().map_err(|_| format!("shard count '{n}' is not a number"))?;
+    let k: usize = k
+        .trim()
+        .parse()
+        .map_err(|_| format!("shard index '{k}' is not a number"))?;
+    let n: usize = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("shard count '{n}' is not a number"))?;
     if n == 0 || k >= n {
         return Err(format!("shard {k}/{n}: need 0 ≤ K < N"));
     }
@@ -73,7 +87,9 @@ pub fn collect_images(inputs: &[PathBuf]) -> (Vec<PathBuf>, Vec<PathBuf>) {
 }
 
 fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
@@ -85,27 +101,52 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
 }
 
 pub fn run(args: CaptionArgs) -> Result<ExitCode> {
-    if args.decode.batch_size == 0 {
-        bail!("--batch-size must be at least 1");
-    }
-    let (md, device) = args.model.load()?;
+    args.decode.check(args.output.format)?;
     let (mut files, missing) = collect_images(&args.inputs);
     if let Some((k, n)) = args.shard {
-        files = files.into_iter().enumerate().filter(|(i, _)| i % n == k).map(|(_, f)| f).collect();
+        files = files
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % n == k)
+            .map(|(_, f)| f)
+            .collect();
     }
     let total = files.len();
     if args.skip_existing {
         files.retain(|f| !sidecar_path(f).exists());
         if !args.output.quiet && files.len() < total {
-            eprintln!("skipping {} image(s) that already have a sidecar", total - files.len());
+            eprintln!(
+                "skipping {} image(s) that already have a sidecar",
+                total - files.len()
+            );
         }
     }
-    let base = OutputRecord { task: "caption", fusion: md.model.cfg.fusion.to_string(), model: md.name.clone(), ..Default::default() };
-    let mut printer = Printer::new(args.output.format);
+    if args.decode.stream && files.len() + missing.len() != 1 {
+        bail!(
+            "--stream prints one caption as it is generated, so it needs exactly one image (got {}); drop --stream to caption several",
+            files.len() + missing.len()
+        );
+    }
+    let (md, device) = args.model.load()?;
+    let base = OutputRecord {
+        task: "caption",
+        fusion: md.model.cfg.fusion.to_string(),
+        model: md.name.clone(),
+        ..Default::default()
+    };
+    let format = args.output.format;
+    let mut printer = Printer::new(format);
     let progress = progress_bar(files.len(), args.output.quiet);
     for path in &missing {
         let error = format!("{}: no such file or folder", path.display());
-        printer.print(&OutputRecord { image: path.display().to_string(), error: Some(error), ..base.clone() }, &progress)?;
+        printer.print(
+            &OutputRecord {
+                image: path.display().to_string(),
+                error: Some(error),
+                ..base.clone()
+            },
+            &progress,
+        )?;
     }
     let preprocess = Preprocess::from_config(&md.model.cfg);
     let opts = args.decode.options();
@@ -115,11 +156,18 @@ pub fn run(args: CaptionArgs) -> Result<ExitCode> {
         for path in chunk {
             match preprocess.load(path) {
                 Ok(pixels) => {
-                    queries.push(Query { pixels, text: md.model.cfg.caption_prompt.clone() });
+                    queries.push(Query {
+                        pixels,
+                        text: md.model.cfg.caption_prompt.clone(),
+                    });
                     loaded.push(path);
                 }
                 Err(e) => {
-                    let record = OutputRecord { image: path.display().to_string(), error: Some(format!("{e:#}")), ..base.clone() };
+                    let record = OutputRecord {
+                        image: path.display().to_string(),
+                        error: Some(format!("{e:#}")),
+                        ..base.clone()
+                    };
                     printer.print(&record, &progress)?;
                     progress.inc(1);
                 }
@@ -129,32 +177,67 @@ pub fn run(args: CaptionArgs) -> Result<ExitCode> {
             continue;
         }
         let start = Instant::now();
-        let answers = answer_batch(&md, &queries, &opts, &device)?;
-        let ms = start.elapsed().as_secs_f64() * 1000.0 / answers.len() as f64;
-        for (path, answer) in loaded.into_iter().zip(answers) {
-            let mut record = OutputRecord {
-                image: path.display().to_string(),
-                output: Some(answer.text.clone()),
-                logprob: Some(answer.logprob),
-                ms: Some(ms),
-                ..base.clone()
-            };
+        let results = if args.decode.stream {
+            let mut stream =
+                TokenStream::start(&md.tokenizer, &format!("{}\t", loaded[0].display()))?;
+            let mut push = |_: usize, token: u32| stream.push(token);
+            let results = answer_queries(&md, &queries, &opts, &device, Some(&mut push))?;
+            stream.finish()?;
+            results
+        } else {
+            answer_queries(&md, &queries, &opts, &device, None)?
+        };
+        let ms = start.elapsed().as_secs_f64() * 1000.0 / results.len() as f64;
+        for (path, answers) in loaded.into_iter().zip(results) {
+            let mut error = None;
             if args.sidecar {
-                let sidecar = sidecar_path(path);
-                if let Err(e) = std::fs::write(&sidecar, format!("{}\n", answer.text)).with_context(|| format!("{}: cannot write the sidecar", sidecar.display())) {
-                    record.error = Some(format!("{e:#}"));
-                }
+                error = write_sidecar(path, &answers)
+                    .err()
+                    .map(|e| format!("{e:#}"));
             }
-            printer.print(&record, &progress)?;
+            for (i, answer) in answers.iter().enumerate() {
+                let mut record = OutputRecord {
+                    image: path.display().to_string(),
+                    output: Some(answer.text.clone()),
+                    logprob: Some(answer.logprob),
+                    ms: Some(ms),
+                    error: if i == 0 { error.clone() } else { None },
+                    ..base.clone()
+                };
+                if args.decode.stream {
+                    // The text is on screen already; only an error remains to report.
+                    if record.error.is_none() {
+                        continue;
+                    }
+                    record.output = None;
+                }
+                let rank = (opts.num_return > 1).then_some(i + 1);
+                print_ranked(&mut printer, format, &record, rank, &progress)?;
+            }
             progress.inc(1);
         }
     }
     progress.finish_and_clear();
     if !args.output.quiet && printer.failures > 0 {
-        eprintln!("{} of {} input(s) failed", printer.failures, files.len() + missing.len());
+        eprintln!(
+            "{} of {} input(s) failed",
+            printer.failures,
+            files.len() + missing.len()
+        );
     }
     if files.is_empty() && missing.is_empty() && total == 0 {
-        return Err(anyhow!("no image files found in the given inputs (known extensions: {})", crate::data::image::IMAGE_EXTENSIONS.join(", ")));
+        return Err(anyhow!(
+            "no image files found in the given inputs (known extensions: {})",
+            crate::data::image::IMAGE_EXTENSIONS.join(", ")
+        ));
     }
     Ok(exit_code(printer.failures))
+}
+
+/// Writes the outputs for `image`, best first, one per line.
+fn write_sidecar(image: &Path, answers: &[Answer]) -> Result<()> {
+    let sidecar = sidecar_path(image);
+    let text: String = answers.iter().map(|a| format!("{}\n", a.text)).collect();
+    std::fs::write(&sidecar, text)
+        .with_context(|| format!("{}: cannot write the sidecar", sidecar.display()))
 }

@@ -126,7 +126,11 @@ pub struct Printer {
 
 impl Printer {
     pub fn new(format: Format) -> Self {
-        Printer { format, wrote_header: false, failures: 0 }
+        Printer {
+            format,
+            wrote_header: false,
+            failures: 0,
+        }
     }
 
     pub fn print(&mut self, record: &OutputRecord, progress: &ProgressBar) -> Result<()> {
@@ -147,13 +151,22 @@ impl Printer {
                     record.task.to_string(),
                     record.question.clone().unwrap_or_default(),
                     record.output.clone().unwrap_or_default(),
-                    record.logprob.map(|l| format!("{l:.4}")).unwrap_or_default(),
+                    record
+                        .logprob
+                        .map(|l| format!("{l:.4}"))
+                        .unwrap_or_default(),
                     record.fusion.clone(),
                     record.model.clone(),
                     record.ms.map(|m| format!("{m:.2}")).unwrap_or_default(),
                     record.error.clone().unwrap_or_default(),
                 ];
-                line.push_str(&fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
+                line.push_str(
+                    &fields
+                        .iter()
+                        .map(|f| csv_field(f))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                );
                 Some(line)
             }
             Format::Text => match (&record.output, &record.question) {
@@ -187,7 +200,9 @@ pub fn progress_bar(len: usize, quiet: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} eta {eta} {msg}") {
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} eta {eta} {msg}")
+    {
         bar.set_style(style);
     }
     bar

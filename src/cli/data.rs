@@ -13,6 +13,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Every subcommand writes OUT/manifest.jsonl (JSONL, one caption or VQA record per line) and
+prints a summary (--json for JSON). Exit codes: 0 success, 1 some inputs skipped, 2 error.
+
+Examples:
+  fusecap data synth --out data/scenes --count 10000 --seed 1
+  fusecap data easy-vqa --from easy_vqa-1.0-py3-none-any.whl --out data/easy-vqa")]
 pub struct DataArgs {
     #[command(subcommand)]
     pub command: DataCommand,
@@ -39,7 +46,7 @@ Writes OUT/images/NNNNN.png, OUT/manifest.jsonl (one caption record per image, t
 questions) and OUT/scenes.jsonl (what each image shows). The same seed gives identical files.
 
 Scenes hold 1-4 shapes (circle, square, triangle, star) in 8 colours and 2 sizes on a 3x3
-grid. Question types: color, shape, size, count, exist, position, relation (about half).
+grid. Question types: color, shape, size, count, exist, position, relation (over a third).
 
 Examples:
   fusecap data synth --out data/scenes --count 10000 --seed 1
@@ -238,6 +245,7 @@ fn synth(a: SynthArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn easy_vqa(a: EasyVqaArgs) -> anyhow::Result<ExitCode> {
+    require("--from", &a.from)?;
     prepare_output(&a.out, a.force)?;
     let s = convert_easy_vqa(&a.from, &a.out)?;
     if s.questions_without_image > 0 {
@@ -274,6 +282,8 @@ fn easy_vqa(a: EasyVqaArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn coco(a: CocoArgs) -> anyhow::Result<ExitCode> {
+    require("--captions", &a.captions)?;
+    require("--images", &a.images)?;
     prepare_output(&a.out, a.force)?;
     let opts = CocoOptions {
         split: a.split.clone(),
@@ -284,6 +294,9 @@ fn coco(a: CocoArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn vqav2(a: Vqav2Args) -> anyhow::Result<ExitCode> {
+    require("--questions", &a.questions)?;
+    require("--annotations", &a.annotations)?;
+    require("--images", &a.images)?;
     prepare_output(&a.out, a.force)?;
     let opts = Vqav2Options {
         split: a.split.clone(),
@@ -294,6 +307,14 @@ fn vqav2(a: Vqav2Args) -> anyhow::Result<ExitCode> {
     };
     let s = convert_vqav2(&a.questions, &a.annotations, &a.images, &a.out, &opts)?;
     finish_import(&a.out, &a.images, a.json, &s)
+}
+
+/// Checks an input before anything is written.
+fn require(flag: &str, path: &std::path::Path) -> anyhow::Result<()> {
+    if !path.exists() {
+        anyhow::bail!("{flag} {} does not exist: check the path", path.display());
+    }
+    Ok(())
 }
 
 /// Reports what an import skipped on stderr and the summary on stdout.

@@ -1,6 +1,671 @@
-// placeholder: owned by the evaluation helper
-#[derive(clap::Args, Debug)]
-pub struct ExperimentArgs {}
-pub fn run(_args: ExperimentArgs) -> anyhow::Result<std::process::ExitCode> {
-    anyhow::bail!("not implemented yet")
+//! `fusecap experiment`: train several fusion strategies under one budget
+//! (same seed, data order, steps and batch size), then compare them on the
+//! test split and say which won where.
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use clap::Args;
+use indicatif::ProgressBar;
+use serde::Serialize;
+
+use super::common::progress_bar;
+use super::compare::{
+    compare, plot_accuracy, render_markdown, CompareOptions, CompareReport, FusionList,
+};
+use super::eval::{check_counts, check_limit, warn_problems, write_json, write_text};
+use crate::data::batch::Dataset;
+use crate::data::manifest::{load_manifests, Record, Task};
+use crate::evaluate::{verdicts, EvalOptions, Verdict};
+use crate::model::dir::load_config;
+use crate::model::{Config, Fusion};
+use crate::plot::{line_chart_fixed, read_log, Series};
+use crate::tokenizer::{TextTokenizer, DEFAULT_WORDS};
+use crate::train::{LogRecord, Outcome, TrainOptions, TrainRun, TrainState, LOG_FILE, STATE_FILE};
+
+/// Files written into --out, beside one folder per strategy.
+pub const COMPARE_MD: &str = "compare.md";
+pub const COMPARE_JSON: &str = "compare.json";
+pub const SUMMARY_MD: &str = "summary.md";
+pub const SUMMARY_JSON: &str = "summary.json";
+pub const VAL_PLOT: &str = "val_accuracy.png";
+pub const ACCURACY_PLOT: &str = "accuracy.png";
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  fusecap experiment --data data/scenes/manifest.jsonl --steps 2000 --out runs/exp1
+  fusecap experiment --fusion concat,gated --data data/easy-vqa/manifest.jsonl data/scenes/manifest.jsonl --steps 3000 --out runs/exp2 --seed 3
+  fusecap init --fusion concat --size tiny --out /tmp/tiny && \\
+    fusecap experiment --data data/scenes/manifest.jsonl --steps 20 --batch-size 8 --config /tmp/tiny/config.json --out /tmp/exp
+  fusecap experiment --data data/scenes/manifest.jsonl --steps 2000 --out runs/exp1 --resume   # after Ctrl-C
+
+Trains every strategy into OUT/FUSION/ with the same seed, data order and budget, then
+evaluates them on the \"test\" split and writes into OUT:
+  compare.md, compare.json   the side-by-side comparison (as `fusecap compare`)
+  val_accuracy.png           validation accuracy against the step, one line per strategy
+  accuracy.png               test accuracy per question type (when the test split has questions)
+  summary.md, summary.json   which strategy won each question type, and by how much
+Results go to stdout as well. Records split \"train\" (or none) train, \"val\" validates
+(or --val-percent of the training images when there is no \"val\" split), \"test\" compares.
+
+Exit codes: 0 done, 130 interrupted (continue with --resume), 2 fatal error.")]
+pub struct ExperimentArgs {
+    /// Strategies to train: "all", or a comma-separated list.
+    #[arg(long, default_value = "all", value_name = "all|LIST")]
+    pub fusion: FusionList,
+    /// JSONL manifests with train, val and test records.
+    #[arg(long, required = true, num_args = 1.., value_name = "MANIFEST")]
+    pub data: Vec<PathBuf>,
+    /// Optimiser steps per strategy.
+    #[arg(long)]
+    pub steps: usize,
+    /// Output folder: one model directory per strategy, plus the reports.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Architecture (config.json, e.g. from `fusecap init`); fusion and vocab_size are replaced. Default: the shipped size.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Warm-up steps (at most --steps).
+    #[arg(long, default_value_t = 100)]
+    pub warmup: usize,
+    /// Validate every N steps (default: a tenth of --steps).
+    #[arg(long, value_name = "N")]
+    pub eval_every: Option<usize>,
+    /// Percentage of training images held out for validation when no "val" split exists.
+    #[arg(long, default_value_t = 5)]
+    pub val_percent: u64,
+    /// Compare on only the first N test records.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Records on which the strategies disagree to show in the comparison.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub disagreements: usize,
+    /// CPU threads for the math (one is fastest at the shipped size).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Keep the strategies already trained in --out and continue an interrupted one.
+    #[arg(long)]
+    pub resume: bool,
+    /// No progress bars and no notes on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// The records an experiment trains, validates and compares on.
+struct Splits<'a> {
+    train: Vec<&'a Record>,
+    val: Vec<&'a Record>,
+    test: Vec<&'a Record>,
+}
+
+pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
+    std::env::set_var("RAYON_NUM_THREADS", args.threads.max(1).to_string());
+    check_counts(&[("--steps", args.steps), ("--batch-size", args.batch_size)])?;
+    check_limit(args.limit)?;
+    if args.eval_every == Some(0) {
+        bail!("--eval-every must be at least 1 (got 0)");
+    }
+    let manifest = load_manifests(&args.data)?;
+    for path in &args.data {
+        let own: Vec<_> = manifest
+            .problems
+            .iter()
+            .filter(|p| &p.file == path)
+            .cloned()
+            .collect();
+        warn_problems(path, &own);
+    }
+    let splits = split_records(&manifest.records, args.val_percent);
+    check_splits(&splits, &args.data)?;
+
+    let tokenizer =
+        TextTokenizer::train(training_texts(&splits.train).iter().map(String::as_str), 1)?;
+    let base = match &args.config {
+        Some(path) => Config {
+            vocab_size: tokenizer.vocab_size(),
+            ..load_config(path)?
+        },
+        None => Config::small(Fusion::Concat, tokenizer.vocab_size()),
+    };
+    let (train, mut problems) = Dataset::build(&splits.train, &tokenizer, &base)?;
+    let (val, val_problems) = Dataset::build(&splits.val, &tokenizer, &base)?;
+    problems.extend(val_problems);
+    for p in &problems {
+        eprintln!("warning: {p}");
+    }
+    if train.examples.is_empty() {
+        bail!("none of the training records could be loaded (see the warnings above)");
+    }
+    let options = train_options(&args);
+    if !args.quiet {
+        eprintln!(
+            "experiment: {} for {} steps of {} (seed {}) on {} training and {} validation examples; comparing on {} test record(s)",
+            names(&args.fusion.0),
+            options.steps,
+            options.batch_size,
+            options.seed,
+            train.examples.len(),
+            val.examples.len(),
+            args.limit.map_or(splits.test.len(), |l| l.min(splits.test.len()))
+        );
+    }
+    std::fs::create_dir_all(&args.out).with_context(|| {
+        format!(
+            "cannot create {}: check the path and permissions",
+            args.out.display()
+        )
+    })?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    if let Err(e) = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)) {
+        eprintln!("warning: Ctrl-C will not save a checkpoint ({e})");
+    }
+    for &fusion in &args.fusion.0 {
+        let cfg = Config {
+            fusion,
+            ..base.clone()
+        };
+        let job = TrainJob {
+            args: &args,
+            cfg,
+            tokenizer: &tokenizer,
+            train: &train,
+            val: &val,
+            options: &options,
+            stop: &stop,
+        };
+        if let Outcome::Interrupted { step } = job.run()? {
+            eprintln!(
+                "interrupted while training {fusion} at step {step}; checkpoint saved. Continue with the same command plus --resume"
+            );
+            return Ok(ExitCode::from(130));
+        }
+    }
+    report(&args, &splits.test, &options)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn names(fusions: &[Fusion]) -> String {
+    fusions
+        .iter()
+        .map(|f| f.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn train_options(args: &ExperimentArgs) -> TrainOptions {
+    TrainOptions {
+        steps: args.steps,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        warmup_steps: args.warmup.min(args.steps),
+        seed: args.seed,
+        eval_every: args.eval_every.unwrap_or((args.steps / 10).max(1)),
+        ..TrainOptions::default()
+    }
+}
+
+// ---------------------------------------------------------------- data
+
+/// Stable across runs and platforms (the same hash `fusecap train` holds out by).
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Train / val / test as `fusecap train` splits them: "val" records validate,
+/// or, without any, `val_percent` of the training images (by a hash of the path).
+fn split_records(records: &[Record], val_percent: u64) -> Splits<'_> {
+    let has_val = records.iter().any(|r| r.in_split("val"));
+    let held_out = |r: &Record| {
+        if has_val {
+            r.in_split("val")
+        } else {
+            r.in_split("train") && fnv1a(&r.image.to_string_lossy()) % 100 < val_percent
+        }
+    };
+    Splits {
+        train: records
+            .iter()
+            .filter(|r| r.in_split("train") && !held_out(r))
+            .collect(),
+        val: records.iter().filter(|r| held_out(r)).collect(),
+        test: records.iter().filter(|r| r.in_split("test")).collect(),
+    }
+}
+
+fn check_splits(splits: &Splits, data: &[PathBuf]) -> Result<()> {
+    let files = data
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if splits.train.is_empty() {
+        bail!("no training records (split \"train\" or no split) in {files}");
+    }
+    if splits.test.is_empty() {
+        bail!("no test records (split \"test\") in {files}: the experiment compares the strategies on them; add some, e.g. with `fusecap data`");
+    }
+    Ok(())
+}
+
+/// The texts the tokenizer learns from: the default words plus every training caption, question and answer.
+fn training_texts(records: &[&Record]) -> Vec<String> {
+    let mut out = vec![DEFAULT_WORDS.to_string()];
+    for r in records {
+        match &r.task {
+            Task::Caption { captions } => out.extend(captions.iter().cloned()),
+            Task::Vqa {
+                question, answer, ..
+            } => out.extend([question.clone(), answer.clone()]),
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------- training
+
+/// Training one strategy into OUT/FUSION.
+struct TrainJob<'a> {
+    args: &'a ExperimentArgs,
+    cfg: Config,
+    tokenizer: &'a TextTokenizer,
+    train: &'a Dataset,
+    val: &'a Dataset,
+    options: &'a TrainOptions,
+    stop: &'a AtomicBool,
+}
+
+/// What is already in a strategy's folder.
+#[derive(Debug, PartialEq)]
+enum Existing {
+    Nothing,
+    Unfinished,
+    Finished,
+}
+
+impl TrainJob<'_> {
+    fn dir(&self) -> PathBuf {
+        self.args.out.join(self.cfg.fusion.name())
+    }
+
+    fn run(self) -> Result<Outcome> {
+        let dir = self.dir();
+        let existing = existing_run(&dir, self.options, self.train.examples.len())?;
+        match (&existing, self.args.resume) {
+            (Existing::Finished, true) => {
+                if !self.args.quiet {
+                    eprintln!("{}: already trained; kept", dir.display());
+                }
+                return Ok(Outcome::Finished);
+            }
+            (Existing::Nothing, _) | (_, true) => {}
+            (_, false) => bail!(
+                "{} already holds a training run; pass --resume to keep or continue it, or choose another --out",
+                dir.display()
+            ),
+        }
+        if !self.args.quiet {
+            eprintln!("training {} into {}", self.cfg.fusion, dir.display());
+        }
+        let bar = progress_bar(self.options.steps, self.args.quiet);
+        let mut on_step = |r: &LogRecord| step_progress(&bar, r);
+        let outcome = TrainRun {
+            out: dir,
+            cfg: self.cfg,
+            tokenizer: self.tokenizer.clone(),
+            train: self.train,
+            val: self.val,
+            options: self.options.clone(),
+            resume: existing == Existing::Unfinished,
+            save_dtype: DType::F32,
+            stop: self.stop,
+            on_step: &mut on_step,
+        }
+        .run()?;
+        bar.finish_and_clear();
+        Ok(outcome)
+    }
+}
+
+fn step_progress(bar: &ProgressBar, r: &LogRecord) {
+    bar.set_position(r.step as u64);
+    let val = r
+        .val_accuracy
+        .map(|a| format!(" val_acc {:.1}%", 100.0 * a))
+        .unwrap_or_default();
+    bar.set_message(format!("loss {:.4}{val}", r.loss));
+}
+
+/// Reads a strategy folder's train_state.json; a finished or unfinished run
+/// must have used the same options and data.
+fn existing_run(dir: &Path, options: &TrainOptions, examples: usize) -> Result<Existing> {
+    let path = dir.join(STATE_FILE);
+    if !path.is_file() {
+        return Ok(Existing::Nothing);
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let state: TrainState = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: corrupt training state; delete {} to retrain it",
+            path.display(),
+            dir.display()
+        )
+    })?;
+    if state.options != *options || state.train_examples != examples {
+        bail!(
+            "{} was trained with other options or data ({} examples, {:?}); delete it or choose another --out",
+            dir.display(),
+            state.train_examples,
+            state.options
+        );
+    }
+    Ok(if state.step >= options.steps {
+        Existing::Finished
+    } else {
+        Existing::Unfinished
+    })
+}
+
+// ---------------------------------------------------------------- report
+
+/// Everything `summary.json` holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub strategies: Vec<Fusion>,
+    pub steps: usize,
+    pub batch_size: usize,
+    pub seed: u64,
+    pub test_records: usize,
+    pub verdicts: Vec<Verdict>,
+    /// The last logged validation accuracy of each strategy, with its step.
+    pub final_val_accuracy: Vec<FinalVal>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FinalVal {
+    pub fusion: Fusion,
+    pub step: usize,
+    pub val_accuracy: f64,
+}
+
+/// Compares the trained strategies on the test split and writes every report.
+fn report(args: &ExperimentArgs, test: &[&Record], options: &TrainOptions) -> Result<()> {
+    let dirs: Vec<PathBuf> = args
+        .fusion
+        .0
+        .iter()
+        .map(|f| args.out.join(f.name()))
+        .collect();
+    let records: Vec<&Record> = test
+        .iter()
+        .copied()
+        .take(args.limit.unwrap_or(usize::MAX))
+        .collect();
+    let opts = CompareOptions {
+        eval: EvalOptions {
+            batch_size: 32,
+            modality_share: true,
+            ..EvalOptions::default()
+        },
+        speed_samples: 32,
+        disagreements: args.disagreements,
+        quiet: args.quiet,
+    };
+    let manifests = args
+        .data
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" + ");
+    let comparison = compare(
+        &dirs,
+        &records,
+        &opts,
+        &Device::Cpu,
+        Path::new(&manifests),
+        "test",
+    )?;
+    let markdown = render_markdown(&comparison);
+    write_text(&args.out.join(COMPARE_MD), &markdown)?;
+    write_json(&args.out.join(COMPARE_JSON), &comparison)?;
+
+    let curves = val_curves(args)?;
+    let summary = Summary {
+        strategies: args.fusion.0.clone(),
+        steps: options.steps,
+        batch_size: options.batch_size,
+        seed: options.seed,
+        test_records: records.len(),
+        verdicts: verdicts(&comparison.models),
+        final_val_accuracy: final_vals(&curves),
+    };
+    let summary_md = render_summary(&summary, &comparison);
+    write_text(&args.out.join(SUMMARY_MD), &summary_md)?;
+    write_json(&args.out.join(SUMMARY_JSON), &summary)?;
+    plot_curves(args, curves)?;
+    if comparison.questions > 0 {
+        plot_accuracy(&comparison, &args.out.join(ACCURACY_PLOT))?;
+    }
+    print!("{markdown}\n{summary_md}");
+    if !args.quiet {
+        eprintln!(
+            "wrote {COMPARE_MD}, {COMPARE_JSON}, {SUMMARY_MD}, {SUMMARY_JSON}, {VAL_PLOT}{} to {}",
+            if comparison.questions > 0 {
+                format!(", {ACCURACY_PLOT}")
+            } else {
+                String::new()
+            },
+            args.out.display()
+        );
+    }
+    Ok(())
+}
+
+/// A strategy and its (step, validation accuracy) points.
+type Curve = (Fusion, Vec<(f64, f64)>);
+
+/// Each strategy's (step, validation accuracy) points from its training.jsonl.
+fn val_curves(args: &ExperimentArgs) -> Result<Vec<Curve>> {
+    args.fusion
+        .0
+        .iter()
+        .map(|&f| {
+            let log = args.out.join(f.name()).join(LOG_FILE);
+            let points = read_log(&log)?
+                .iter()
+                .filter_map(|r| r.val_accuracy.map(|a| (r.step as f64, a)))
+                .collect();
+            Ok((f, points))
+        })
+        .collect()
+}
+
+fn final_vals(curves: &[Curve]) -> Vec<FinalVal> {
+    curves
+        .iter()
+        .filter_map(|(fusion, points)| {
+            let &(step, val_accuracy) = points.last()?;
+            Some(FinalVal {
+                fusion: *fusion,
+                step: step as usize,
+                val_accuracy,
+            })
+        })
+        .collect()
+}
+
+fn plot_curves(args: &ExperimentArgs, curves: Vec<Curve>) -> Result<()> {
+    if curves.iter().all(|(_, p)| p.is_empty()) {
+        eprintln!(
+            "note: no validation accuracy was logged (the validation set has no questions); {VAL_PLOT} has no lines"
+        );
+    }
+    let series: Vec<Series> = curves
+        .into_iter()
+        .map(|(f, points)| Series {
+            name: f.name().to_string(),
+            points,
+        })
+        .collect();
+    let out = args.out.join(VAL_PLOT);
+    line_chart_fixed(
+        &out,
+        "validation accuracy (greedy exact match)",
+        "step",
+        "accuracy",
+        &series,
+        0.0..1.0,
+    )
+}
+
+/// Which strategy won each question type, by how much, and whether that is noise.
+pub fn render_summary(summary: &Summary, comparison: &CompareReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "## Summary\n");
+    let _ = writeln!(
+        out,
+        "Trained {} for {} steps each (batch {}, seed {}, same data order); compared on {} test record(s).\n",
+        names(&summary.strategies),
+        summary.steps,
+        summary.batch_size,
+        summary.seed,
+        summary.test_records
+    );
+    for v in &summary.verdicts {
+        let _ = writeln!(out, "- {}", verdict_line(v));
+    }
+    if let Some(line) = caption_line(comparison) {
+        let _ = writeln!(out, "- {line}");
+    }
+    if summary.verdicts.is_empty() && comparison.captions == 0 {
+        let _ = writeln!(
+            out,
+            "- nothing to compare: the test split has no scored records."
+        );
+    }
+    if !summary.final_val_accuracy.is_empty() {
+        let parts: Vec<String> = summary
+            .final_val_accuracy
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} {:.1}% (step {})",
+                    f.fusion,
+                    100.0 * f.val_accuracy,
+                    f.step
+                )
+            })
+            .collect();
+        let _ = writeln!(out, "- last validation accuracy: {}.", parts.join(", "));
+    }
+    let _ = writeln!(
+        out,
+        "\n\"Within noise\" means the gap is no larger than one binomial standard error, sqrt(p(1-p)/n), with p the mean accuracy of the two best strategies and n the number of questions."
+    );
+    out
+}
+
+fn verdict_line(v: &Verdict) -> String {
+    let head = format!("{} (n = {})", v.question_type, v.n);
+    let (Some(runner), Some(runner_acc)) = (&v.runner_up, v.runner_up_accuracy) else {
+        return format!(
+            "{head}: only {} was evaluated ({:.1}%)",
+            v.winner,
+            100.0 * v.accuracy
+        );
+    };
+    let se = 100.0 * v.standard_error;
+    if !v.tied.is_empty() {
+        let mut all = vec![v.winner.clone()];
+        all.extend(v.tied.iter().cloned());
+        let last = all.pop().unwrap_or_default();
+        return format!(
+            "{head}: {} and {last} tie at {:.1}%",
+            all.join(", "),
+            100.0 * v.accuracy
+        );
+    }
+    let noise = if v.within_noise {
+        format!("within noise (gap ≤ SE {se:.1} points)")
+    } else {
+        format!("beyond noise (SE {se:.1} points)")
+    };
+    format!(
+        "{head}: {} wins with {:.1}%, {:.1} points ahead of {runner} ({:.1}%) — {noise}",
+        v.winner,
+        100.0 * v.accuracy,
+        100.0 * v.gap,
+        100.0 * runner_acc
+    )
+}
+
+/// The best CIDEr-D among the strategies (there is no binomial error for it).
+fn caption_line(comparison: &CompareReport) -> Option<String> {
+    let mut scores: Vec<(&str, f64)> = comparison
+        .models
+        .iter()
+        .filter_map(|m| {
+            m.metrics
+                .caption
+                .as_ref()
+                .map(|c| (m.name.as_str(), c.cider_d))
+        })
+        .collect();
+    scores.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let (best, score) = *scores.first()?;
+    let rest: Vec<String> = scores[1..]
+        .iter()
+        .map(|(n, s)| format!("{n} {s:.3}"))
+        .collect();
+    Some(format!(
+        "captions (n = {}): {best} has the best CIDEr-D, {score:.3}{} (no binomial standard error applies to CIDEr-D)",
+        comparison.captions,
+        if rest.is_empty() { String::new() } else { format!(", then {}", rest.join(", ")) }
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(gap: f64, within_noise: bool) -> Verdict {
+        Verdict {
+            question_type: "color".into(),
+            n: 100,
+            winner: "gated".into(),
+            accuracy: 0.6,
+            runner_up: Some("concat".into()),
+            runner_up_accuracy: Some(0.6 - gap),
+            tied: if gap == 0.0 {
+                vec!["concat".into()]
+            } else {
+                Vec::new()
+            },
+            gap,
+            standard_error: 0.05,
+            within_noise,
+        }
+    }
+
+    #[test]
+    fn verdict_lines_say_within_noise_only_for_small_gaps() {
+        assert!(verdict_line(&verdict(0.02, true)).contains("within noise"));
+        assert!(verdict_line(&verdict(0.2, false)).contains("beyond noise"));
+        assert!(verdict_line(&verdict(0.0, true)).contains("tie"));
+    }
 }

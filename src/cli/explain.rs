@@ -1,6 +1,408 @@
-// placeholder: owned by the evaluation helper
-#[derive(clap::Args, Debug)]
-pub struct ExplainArgs {}
-pub fn run(_args: ExplainArgs) -> anyhow::Result<std::process::ExitCode> {
-    anyhow::bail!("not implemented yet")
+//! `fusecap explain`: draw where the decoder's cross-attention looked for each
+//! generated token, over the image patches and over the question's tokens.
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use image::RgbImage;
+use serde::Serialize;
+
+use super::common::ModelArgs;
+use super::eval::write_json;
+use crate::data::image::{decode_rgb, Preprocess};
+use crate::evaluate::{decoding_steps, gates, step_attention, Gate, Layers, StepAttention};
+use crate::generate::{encode_queries, greedy, GenerateOptions, Query};
+use crate::model::dir::ModelDir;
+use crate::model::Fusion;
+use crate::plot::{attention_overlay, bar_image, image_grid, label_image, save_png};
+
+/// Side of each heat-map picture, in pixels.
+pub const OVERLAY_SIZE: u32 = 256;
+/// Width and height of each question-attention bar chart, in pixels.
+pub const BARS_SIZE: (u32, u32) = (480, 280);
+/// Height of the bar chart under each heat map in the grid.
+pub const GRID_BARS_HEIGHT: u32 = 160;
+/// Cells per row of the grid.
+pub const GRID_COLUMNS: usize = 6;
+pub const GRID_FILE: &str = "grid.png";
+pub const JSON_FILE: &str = "attention.json";
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  fusecap explain samples/scene-1.png --out explain/scene-1
+  fusecap explain samples/red-circle.png --question \"what color is the shape?\" --out explain/q --fusion concat
+  fusecap explain img.png --question \"is there a star?\" --model runs/gated --layer 1 --out explain/g
+
+Writes into --out, for each generated token N (the last step is the end token):
+  NN-TOKEN.png        the cross-attention over the image patches (mean over heads; the
+                      layer chosen by --layer, else the mean of the layers), upsampled
+                      and laid over the image; the hottest patch is red
+  NN-TOKEN-text.png   a bar chart of the attention over the question's (or prompt's) tokens
+and grid.png (every token's heat map and bars), attention.json (every weight drawn).
+concat models attend to image and text in one softmax: the image/text share of each token
+is printed and stored. separate and gated models attend to each modality separately, so
+each map sums to 1 on its own; gated models' gates tanh(alpha) are printed and stored.")]
+pub struct ExplainArgs {
+    /// The image to explain.
+    pub image: PathBuf,
+    /// Ask this question (default: caption the image).
+    #[arg(long)]
+    pub question: Option<String>,
+    /// Folder for the pictures and attention.json (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Draw this decoder layer's attention (0-based; default: the mean over layers).
+    #[arg(long, value_name = "N")]
+    pub layer: Option<usize>,
+    /// Longest output, in tokens.
+    #[arg(long, default_value_t = 24)]
+    pub max_new_tokens: usize,
+}
+
+/// One decoding step in attention.json.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    /// 1-based.
+    pub step: usize,
+    /// The generated token, or "[EOS]" for the step that ended the output.
+    pub token: String,
+    pub image_file: String,
+    pub text_file: String,
+    /// concat only: the attention mass on image and on text tokens (they sum to 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_share: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text_share: Option<f64>,
+    /// Over the image patches, row-major `grid × grid`.
+    pub vision: Vec<f32>,
+    /// Over `text_tokens` (a padded key has weight 0).
+    pub text: Vec<f32>,
+}
+
+/// What attention.json holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExplainReport {
+    pub model: String,
+    pub fusion: Fusion,
+    pub image: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub question: Option<String>,
+    pub output: String,
+    /// The layer drawn, or null for the mean over all layers.
+    pub layer: Option<usize>,
+    pub decoder_layers: usize,
+    /// Patches per side: the maps are `grid × grid`.
+    pub grid: usize,
+    /// The text-encoder keys: the question's tokens (or the caption prompt's).
+    pub text_tokens: Vec<String>,
+    pub steps: Vec<StepReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate_values: Option<Vec<Gate>>,
+}
+
+pub fn run(args: ExplainArgs) -> Result<ExitCode> {
+    let (md, device) = args.model.load()?;
+    let cfg = &md.model.cfg;
+    let layers = args.layer.map_or(Layers::Mean, Layers::Layer);
+    if let Some(l) = args.layer {
+        if l >= cfg.decoder_layers {
+            anyhow::bail!(
+                "--layer {l} does not exist: {} has {} decoder layers; pass 0 to {} or leave --layer out for their mean",
+                md.path.display(),
+                cfg.decoder_layers,
+                cfg.decoder_layers.saturating_sub(1)
+            );
+        }
+    }
+    let original = decode_rgb(&args.image)?;
+    let preprocess = Preprocess::from_config(cfg);
+    let text = args
+        .question
+        .clone()
+        .unwrap_or_else(|| cfg.caption_prompt.clone());
+    let query = Query {
+        pixels: preprocess.pixels(&original),
+        text: text.clone(),
+    };
+    let opts = GenerateOptions {
+        max_new_tokens: args.max_new_tokens,
+        ..GenerateOptions::default()
+    };
+
+    let memory = encode_queries(&md, std::slice::from_ref(&query), &device)?;
+    let generated = greedy(&md.model, &memory, &opts)?
+        .into_iter()
+        .next()
+        .context("greedy decoding returned no output")?;
+    let steps = decoding_steps(generated.tokens.len(), cfg, &opts);
+    let attention = step_attention(
+        &md.model,
+        &memory,
+        std::slice::from_ref(&generated.tokens),
+        &[steps],
+        layers,
+    )?
+    .into_iter()
+    .next()
+    .unwrap_or_default();
+
+    let mut report = ExplainReport {
+        model: md.name.clone(),
+        fusion: cfg.fusion,
+        image: args.image.display().to_string(),
+        question: args.question.clone(),
+        output: md.tokenizer.decode(&generated.tokens)?,
+        layer: args.layer,
+        decoder_layers: cfg.decoder_layers,
+        grid: cfg.image_size / cfg.patch_size,
+        text_tokens: text_labels(&md, &text, attention.first().map_or(0, |s| s.text.len()))?,
+        steps: Vec::new(),
+        gate_values: gates(&md.model)?,
+    };
+    let labels = step_labels(&md, &generated.tokens, steps);
+    std::fs::create_dir_all(&args.out).with_context(|| {
+        format!(
+            "cannot create {}: check the path and permissions",
+            args.out.display()
+        )
+    })?;
+    let display = Preprocess {
+        size: OVERLAY_SIZE as usize,
+        ..preprocess
+    }
+    .resized(&original);
+    let mut cells = Vec::with_capacity(attention.len());
+    for (i, (step, label)) in attention.iter().zip(&labels).enumerate() {
+        let (step_report, cell) = draw_step(&args.out, &report, &display, i, label, step)?;
+        report.steps.push(step_report);
+        cells.push(cell);
+    }
+    let header = format!(
+        "{} → \"{}\"  ({}, {})",
+        text,
+        report.output,
+        cfg.fusion,
+        layer_name(args.layer)
+    );
+    save_png(
+        &image_grid(&cells, GRID_COLUMNS, &header)?,
+        &args.out.join(GRID_FILE),
+    )?;
+    write_json(&args.out.join(JSON_FILE), &report)?;
+    print!("{}", render(&report));
+    eprintln!(
+        "wrote {} heat maps, {} bar charts, {GRID_FILE} and {JSON_FILE} to {}",
+        report.steps.len(),
+        report.steps.len(),
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn layer_name(layer: Option<usize>) -> String {
+    layer.map_or("mean of the layers".to_string(), |l| format!("layer {l}"))
+}
+
+/// The text-encoder keys' labels: the input's tokens, then "[PAD]" for padding.
+fn text_labels(md: &ModelDir, text: &str, keys: usize) -> Result<Vec<String>> {
+    let ids = md.tokenizer.encode(text)?;
+    Ok((0..keys)
+        .map(|k| match ids.get(k) {
+            Some(&id) => md.tokenizer.token(id).unwrap_or_else(|| format!("#{id}")),
+            None => "[PAD]".to_string(),
+        })
+        .collect())
+}
+
+/// One label per decoding step: the generated words, then "[EOS]" for the step that ended.
+fn step_labels(md: &ModelDir, tokens: &[u32], steps: usize) -> Vec<String> {
+    (0..steps)
+        .map(|i| match tokens.get(i) {
+            Some(&id) => md.tokenizer.token(id).unwrap_or_else(|| format!("#{id}")),
+            None => "[EOS]".to_string(),
+        })
+        .collect()
+}
+
+/// "01-red", safe as a file name.
+fn file_stem(index: usize, label: &str) -> String {
+    let word: String = label
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(24)
+        .collect::<String>()
+        .to_lowercase();
+    if word.is_empty() {
+        format!("{:02}", index + 1)
+    } else {
+        format!("{:02}-{word}", index + 1)
+    }
+}
+
+/// Writes one step's heat map and bar chart, and returns its JSON entry and grid cell.
+fn draw_step(
+    out: &Path,
+    report: &ExplainReport,
+    display: &RgbImage,
+    index: usize,
+    label: &str,
+    step: &StepAttention,
+) -> Result<(StepReport, RgbImage)> {
+    let concat = report.fusion == Fusion::Concat;
+    let (image_share, text_share) = (step.vision_mass(), step.text_mass());
+    let share = if concat {
+        format!(" · image {:.0}%", 100.0 * image_share)
+    } else {
+        String::new()
+    };
+    let mut overlay = attention_overlay(display, &step.vision, report.grid)?;
+    label_image(&mut overlay, &format!("{} \"{label}\"{share}", index + 1))?;
+    let stem = file_stem(index, label);
+    let image_file = format!("{stem}.png");
+    save_png(&overlay, &out.join(&image_file))?;
+
+    let title = if concat {
+        format!(
+            "\"{label}\": attention on the text ({:.0}% of it)",
+            100.0 * text_share
+        )
+    } else {
+        format!("\"{label}\": attention over the text tokens")
+    };
+    let bars = bar_image(
+        BARS_SIZE.0,
+        BARS_SIZE.1,
+        &title,
+        &report.text_tokens,
+        &step.text,
+    )?;
+    let text_file = format!("{stem}-text.png");
+    save_png(&bars, &out.join(&text_file))?;
+
+    let small_bars = bar_image(
+        OVERLAY_SIZE,
+        GRID_BARS_HEIGHT,
+        "text",
+        &report.text_tokens,
+        &step.text,
+    )?;
+    let mut cell = RgbImage::from_pixel(
+        OVERLAY_SIZE,
+        OVERLAY_SIZE + GRID_BARS_HEIGHT,
+        image::Rgb([255, 255, 255]),
+    );
+    image::imageops::overlay(&mut cell, &overlay, 0, 0);
+    image::imageops::overlay(&mut cell, &small_bars, 0, OVERLAY_SIZE as i64);
+    let step_report = StepReport {
+        step: index + 1,
+        token: label.to_string(),
+        image_file,
+        text_file,
+        image_share: concat.then_some(image_share),
+        text_share: concat.then_some(text_share),
+        vision: step.vision.clone(),
+        text: step.text.clone(),
+    };
+    Ok((step_report, cell))
+}
+
+/// What stdout shows: the output, then one line per step.
+fn render(report: &ExplainReport) -> String {
+    let mut out = String::new();
+    let input = report
+        .question
+        .as_deref()
+        .map_or("(caption)".to_string(), |q| format!("\"{q}\""));
+    let _ = writeln!(out, "{} {input} -> \"{}\"", report.image, report.output);
+    let _ = writeln!(
+        out,
+        "{} fusion, {}",
+        report.fusion,
+        layer_name(report.layer)
+    );
+    let width = report
+        .steps
+        .iter()
+        .map(|s| s.token.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    if report.fusion == Fusion::Concat {
+        let _ = writeln!(out, "step  {:<width$}  image   text", "token");
+    } else {
+        let _ = writeln!(
+            out,
+            "step  {:<width$}  peak patch (row, col)  top text token",
+            "token"
+        );
+    }
+    for s in &report.steps {
+        let _ = writeln!(
+            out,
+            "{:>4}  {:<width$}  {}",
+            s.step,
+            s.token,
+            step_detail(report, s)
+        );
+    }
+    if let Some(gates) = &report.gate_values {
+        let _ = writeln!(out, "gates tanh(alpha):");
+        for g in gates {
+            let _ = writeln!(
+                out,
+                "  layer {}: vision {:.4}, text {:.4}",
+                g.layer, g.vision, g.text
+            );
+        }
+    }
+    out
+}
+
+fn step_detail(report: &ExplainReport, s: &StepReport) -> String {
+    if let (Some(image), Some(text)) = (s.image_share, s.text_share) {
+        return format!("{:>4.0}%  {:>4.0}%", 100.0 * image, 100.0 * text);
+    }
+    let peak = argmax(&s.vision).map_or("-".to_string(), |(i, w)| {
+        format!(
+            "({}, {}) {:.3}",
+            i / report.grid.max(1),
+            i % report.grid.max(1),
+            w
+        )
+    });
+    let top = argmax(&s.text).filter(|(_, w)| *w > 0.0).map_or(
+        "- (no text keys)".to_string(),
+        |(i, w)| {
+            format!(
+                "{} {w:.3}",
+                report.text_tokens.get(i).map_or("?", String::as_str)
+            )
+        },
+    );
+    format!("{peak:<21}  {top}")
+}
+
+fn argmax(values: &[f32]) -> Option<(usize, f32)> {
+    values
+        .iter()
+        .copied()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::file_stem;
+
+    #[test]
+    fn file_stems_are_safe_names() {
+        assert_eq!(file_stem(0, "red"), "01-red");
+        assert_eq!(file_stem(9, "[EOS]"), "10-eos");
+        assert_eq!(file_stem(2, "?"), "03");
+        assert_eq!(file_stem(3, "../x"), "04-x");
+    }
 }

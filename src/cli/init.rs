@@ -51,10 +51,15 @@ pub fn tokenizer_from(path: &Path) -> Result<TextTokenizer> {
     if path.extension().is_some_and(|e| e == "json") {
         return TextTokenizer::load(path);
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read the vocabulary source", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read the vocabulary source", path.display()))?;
     let mut texts: Vec<String> = Vec::new();
     if path.extension().is_some_and(|e| e == "jsonl") {
-        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
             let value: serde_json::Value = serde_json::from_str(line)
                 .with_context(|| format!("{}:{}: not valid JSON", path.display(), i + 1))?;
             collect_text(&value, &mut texts);
@@ -72,8 +77,12 @@ fn collect_text(value: &serde_json::Value, out: &mut Vec<String>) {
     if let serde_json::Value::Object(map) = value {
         for (key, v) in map {
             match v {
-                serde_json::Value::String(s) if !NOT_TEXT.contains(&key.as_str()) => out.push(s.clone()),
-                serde_json::Value::Array(items) => out.extend(items.iter().filter_map(|i| i.as_str().map(String::from))),
+                serde_json::Value::String(s) if !NOT_TEXT.contains(&key.as_str()) => {
+                    out.push(s.clone())
+                }
+                serde_json::Value::Array(items) => {
+                    out.extend(items.iter().filter_map(|i| i.as_str().map(String::from)))
+                }
                 _ => {}
             }
         }
@@ -82,7 +91,10 @@ fn collect_text(value: &serde_json::Value, out: &mut Vec<String>) {
 
 pub fn run(args: InitArgs) -> Result<ExitCode> {
     if args.out.join(CONFIG_FILE).exists() && !args.force {
-        bail!("{} already holds a model; pass --force to overwrite it", args.out.display());
+        bail!(
+            "{} already holds a model; pass --force to overwrite it",
+            args.out.display()
+        );
     }
     let tokenizer = match &args.vocab_from {
         Some(path) => tokenizer_from(path)?,
@@ -90,7 +102,11 @@ pub fn run(args: InitArgs) -> Result<ExitCode> {
     };
     let vocab = tokenizer.vocab_size();
     let cfg = match (&args.config, args.size) {
-        (Some(path), _) => Config { fusion: args.fusion, vocab_size: vocab, ..load_config(path)? },
+        (Some(path), _) => Config {
+            fusion: args.fusion,
+            vocab_size: vocab,
+            ..load_config(path)?
+        },
         (None, Size::Tiny) => Config::tiny(args.fusion, vocab),
         (None, Size::Small) => Config::small(args.fusion, vocab),
     };

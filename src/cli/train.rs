@@ -87,7 +87,9 @@ pub struct TrainArgs {
 
 /// Stable across runs and platforms, unlike `DefaultHasher`.
 fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn texts(records: &[&Record]) -> Vec<String> {
@@ -95,7 +97,9 @@ fn texts(records: &[&Record]) -> Vec<String> {
     for r in records {
         match &r.task {
             Task::Caption { captions } => out.extend(captions.iter().cloned()),
-            Task::Vqa { question, answer, .. } => out.extend([question.clone(), answer.clone()]),
+            Task::Vqa {
+                question, answer, ..
+            } => out.extend([question.clone(), answer.clone()]),
         }
     }
     out
@@ -111,14 +115,35 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         eprintln!("warning: {problem}");
     }
     if !manifest.problems.is_empty() {
-        eprintln!("skipped {} bad manifest line(s); training on the {} good ones", manifest.problems.len(), manifest.records.len());
+        eprintln!(
+            "skipped {} bad manifest line(s); training on the {} good ones",
+            manifest.problems.len(),
+            manifest.records.len()
+        );
     }
     let has_val = manifest.records.iter().any(|r| r.in_split("val"));
-    let held_out = |r: &Record| if has_val { r.in_split("val") } else { r.in_split("train") && fnv1a(&r.image.to_string_lossy()) % 100 < args.val_percent };
-    let train_records: Vec<&Record> = manifest.records.iter().filter(|r| r.in_split("train") && !held_out(r)).collect();
+    let held_out = |r: &Record| {
+        if has_val {
+            r.in_split("val")
+        } else {
+            r.in_split("train") && fnv1a(&r.image.to_string_lossy()) % 100 < args.val_percent
+        }
+    };
+    let train_records: Vec<&Record> = manifest
+        .records
+        .iter()
+        .filter(|r| r.in_split("train") && !held_out(r))
+        .collect();
     let val_records: Vec<&Record> = manifest.records.iter().filter(|r| held_out(r)).collect();
     if train_records.is_empty() {
-        bail!("no training records (split \"train\" or no split) in {}", args.data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        bail!(
+            "no training records (split \"train\" or no split) in {}",
+            args.data
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
 
     let tokenizer_path = args.out.join(TOKENIZER_FILE);
@@ -130,7 +155,11 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     };
     let vocab = tokenizer.vocab_size();
     let cfg = match &args.config {
-        Some(path) => Config { fusion: args.fusion, vocab_size: vocab, ..load_config(path)? },
+        Some(path) => Config {
+            fusion: args.fusion,
+            vocab_size: vocab,
+            ..load_config(path)?
+        },
         None => Config::small(args.fusion, vocab),
     };
 
@@ -145,7 +174,9 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     }
     let steps = match (args.steps, args.epochs) {
         (Some(s), _) => s,
-        (None, Some(e)) => ((e * train.examples.len() as f64) / args.batch_size as f64).ceil() as usize,
+        (None, Some(e)) => {
+            ((e * train.examples.len() as f64) / args.batch_size as f64).ceil() as usize
+        }
         (None, None) => TrainOptions::default().steps,
     }
     .max(1);
@@ -186,20 +217,31 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     if let Err(e) = ctrlc::set_handler(move || handler_flag.store(true, Ordering::SeqCst)) {
         eprintln!("warning: Ctrl-C will not save a checkpoint ({e})");
     }
-    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::with_draw_target(Some(steps as u64), ProgressDrawTarget::stderr()) };
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::with_draw_target(Some(steps as u64), ProgressDrawTarget::stderr())
+    };
     if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}") {
         bar.set_style(style);
     }
     let mut last_val = String::new();
     let mut on_step = |r: &LogRecord| {
         if let (Some(l), acc) = (r.val_loss, r.val_accuracy) {
-            last_val = format!(" val_loss {l:.3}{}", acc.map(|a| format!(" val_acc {:.1}%", 100.0 * a)).unwrap_or_default());
+            last_val = format!(
+                " val_loss {l:.3}{}",
+                acc.map(|a| format!(" val_acc {:.1}%", 100.0 * a))
+                    .unwrap_or_default()
+            );
             if !bar.is_hidden() {
                 bar.println(format!("step {}: loss {:.4}{last_val}", r.step, r.loss));
             }
         }
         bar.set_position(r.step as u64);
-        bar.set_message(format!("loss {:.4} lr {:.2e} {:.0} samples/s{last_val}", r.loss, r.lr, r.samples_per_sec));
+        bar.set_message(format!(
+            "loss {:.4} lr {:.2e} {:.0} samples/s{last_val}",
+            r.loss, r.lr, r.samples_per_sec
+        ));
     };
     let outcome = TrainRun {
         out: args.out.clone(),
@@ -209,7 +251,11 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         val: &val,
         options,
         resume: args.resume,
-        save_dtype: if args.save_dtype == "f32" { DType::F32 } else { DType::F16 },
+        save_dtype: if args.save_dtype == "f32" {
+            DType::F32
+        } else {
+            DType::F16
+        },
         stop: &stop,
         on_step: &mut on_step,
     }
@@ -218,7 +264,11 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     match outcome {
         Outcome::Finished => {
             if !args.quiet {
-                eprintln!("done: model in {}, log in {}", args.out.display(), args.out.join(LOG_FILE).display());
+                eprintln!(
+                    "done: model in {}, log in {}",
+                    args.out.display(),
+                    args.out.join(LOG_FILE).display()
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

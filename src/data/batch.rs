@@ -39,7 +39,11 @@ pub struct Dataset {
 impl Dataset {
     /// Decodes every distinct image once. Records whose image fails are skipped
     /// and reported in the returned messages.
-    pub fn build(records: &[&Record], tokenizer: &TextTokenizer, cfg: &Config) -> Result<(Dataset, Vec<String>)> {
+    pub fn build(
+        records: &[&Record],
+        tokenizer: &TextTokenizer,
+        cfg: &Config,
+    ) -> Result<(Dataset, Vec<String>)> {
         let preprocess = Preprocess::from_config(cfg);
         let prompt = tokenizer.encode(&cfg.caption_prompt)?;
         let mut ds = Dataset::default();
@@ -56,7 +60,8 @@ impl Dataset {
                             Some(ds.images.len() - 1)
                         }
                         Err(e) => {
-                            problems.push(format!("{}: {e:#}; its records are skipped", record.source));
+                            problems
+                                .push(format!("{}: {e:#}; its records are skipped", record.source));
                             None
                         }
                     };
@@ -71,10 +76,21 @@ impl Dataset {
                     for caption in captions {
                         let mut target = tokenizer.encode(caption)?;
                         target.truncate(max_target);
-                        ds.examples.push(Example { image, text: prompt.clone(), target, answer: caption.to_lowercase(), question_type: None });
+                        ds.examples.push(Example {
+                            image,
+                            text: prompt.clone(),
+                            target,
+                            answer: caption.to_lowercase(),
+                            question_type: None,
+                        });
                     }
                 }
-                Task::Vqa { question, answer, question_type, .. } => {
+                Task::Vqa {
+                    question,
+                    answer,
+                    question_type,
+                    ..
+                } => {
                     let mut target = tokenizer.encode(answer)?;
                     target.truncate(max_target);
                     ds.examples.push(Example {
@@ -100,7 +116,10 @@ pub struct Augment {
 }
 
 impl Augment {
-    pub const NONE: Augment = Augment { max_shift: 0, noise: 0.0 };
+    pub const NONE: Augment = Augment {
+        max_shift: 0,
+        noise: 0.0,
+    };
 
     fn apply(&self, image: &RgbImage, rng: &mut StdRng) -> RgbImage {
         if *self == Augment::NONE {
@@ -147,19 +166,43 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub fn new(ds: &Dataset, indices: &[usize], cfg: &Config, augment: Augment, seed: u64, device: &Device) -> Result<Batch> {
+    pub fn new(
+        ds: &Dataset,
+        indices: &[usize],
+        cfg: &Config,
+        augment: Augment,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Batch> {
         let preprocess = Preprocess::from_config(cfg);
         let mut rng = StdRng::seed_from_u64(seed);
         let examples: Vec<&Example> = indices.iter().map(|&i| &ds.examples[i]).collect();
-        let pixels: Vec<Vec<f32>> = examples.iter().map(|e| preprocess.normalise(&augment.apply(&ds.images[e.image], &mut rng))).collect();
+        let pixels: Vec<Vec<f32>> = examples
+            .iter()
+            .map(|e| preprocess.normalise(&augment.apply(&ds.images[e.image], &mut rng)))
+            .collect();
         let images = super::image::batch_tensor(&pixels, cfg.image_size, device)?;
         let texts: Vec<Vec<u32>> = examples.iter().map(|e| e.text.clone()).collect();
         let (text_ids, text_valid) = pad_tokens(&texts, cfg.pad_id, cfg.max_text_len, device)?;
-        let inputs: Vec<Vec<u32>> = examples.iter().map(|e| [&[cfg.bos_id][..], &e.target].concat()).collect();
-        let targets: Vec<Vec<u32>> = examples.iter().map(|e| [&e.target[..], &[cfg.eos_id]].concat()).collect();
+        let inputs: Vec<Vec<u32>> = examples
+            .iter()
+            .map(|e| [&[cfg.bos_id][..], &e.target].concat())
+            .collect();
+        let targets: Vec<Vec<u32>> = examples
+            .iter()
+            .map(|e| [&e.target[..], &[cfg.eos_id]].concat())
+            .collect();
         let (decoder_input, _) = pad_tokens(&inputs, cfg.pad_id, cfg.max_decode_len, device)?;
-        let (decoder_target, target_mask) = pad_tokens(&targets, cfg.pad_id, cfg.max_decode_len, device)?;
-        Ok(Batch { images, text_ids, text_valid, decoder_input, decoder_target, target_mask })
+        let (decoder_target, target_mask) =
+            pad_tokens(&targets, cfg.pad_id, cfg.max_decode_len, device)?;
+        Ok(Batch {
+            images,
+            text_ids,
+            text_valid,
+            decoder_input,
+            decoder_target,
+            target_mask,
+        })
     }
 }
 
@@ -171,6 +214,13 @@ pub fn step_indices(n_examples: usize, batch_size: usize, seed: u64, step: usize
     let epoch = step / per_epoch;
     let k = step % per_epoch;
     let mut order: Vec<usize> = (0..n_examples).collect();
-    order.shuffle(&mut StdRng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
-    order.into_iter().cycle().skip(k * batch_size).take(batch_size).collect()
+    order.shuffle(&mut StdRng::seed_from_u64(
+        seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    ));
+    order
+        .into_iter()
+        .cycle()
+        .skip(k * batch_size)
+        .take(batch_size)
+        .collect()
 }

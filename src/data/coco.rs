@@ -4,6 +4,7 @@
 
 use super::files::{manifest_path, read_json, ImageIndex};
 use super::manifest::{write_manifest, ManifestLine};
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -72,6 +73,8 @@ pub fn convert_coco(
         "COCO captions file (expected \"images\" and \"annotations\")",
     )?;
     let index = ImageIndex::build(images)?;
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create folder {}", out.display()))?;
     let split = opts.split.clone().or_else(|| split_from_name(captions));
 
     let mut by_image: BTreeMap<u64, Vec<String>> = BTreeMap::new();

@@ -14,7 +14,9 @@ pub const MAX_IMAGE_SIDE: u32 = 16_384;
 pub const MAX_IMAGE_BYTES: u64 = 512 * 1024 * 1024;
 
 /// File extensions treated as images when a folder is walked.
-pub const IMAGE_EXTENSIONS: [&str; 9] = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff", "ppm"];
+pub const IMAGE_EXTENSIONS: [&str; 9] = [
+    "png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff", "ppm",
+];
 
 pub fn has_image_extension(path: &Path) -> bool {
     path.extension()
@@ -32,7 +34,12 @@ pub struct Preprocess {
 
 impl Preprocess {
     pub fn from_config(cfg: &Config) -> Self {
-        Preprocess { size: cfg.image_size, resize: cfg.resize, mean: cfg.image_mean, std: cfg.image_std }
+        Preprocess {
+            size: cfg.image_size,
+            resize: cfg.resize,
+            mean: cfg.image_mean,
+            std: cfg.image_std,
+        }
     }
 
     /// Decodes `path` and returns its normalised pixels, CHW, `3·size·size` values.
@@ -65,16 +72,24 @@ impl Preprocess {
 /// Reads any supported image as 8-bit RGB: the EXIF orientation is applied,
 /// transparency is composited over white, and grey, palette and 16-bit images are converted.
 pub fn decode_rgb(path: &Path) -> Result<RgbImage> {
-    let meta = std::fs::metadata(path).with_context(|| format!("{}: cannot read the file", path.display()))?;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("{}: cannot read the file", path.display()))?;
     if meta.len() == 0 {
-        return Err(anyhow!("{}: empty file (0 bytes); re-export or remove it", path.display()));
+        return Err(anyhow!(
+            "{}: empty file (0 bytes); re-export or remove it",
+            path.display()
+        ));
     }
     let mut reader = ImageReader::open(path)
         .with_context(|| format!("{}: cannot open", path.display()))?
         .with_guessed_format()
         .with_context(|| format!("{}: cannot read", path.display()))?;
     if reader.format().is_none() {
-        return Err(anyhow!("{}: not an image in a supported format ({})", path.display(), IMAGE_EXTENSIONS.join(", ")));
+        return Err(anyhow!(
+            "{}: not an image in a supported format ({})",
+            path.display(),
+            IMAGE_EXTENSIONS.join(", ")
+        ));
     }
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
@@ -122,7 +137,9 @@ fn resize(image: &RgbImage, size: u32, mode: ResizeMode) -> RgbImage {
         ResizeMode::CenterCrop => {
             let (w, h) = (image.width(), image.height());
             let side = w.min(h);
-            let cropped = image::imageops::crop_imm(image, (w - side) / 2, (h - side) / 2, side, side).to_image();
+            let cropped =
+                image::imageops::crop_imm(image, (w - side) / 2, (h - side) / 2, side, side)
+                    .to_image();
             image::imageops::resize(&cropped, size, size, FilterType::Triangle)
         }
     }
@@ -131,5 +148,9 @@ fn resize(image: &RgbImage, size: u32, mode: ResizeMode) -> RgbImage {
 /// Stacks preprocessed images into [B, 3, size, size].
 pub fn batch_tensor(images: &[Vec<f32>], size: usize, device: &Device) -> Result<Tensor> {
     let flat: Vec<f32> = images.iter().flatten().copied().collect();
-    Ok(Tensor::from_vec(flat, (images.len(), 3, size, size), device)?)
+    Ok(Tensor::from_vec(
+        flat,
+        (images.len(), 3, size, size),
+        device,
+    )?)
 }

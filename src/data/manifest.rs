@@ -9,6 +9,7 @@
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -134,12 +135,14 @@ pub fn load_manifest(path: &Path) -> anyhow::Result<Manifest> {
     })?;
     let dir = path.parent().unwrap_or_else(|| Path::new(""));
     let mut manifest = Manifest::default();
+    // Many records share an image (VQA); check each file once.
+    let mut exists: HashMap<PathBuf, bool> = HashMap::new();
     for (index, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
         let line_no = index + 1;
-        match parse_line(line, dir) {
+        match parse_line(line, dir, &mut exists) {
             Ok((image, task, split)) => manifest.records.push(Record {
                 image,
                 task,
@@ -218,7 +221,11 @@ pub fn write_manifest(path: &Path, records: &[ManifestLine]) -> anyhow::Result<(
     })
 }
 
-fn parse_line(line: &str, dir: &Path) -> Result<(PathBuf, Task, Option<String>), String> {
+fn parse_line(
+    line: &str,
+    dir: &Path,
+    exists: &mut HashMap<PathBuf, bool>,
+) -> Result<(PathBuf, Task, Option<String>), String> {
     let raw: ManifestLine =
         serde_json::from_str(line).map_err(|e| format!("not a valid manifest record: {e}"))?;
     if raw.image.trim().is_empty() {
@@ -254,7 +261,10 @@ fn parse_line(line: &str, dir: &Path) -> Result<(PathBuf, Task, Option<String>),
         }
     };
     let image = dir.join(&raw.image);
-    if !image.is_file() {
+    let found = *exists
+        .entry(image.clone())
+        .or_insert_with(|| image.is_file());
+    if !found {
         return Err(format!(
             "image {} not found (paths are relative to the manifest's folder)",
             image.display()

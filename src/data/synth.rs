@@ -7,7 +7,7 @@
 use super::draw::render;
 use super::manifest::{write_manifest, ManifestLine};
 use super::scene::{Color, Scene, SceneKind, SceneObject, Shape, Size};
-use super::synth_text::{captions, sample_questions};
+use super::synth_text::{captions, sample_questions, Qa};
 use anyhow::{bail, Context};
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
@@ -147,7 +147,7 @@ fn image_rng(seed: u64, index: u64) -> StdRng {
 }
 
 /// The scene and questions of image `index` under `cfg`.
-pub fn generate_item(cfg: &SynthConfig, index: usize) -> (Scene, Vec<super::synth_text::Qa>) {
+pub fn generate_item(cfg: &SynthConfig, index: usize) -> (Scene, Vec<Qa>) {
     let mut rng = image_rng(cfg.seed, index as u64);
     let scene = match cfg.kind {
         SceneKind::Scenes => random_scene(&mut rng, cfg.noise),

@@ -7,6 +7,7 @@
 use super::coco::{split_from_name, ImportSummary};
 use super::files::{manifest_path, read_json, ImageIndex};
 use super::manifest::{write_manifest, ManifestLine};
+use anyhow::Context;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::Path;
@@ -79,6 +80,8 @@ pub fn convert_vqav2(
         "VQAv2 annotations file (expected \"annotations\")",
     )?;
     let index = ImageIndex::build(images)?;
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create folder {}", out.display()))?;
     let subtype = qs
         .data_subtype
         .clone()

@@ -11,7 +11,12 @@ pub const MASKED: f32 = -1e9;
 /// `softmax(Q Kᵀ / sqrt(d_head) + mask) V`.
 /// q: [B, H, Tq, dh], k/v: [B, H, Tk, dh], mask broadcastable to [B, H, Tq, Tk].
 /// Returns the output [B, H, Tq, dh] and the attention weights [B, H, Tq, Tk].
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+) -> Result<(Tensor, Tensor)> {
     let scale = 1.0 / (q.dim(D::Minus1)? as f64).sqrt();
     let mut scores = (q.matmul(&k.t()?)? * scale)?;
     if let Some(mask) = mask {
@@ -38,7 +43,10 @@ impl KeyMask {
         let valid = valid.to_dtype(DType::F32)?;
         let additive = ((1.0 - &valid)? * MASKED as f64)?.reshape((b, 1, 1, tk))?;
         let any_valid = valid.max_keepdim(1)?.reshape((b, 1, 1, 1))?;
-        Ok(KeyMask { additive, any_valid })
+        Ok(KeyMask {
+            additive,
+            any_valid,
+        })
     }
 }
 
@@ -60,7 +68,10 @@ impl KeyValue {
 
     /// Keeps the batch rows in `index` (in that order); used to reorder beams.
     pub fn select(&self, index: &Tensor) -> Result<Self> {
-        Ok(KeyValue { k: self.k.index_select(index, 0)?, v: self.v.index_select(index, 0)? })
+        Ok(KeyValue {
+            k: self.k.index_select(index, 0)?,
+            v: self.v.index_select(index, 0)?,
+        })
     }
 }
 
@@ -90,13 +101,17 @@ impl Attention {
     /// [B, T, d] -> [B, H, T, dh]
     fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
-        x.reshape((b, t, self.n_heads, self.head_dim))?.transpose(1, 2)?.contiguous()
+        x.reshape((b, t, self.n_heads, self.head_dim))?
+            .transpose(1, 2)?
+            .contiguous()
     }
 
     /// [B, H, T, dh] -> [B, T, d], then the output projection.
     fn merge_heads(&self, x: &Tensor) -> Result<Tensor> {
         let (b, _, t, _) = x.dims4()?;
-        let x = x.transpose(1, 2)?.reshape((b, t, self.n_heads * self.head_dim))?;
+        let x = x
+            .transpose(1, 2)?
+            .reshape((b, t, self.n_heads * self.head_dim))?;
         self.o_proj.forward(&x)
     }
 
@@ -114,7 +129,12 @@ impl Attention {
     /// keys and values: their queries are folded into the query-length axis, so
     /// nothing is copied per beam. Returns the output [B·K, T, d] and the weights
     /// [B·K, H, T, Tk].
-    pub fn attend(&self, x: &Tensor, kv: &KeyValue, mask: Option<&KeyMask>) -> Result<(Tensor, Tensor)> {
+    pub fn attend(
+        &self,
+        x: &Tensor,
+        kv: &KeyValue,
+        mask: Option<&KeyMask>,
+    ) -> Result<(Tensor, Tensor)> {
         let (bk, t, _) = x.dims3()?;
         let b = kv.k.dim(0)?;
         let beams = bk / b;
@@ -147,11 +167,20 @@ impl Attention {
 
     /// Self-attention over `x` [B, T, d]. With a cache, the new keys/values are
     /// appended to it and attention covers every cached position too.
-    pub fn self_attend(&self, x: &Tensor, mask: Option<&KeyMask>, causal: Option<&Tensor>, cache: Option<&mut Option<KeyValue>>) -> Result<Tensor> {
+    pub fn self_attend(
+        &self,
+        x: &Tensor,
+        mask: Option<&KeyMask>,
+        causal: Option<&Tensor>,
+        cache: Option<&mut Option<KeyValue>>,
+    ) -> Result<Tensor> {
         let mut kv = self.project_kv(x)?;
         if let Some(cache) = cache {
             if let Some(past) = cache.as_ref() {
-                kv = KeyValue { k: Tensor::cat(&[&past.k, &kv.k], 2)?, v: Tensor::cat(&[&past.v, &kv.v], 2)? };
+                kv = KeyValue {
+                    k: Tensor::cat(&[&past.k, &kv.k], 2)?,
+                    v: Tensor::cat(&[&past.v, &kv.v], 2)?,
+                };
             }
             *cache = Some(kv.clone());
         }

@@ -29,7 +29,9 @@ impl Module for LayerNorm {
         let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
         let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
         let normed = centred.broadcast_div(&(var + Self::EPS)?.sqrt()?)?;
-        normed.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+        normed
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)
     }
 }
 
@@ -81,12 +83,21 @@ impl EncoderBlock {
     }
 
     pub fn forward(&self, x: &Tensor, mask: Option<&KeyMask>) -> Result<Tensor> {
-        let x = (x + self.attn.self_attend(&self.ln1.forward(x)?, mask, None, None)?)?;
+        let x = (x + self
+            .attn
+            .self_attend(&self.ln1.forward(x)?, mask, None, None)?)?;
         &x + self.ff.forward(&self.ln2.forward(&x)?)?
     }
 }
 
 /// A learned table [n, d] initialised with a small normal, as GPT-2 does.
 pub fn embedding_table(n: usize, d: usize, name: &str, vb: &VarBuilder) -> Result<Tensor> {
-    vb.get_with_hints((n, d), name, Init::Randn { mean: 0.0, stdev: 0.02 })
+    vb.get_with_hints(
+        (n, d),
+        name,
+        Init::Randn {
+            mean: 0.0,
+            stdev: 0.02,
+        },
+    )
 }

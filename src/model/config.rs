@@ -132,14 +132,28 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         let mut errors = Vec::new();
         if self.n_heads == 0 || self.d_model % self.n_heads != 0 {
-            errors.push(format!("d_model ({}) must be a multiple of n_heads ({})", self.d_model, self.n_heads));
+            errors.push(format!(
+                "d_model ({}) must be a multiple of n_heads ({})",
+                self.d_model, self.n_heads
+            ));
         }
         if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
-            errors.push(format!("image_size ({}) must be a multiple of patch_size ({})", self.image_size, self.patch_size));
+            errors.push(format!(
+                "image_size ({}) must be a multiple of patch_size ({})",
+                self.image_size, self.patch_size
+            ));
         }
-        for (name, id) in [("pad_id", self.pad_id), ("bos_id", self.bos_id), ("eos_id", self.eos_id), ("unk_id", self.unk_id)] {
+        for (name, id) in [
+            ("pad_id", self.pad_id),
+            ("bos_id", self.bos_id),
+            ("eos_id", self.eos_id),
+            ("unk_id", self.unk_id),
+        ] {
             if id as usize >= self.vocab_size {
-                errors.push(format!("{name} ({id}) must be below vocab_size ({})", self.vocab_size));
+                errors.push(format!(
+                    "{name} ({id}) must be below vocab_size ({})",
+                    self.vocab_size
+                ));
             }
         }
         if self.image_std.iter().any(|s| *s <= 0.0) {

@@ -15,7 +15,9 @@ pub struct SelfCache {
 
 impl SelfCache {
     pub fn new(n_layers: usize) -> Self {
-        SelfCache { layers: vec![None; n_layers] }
+        SelfCache {
+            layers: vec![None; n_layers],
+        }
     }
 
     /// Positions already cached.
@@ -59,8 +61,19 @@ impl DecoderLayer {
         })
     }
 
-    fn forward(&self, x: &Tensor, causal: &Tensor, cross: &CrossKv, cache: Option<&mut Option<KeyValue>>) -> Result<(Tensor, CrossWeights)> {
-        let x = (x + self.self_attn.self_attend(&self.ln_self.forward(x)?, None, Some(causal), cache)?)?;
+    fn forward(
+        &self,
+        x: &Tensor,
+        causal: &Tensor,
+        cross: &CrossKv,
+        cache: Option<&mut Option<KeyValue>>,
+    ) -> Result<(Tensor, CrossWeights)> {
+        let x = (x + self.self_attn.self_attend(
+            &self.ln_self.forward(x)?,
+            None,
+            Some(causal),
+            cache,
+        )?)?;
         let (x, weights) = self.fusion.forward(&x, cross)?;
         let x = (&x + self.ff.forward(&self.ln_ff.forward(&x)?)?)?;
         Ok((x, weights))
@@ -108,9 +121,16 @@ impl Decoder {
             None => 0,
         };
         if past + t > self.pos_embed.dim(0)? {
-            candle_core::bail!("decoder sequence of {} tokens exceeds max_decode_len {}", past + t, self.pos_embed.dim(0)?);
+            candle_core::bail!(
+                "decoder sequence of {} tokens exceeds max_decode_len {}",
+                past + t,
+                self.pos_embed.dim(0)?
+            );
         }
-        let embedded = self.token_embed.embedding(&tokens.flatten_all()?)?.reshape((b, t, ()))?;
+        let embedded = self
+            .token_embed
+            .embedding(&tokens.flatten_all()?)?
+            .reshape((b, t, ()))?;
         let mut x = embedded.broadcast_add(&self.pos_embed.narrow(0, past, t)?)?;
         let causal = causal_mask(t, past, tokens.device())?;
         for (i, (layer, cross)) in self.layers.iter().zip(cross).enumerate() {

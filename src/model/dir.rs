@@ -30,8 +30,13 @@ pub fn init_model(cfg: &Config, seed: u64, device: &Device) -> Result<(FusionMod
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     for (name, var) in sorted_vars(&varmap) {
         let dims = var.dims().to_vec();
-        // Only matrices are drawn; LayerNorm weights (1), biases (0) and gates (0) keep their constants.
+        // Only matrices are drawn. candle-nn draws linear biases from its own
+        // unseeded generator, so they are reset to zero; LayerNorm weights (1)
+        // and gates (0) keep their constants.
         if dims.len() != 2 {
+            if name.ends_with("bias") {
+                var.set(&var.zeros_like()?)?;
+            }
             continue;
         }
         let n = dims[0] * dims[1];
@@ -64,15 +69,23 @@ pub fn sorted_vars(varmap: &VarMap) -> Vec<(String, candle_core::Var)> {
 
 /// Total number of parameters; with `prefix`, only the tensors whose name contains it.
 pub fn parameter_count(varmap: &VarMap, filter: impl Fn(&str) -> bool) -> usize {
-    sorted_vars(varmap).iter().filter(|(name, _)| filter(name)).map(|(_, v)| v.elem_count()).sum()
+    sorted_vars(varmap)
+        .iter()
+        .filter(|(name, _)| filter(name))
+        .map(|(_, v)| v.elem_count())
+        .sum()
 }
 
 /// Writes `file` by writing a temporary file beside it and renaming it into place,
 /// so a crash never leaves a half-written file under the real name.
 pub fn write_atomically(file: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let tmp = file.with_extension(format!("{}.tmp", file.extension().and_then(|e| e.to_str()).unwrap_or("")));
+    let tmp = file.with_extension(format!(
+        "{}.tmp",
+        file.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
     write(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, file).with_context(|| format!("renaming {} to {}", tmp.display(), file.display()))
+    std::fs::rename(&tmp, file)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), file.display()))
 }
 
 /// Saves the weights in `dtype` (F16 halves the size; loading converts back).
@@ -81,7 +94,9 @@ pub fn save_weights(varmap: &VarMap, path: &Path, dtype: DType) -> Result<()> {
         .into_iter()
         .map(|(name, var)| Ok((name, var.as_tensor().to_dtype(dtype)?)))
         .collect::<Result<_>>()?;
-    write_atomically(path, |tmp| Ok(candle_core::safetensors::save(&tensors, tmp)?))
+    write_atomically(path, |tmp| {
+        Ok(candle_core::safetensors::save(&tensors, tmp)?)
+    })
 }
 
 pub fn save_config(cfg: &Config, path: &Path) -> Result<()> {
@@ -90,7 +105,13 @@ pub fn save_config(cfg: &Config, path: &Path) -> Result<()> {
 }
 
 /// Writes a complete model directory.
-pub fn save_model_dir(dir: &Path, cfg: &Config, varmap: &VarMap, tokenizer: &TextTokenizer, dtype: DType) -> Result<()> {
+pub fn save_model_dir(
+    dir: &Path,
+    cfg: &Config,
+    varmap: &VarMap,
+    tokenizer: &TextTokenizer,
+    dtype: DType,
+) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let tokenizer_path = dir.join(TOKENIZER_FILE);
     write_atomically(&tokenizer_path, |tmp| tokenizer.save(tmp))?;
@@ -99,31 +120,46 @@ pub fn save_model_dir(dir: &Path, cfg: &Config, varmap: &VarMap, tokenizer: &Tex
 }
 
 pub fn load_config(path: &Path) -> Result<Config> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let cfg: Config = serde_json::from_str(&text)
-        .map_err(|e| anyhow!("{}: invalid config ({e}); compare it with one written by `fusecap init`", path.display()))?;
-    cfg.validate().map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let cfg: Config = serde_json::from_str(&text).map_err(|e| {
+        anyhow!(
+            "{}: invalid config ({e}); compare it with one written by `fusecap init`",
+            path.display()
+        )
+    })?;
+    cfg.validate()
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     Ok(cfg)
 }
 
 /// Copies the weights in `path` into `varmap`, after checking that every
 /// tensor is present with the expected shape. All mismatches are reported together.
 pub fn load_weights(varmap: &VarMap, path: &Path, device: &Device) -> Result<()> {
-    let tensors = candle_core::safetensors::load(path, device)
-        .map_err(|e| anyhow!("{}: cannot read the weights ({e}); the file is missing or not a safetensors file", path.display()))?;
+    let tensors = candle_core::safetensors::load(path, device).map_err(|e| {
+        anyhow!(
+            "{}: cannot read the weights ({e}); the file is missing or not a safetensors file",
+            path.display()
+        )
+    })?;
     let vars = sorted_vars(varmap);
     let mut problems = Vec::new();
     for (name, var) in &vars {
         match tensors.get(name) {
             None => problems.push(format!("missing tensor {name} {:?}", var.dims())),
-            Some(t) if t.dims() != var.dims() => {
-                problems.push(format!("tensor {name}: expected {:?}, found {:?}", var.dims(), t.dims()))
-            }
+            Some(t) if t.dims() != var.dims() => problems.push(format!(
+                "tensor {name}: expected {:?}, found {:?}",
+                var.dims(),
+                t.dims()
+            )),
             Some(_) => {}
         }
     }
     let expected: std::collections::HashSet<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
-    let mut unexpected: Vec<&String> = tensors.keys().filter(|k| !expected.contains(k.as_str())).collect();
+    let mut unexpected: Vec<&String> = tensors
+        .keys()
+        .filter(|k| !expected.contains(k.as_str()))
+        .collect();
     unexpected.sort();
     problems.extend(unexpected.iter().map(|k| format!("unexpected tensor {k}")));
     if !problems.is_empty() {
@@ -167,6 +203,12 @@ impl ModelDir {
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| dir.display().to_string());
-        Ok(ModelDir { path: dir.to_path_buf(), name, model, varmap, tokenizer })
+        Ok(ModelDir {
+            path: dir.to_path_buf(),
+            name,
+            model,
+            varmap,
+            tokenizer,
+        })
     }
 }

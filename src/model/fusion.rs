@@ -26,10 +26,18 @@ pub struct CrossAttention {
 
 impl CrossAttention {
     fn new(cfg: &Config, ln_vb: VarBuilder, attn_vb: VarBuilder) -> Result<Self> {
-        Ok(CrossAttention { ln: LayerNorm::new(cfg.d_model, ln_vb)?, attn: Attention::new(cfg, attn_vb)? })
+        Ok(CrossAttention {
+            ln: LayerNorm::new(cfg.d_model, ln_vb)?,
+            attn: Attention::new(cfg, attn_vb)?,
+        })
     }
 
-    fn forward(&self, x: &Tensor, kv: &KeyValue, mask: Option<&KeyMask>) -> Result<(Tensor, Tensor)> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        kv: &KeyValue,
+        mask: Option<&KeyMask>,
+    ) -> Result<(Tensor, Tensor)> {
         self.attn.attend(&self.ln.forward(x)?, kv, mask)
     }
 }
@@ -37,8 +45,15 @@ impl CrossAttention {
 /// Cross-attention keys/values of one decoder layer, computed once per input.
 #[derive(Debug, Clone)]
 pub enum CrossKv {
-    Joint { kv: KeyValue, mask: KeyMask },
-    PerModality { vision: KeyValue, text: KeyValue, text_mask: KeyMask },
+    Joint {
+        kv: KeyValue,
+        mask: KeyMask,
+    },
+    PerModality {
+        vision: KeyValue,
+        text: KeyValue,
+        text_mask: KeyMask,
+    },
 }
 
 /// What the cross-attention looked at, for `explain` and `compare`.
@@ -51,9 +66,15 @@ pub enum CrossWeights {
 
 #[derive(Debug, Clone)]
 pub enum FusionLayer {
-    Concat { cross_attn: CrossAttention },
+    Concat {
+        cross_attn: CrossAttention,
+    },
     /// `gates` is `Some((alpha_vision, alpha_text))` for the gated strategy.
-    Separate { vision: CrossAttention, text: CrossAttention, gates: Option<(Tensor, Tensor)> },
+    Separate {
+        vision: CrossAttention,
+        text: CrossAttention,
+        gates: Option<(Tensor, Tensor)>,
+    },
 }
 
 impl FusionLayer {
@@ -61,7 +82,9 @@ impl FusionLayer {
     pub fn new(cfg: &Config, vb: &VarBuilder) -> Result<Self> {
         let cross = |name: &str| CrossAttention::new(cfg, vb.pp(format!("ln_{name}")), vb.pp(name));
         Ok(match cfg.fusion {
-            Fusion::Concat => FusionLayer::Concat { cross_attn: cross("cross_attn")? },
+            Fusion::Concat => FusionLayer::Concat {
+                cross_attn: cross("cross_attn")?,
+            },
             Fusion::Separate | Fusion::Gated => {
                 let gates = if cfg.fusion == Fusion::Gated {
                     let gate = |name| vb.get_with_hints(1, name, Init::Const(0.0));
@@ -83,8 +106,13 @@ impl FusionLayer {
     pub fn project(&self, memory: &Memory, joint: Option<&(Tensor, KeyMask)>) -> Result<CrossKv> {
         match self {
             FusionLayer::Concat { cross_attn } => {
-                let (joint, mask) = joint.ok_or_else(|| candle_core::Error::Msg("concat fusion needs the joint memory".into()))?;
-                Ok(CrossKv::Joint { kv: cross_attn.attn.project_kv(joint)?, mask: mask.clone() })
+                let (joint, mask) = joint.ok_or_else(|| {
+                    candle_core::Error::Msg("concat fusion needs the joint memory".into())
+                })?;
+                Ok(CrossKv::Joint {
+                    kv: cross_attn.attn.project_kv(joint)?,
+                    mask: mask.clone(),
+                })
             }
             FusionLayer::Separate { vision, text, .. } => Ok(CrossKv::PerModality {
                 vision: vision.attn.project_kv(&memory.vision)?,
@@ -101,22 +129,44 @@ impl FusionLayer {
                 let (out, w) = cross_attn.forward(x, kv, Some(mask))?;
                 Ok(((x + out)?, CrossWeights::Joint(w)))
             }
-            (FusionLayer::Separate { vision, text, gates }, CrossKv::PerModality { vision: kv_v, text: kv_t, text_mask }) => {
+            (
+                FusionLayer::Separate {
+                    vision,
+                    text,
+                    gates,
+                },
+                CrossKv::PerModality {
+                    vision: kv_v,
+                    text: kv_t,
+                    text_mask,
+                },
+            ) => {
                 let (out_v, w_v) = vision.forward(x, kv_v, None)?;
                 let out_v = gated(out_v, gates.as_ref().map(|g| &g.0))?;
                 let x = (x + out_v)?;
                 let (out_t, w_t) = text.forward(&x, kv_t, Some(text_mask))?;
                 let out_t = gated(out_t, gates.as_ref().map(|g| &g.1))?;
-                Ok(((x + out_t)?, CrossWeights::PerModality { vision: w_v, text: w_t }))
+                Ok((
+                    (x + out_t)?,
+                    CrossWeights::PerModality {
+                        vision: w_v,
+                        text: w_t,
+                    },
+                ))
             }
-            _ => Err(candle_core::Error::Msg("cross-attention cache does not match the fusion strategy".into())),
+            _ => Err(candle_core::Error::Msg(
+                "cross-attention cache does not match the fusion strategy".into(),
+            )),
         }
     }
 
     /// The gate values `tanh(alpha)` (vision, text), for the gated strategy.
     pub fn gate_values(&self) -> Result<Option<(f32, f32)>> {
         match self {
-            FusionLayer::Separate { gates: Some((v, t)), .. } => {
+            FusionLayer::Separate {
+                gates: Some((v, t)),
+                ..
+            } => {
                 let read = |a: &Tensor| -> Result<f32> { a.tanh()?.to_vec1::<f32>().map(|v| v[0]) };
                 Ok(Some((read(v)?, read(t)?)))
             }
@@ -136,11 +186,21 @@ impl CrossKv {
     /// Keeps the batch rows in `index`; used when a batch shrinks.
     pub fn select(&self, index: &Tensor) -> Result<Self> {
         let mask = |m: &KeyMask| -> Result<KeyMask> {
-            Ok(KeyMask { additive: m.additive.index_select(index, 0)?, any_valid: m.any_valid.index_select(index, 0)? })
+            Ok(KeyMask {
+                additive: m.additive.index_select(index, 0)?,
+                any_valid: m.any_valid.index_select(index, 0)?,
+            })
         };
         Ok(match self {
-            CrossKv::Joint { kv, mask: m } => CrossKv::Joint { kv: kv.select(index)?, mask: mask(m)? },
-            CrossKv::PerModality { vision, text, text_mask } => CrossKv::PerModality {
+            CrossKv::Joint { kv, mask: m } => CrossKv::Joint {
+                kv: kv.select(index)?,
+                mask: mask(m)?,
+            },
+            CrossKv::PerModality {
+                vision,
+                text,
+                text_mask,
+            } => CrossKv::PerModality {
                 vision: vision.select(index)?,
                 text: text.select(index)?,
                 text_mask: mask(text_mask)?,

@@ -32,7 +32,12 @@ impl FusionModel {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         cfg.validate().map_err(candle_core::Error::Msg)?;
         let modality_embed = match cfg.fusion {
-            Fusion::Concat => Some(blocks::embedding_table(2, cfg.d_model, "modality_embed", &vb)?),
+            Fusion::Concat => Some(blocks::embedding_table(
+                2,
+                cfg.d_model,
+                "modality_embed",
+                &vb,
+            )?),
             Fusion::Separate | Fusion::Gated => None,
         };
         Ok(FusionModel {
@@ -45,7 +50,12 @@ impl FusionModel {
     }
 
     /// images: [B, 3, S, S]; text_ids: [B, Nt] u32; text_valid: [B, Nt] (1 = token).
-    pub fn encode(&self, images: &Tensor, text_ids: &Tensor, text_valid: &Tensor) -> Result<Memory> {
+    pub fn encode(
+        &self,
+        images: &Tensor,
+        text_ids: &Tensor,
+        text_valid: &Tensor,
+    ) -> Result<Memory> {
         let text_mask = KeyMask::from_valid(text_valid)?;
         Ok(Memory {
             vision: self.vision.forward(images)?,
@@ -68,11 +78,20 @@ impl FusionModel {
             }
             None => None,
         };
-        self.decoder.fusion_layers().map(|layer| layer.project(memory, joint.as_ref())).collect()
+        self.decoder
+            .fusion_layers()
+            .map(|layer| layer.project(memory, joint.as_ref()))
+            .collect()
     }
 
     /// Teacher-forced logits [B, T, vocab] for decoder input `tokens` [B, T].
-    pub fn forward(&self, images: &Tensor, text_ids: &Tensor, text_valid: &Tensor, tokens: &Tensor) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        images: &Tensor,
+        text_ids: &Tensor,
+        text_valid: &Tensor,
+        tokens: &Tensor,
+    ) -> Result<Tensor> {
         let memory = self.encode(images, text_ids, text_valid)?;
         let cross = self.cross_kv(&memory)?;
         self.decoder.forward(tokens, &cross, None, None)
@@ -80,14 +99,31 @@ impl FusionModel {
 
     /// `tanh(alpha)` per decoder layer (vision, text); empty unless gated.
     pub fn gate_values(&self) -> Result<Vec<(f32, f32)>> {
-        Ok(self.decoder.fusion_layers().map(|l| l.gate_values()).collect::<Result<Vec<_>>>()?.into_iter().flatten().collect())
+        Ok(self
+            .decoder
+            .fusion_layers()
+            .map(|l| l.gate_values())
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect())
     }
 }
 
 /// Right-pads token sequences to a common length (at least 1, at most `max_len`)
 /// and returns the ids [B, T] and the validity mask [B, T] (1 = token).
-pub fn pad_tokens(seqs: &[Vec<u32>], pad_id: u32, max_len: usize, device: &candle_core::Device) -> Result<(Tensor, Tensor)> {
-    let len = seqs.iter().map(|s| s.len().min(max_len)).max().unwrap_or(0).max(1);
+pub fn pad_tokens(
+    seqs: &[Vec<u32>],
+    pad_id: u32,
+    max_len: usize,
+    device: &candle_core::Device,
+) -> Result<(Tensor, Tensor)> {
+    let len = seqs
+        .iter()
+        .map(|s| s.len().min(max_len))
+        .max()
+        .unwrap_or(0)
+        .max(1);
     let mut ids = Vec::with_capacity(seqs.len() * len);
     let mut valid = Vec::with_capacity(seqs.len() * len);
     for seq in seqs {

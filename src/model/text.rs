@@ -29,7 +29,10 @@ impl TextEncoder {
     /// ids: [B, Nt] u32, mask: the question's key mask -> [B, Nt, d]
     pub fn forward(&self, ids: &Tensor, mask: &KeyMask) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
-        let tokens = self.token_embed.embedding(&ids.flatten_all()?)?.reshape((b, t, ()))?;
+        let tokens = self
+            .token_embed
+            .embedding(&ids.flatten_all()?)?
+            .reshape((b, t, ()))?;
         let mut x = tokens.broadcast_add(&self.pos_embed.narrow(0, 0, t)?)?;
         for block in &self.blocks {
             x = block.forward(&x, Some(mask))?;

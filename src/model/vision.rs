@@ -38,7 +38,10 @@ impl VisionEncoder {
             .reshape((b, c, gh, p, gw, p))?
             .permute((0, 2, 4, 1, 3, 5))?
             .reshape((b, gh * gw, c * p * p))?;
-        let mut x = self.patch_embed.forward(&patches)?.broadcast_add(&self.pos_embed)?;
+        let mut x = self
+            .patch_embed
+            .forward(&patches)?
+            .broadcast_add(&self.pos_embed)?;
         for block in &self.blocks {
             x = block.forward(&x, None)?;
         }

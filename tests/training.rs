@@ -1,0 +1,316 @@
+//! Training: the loss falls, resuming equals not stopping, checkpoints are
+//! atomic, a NaN stops the run, and bad manifest lines are reported and skipped.
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::{DType, Device};
+use fusecap::data::batch::Dataset;
+use fusecap::data::manifest::load_manifest;
+use fusecap::data::synth::{write_dataset, SynthConfig};
+use fusecap::model::dir::{write_atomically, ModelDir};
+use fusecap::model::{Config, Fusion};
+use fusecap::tokenizer::TextTokenizer;
+use fusecap::train::{LogRecord, Outcome, TrainOptions, TrainRun, CHECKPOINT_FILE, LOG_FILE};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fusecap"))
+}
+
+fn synth(dir: &Path, count: usize) -> std::path::PathBuf {
+    let cfg = SynthConfig {
+        count,
+        seed: 3,
+        image_size: 16,
+        ..SynthConfig::default()
+    };
+    write_dataset(&cfg, dir).expect("synth data");
+    dir.join("manifest.jsonl")
+}
+
+fn tiny_config(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("tiny.json");
+    let cfg = Config::tiny(Fusion::Concat, 10);
+    std::fs::write(&path, serde_json::to_string(&cfg).expect("json")).expect("write config");
+    path
+}
+
+fn read_log(out: &Path) -> Vec<LogRecord> {
+    let text = std::fs::read_to_string(out.join(LOG_FILE)).expect("log");
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("log line"))
+        .collect()
+}
+
+#[test]
+fn training_reduces_the_loss() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = synth(&dir.path().join("data"), 40);
+    let out = dir.path().join("model");
+    let status = bin()
+        .args([
+            "train",
+            "--fusion",
+            "separate",
+            "--steps",
+            "80",
+            "--batch-size",
+            "16",
+            "--lr",
+            "3e-3",
+            "--warmup",
+            "5",
+            "--eval-every",
+            "40",
+            "--val-percent",
+            "25",
+            "--quiet",
+        ])
+        .arg("--data")
+        .arg(&manifest)
+        .arg("--out")
+        .arg(&out)
+        .arg("--config")
+        .arg(tiny_config(dir.path()))
+        .status()
+        .expect("run train");
+    assert!(status.success());
+    let log = read_log(&out);
+    assert_eq!(log.len(), 80);
+    let mean = |r: &[LogRecord]| r.iter().map(|x| x.loss).sum::<f64>() / r.len() as f64;
+    let (first, last) = (mean(&log[..10]), mean(&log[70..]));
+    assert!(last < 0.7 * first, "loss went from {first:.3} to {last:.3}");
+    assert!(
+        log.iter().any(|r| r.val_loss.is_some()),
+        "validation was never run"
+    );
+    // The output directory is a usable model, with its loss curve.
+    ModelDir::load(&out, &Device::Cpu).expect("trained model loads");
+    assert!(
+        image::open(out.join("loss.png")).is_ok(),
+        "loss.png is not a readable image"
+    );
+}
+
+/// Runs `steps` steps in-process, stopping after `stop_after` if given.
+fn run_in_process(
+    out: &Path,
+    manifest: &Path,
+    steps: usize,
+    stop_after: Option<usize>,
+    resume: bool,
+) -> Outcome {
+    let loaded = load_manifest(manifest).expect("manifest");
+    let records: Vec<_> = loaded
+        .records
+        .iter()
+        .filter(|r| r.in_split("train"))
+        .collect();
+    let texts: Vec<String> = std::iter::once(fusecap::tokenizer::DEFAULT_WORDS.to_string())
+        .chain(records.iter().flat_map(|r| match &r.task {
+            fusecap::data::manifest::Task::Caption { captions } => captions.clone(),
+            fusecap::data::manifest::Task::Vqa {
+                question, answer, ..
+            } => vec![question.clone(), answer.clone()],
+        }))
+        .collect();
+    let tokenizer = TextTokenizer::train(texts.iter().map(String::as_str), 1).expect("tokenizer");
+    let cfg = Config::tiny(Fusion::Gated, tokenizer.vocab_size());
+    let (train, _) = Dataset::build(&records, &tokenizer, &cfg).expect("dataset");
+    let val = Dataset::default();
+    let stop = AtomicBool::new(false);
+    let mut on_step = |r: &LogRecord| {
+        if Some(r.step) == stop_after {
+            stop.store(true, Ordering::SeqCst);
+        }
+    };
+    let options = TrainOptions {
+        steps,
+        batch_size: 8,
+        lr: 2e-3,
+        warmup_steps: 3,
+        eval_every: 100,
+        checkpoint_every: 100,
+        seed: 5,
+        augment_shift: 1,
+        augment_noise: 0.02,
+        ..TrainOptions::default()
+    };
+    TrainRun {
+        out: out.to_path_buf(),
+        cfg,
+        tokenizer,
+        train: &train,
+        val: &val,
+        options,
+        resume,
+        save_dtype: DType::F32,
+        stop: &stop,
+        on_step: &mut on_step,
+    }
+    .run()
+    .expect("train")
+}
+
+#[test]
+fn resuming_gives_the_same_result_as_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = synth(&dir.path().join("data"), 30);
+    let straight = dir.path().join("straight");
+    let resumed = dir.path().join("resumed");
+    assert_eq!(
+        run_in_process(&straight, &manifest, 12, None, false),
+        Outcome::Finished
+    );
+    assert_eq!(
+        run_in_process(&resumed, &manifest, 12, Some(5), false),
+        Outcome::Interrupted { step: 5 }
+    );
+    assert_eq!(
+        run_in_process(&resumed, &manifest, 12, None, true),
+        Outcome::Finished
+    );
+    let a =
+        candle_core::safetensors::load(straight.join(CHECKPOINT_FILE), &Device::Cpu).expect("a");
+    let b = candle_core::safetensors::load(resumed.join(CHECKPOINT_FILE), &Device::Cpu).expect("b");
+    assert_eq!(a.len(), b.len());
+    for (name, ta) in &a {
+        let diff = (ta.to_dtype(DType::F32).expect("f32")
+            - b[name].to_dtype(DType::F32).expect("f32"))
+        .expect("sub")
+        .abs()
+        .expect("abs")
+        .flatten_all()
+        .expect("flat")
+        .max(0)
+        .expect("max")
+        .to_scalar::<f32>()
+        .expect("scalar");
+        assert_eq!(diff, 0.0, "{name} differs after resume");
+    }
+    let log = read_log(&resumed);
+    assert_eq!(
+        log.iter().map(|r| r.step).collect::<Vec<_>>(),
+        (1..=12).collect::<Vec<_>>(),
+        "log has each step once"
+    );
+}
+
+#[test]
+fn a_crash_between_write_and_rename_keeps_the_old_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = synth(&dir.path().join("data"), 20);
+    let out = dir.path().join("model");
+    run_in_process(&out, &manifest, 4, None, false);
+    let checkpoint = out.join(CHECKPOINT_FILE);
+    let before = std::fs::read(&checkpoint).expect("checkpoint");
+    // The writer dies after writing half a file, before the rename.
+    let result = write_atomically(&checkpoint, |tmp| {
+        std::fs::write(tmp, &before[..before.len() / 2])?;
+        anyhow::bail!("killed")
+    });
+    assert!(result.is_err());
+    assert_eq!(
+        std::fs::read(&checkpoint).expect("checkpoint"),
+        before,
+        "the checkpoint was touched"
+    );
+    candle_core::safetensors::load(&checkpoint, &Device::Cpu).expect("old checkpoint still loads");
+    ModelDir::load(&out, &Device::Cpu).expect("model directory still loads");
+}
+
+#[test]
+fn a_non_finite_loss_stops_training_and_keeps_the_last_good_model() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = synth(&dir.path().join("data"), 20);
+    let out = dir.path().join("model");
+    let output = bin()
+        .args([
+            "train",
+            "--fusion",
+            "concat",
+            "--steps",
+            "20",
+            "--batch-size",
+            "8",
+            "--lr",
+            "1e30",
+            "--warmup",
+            "1",
+            "--checkpoint-every",
+            "1",
+            "--save-dtype",
+            "f32",
+            "--quiet",
+        ])
+        .arg("--data")
+        .arg(&manifest)
+        .arg("--out")
+        .arg(&out)
+        .arg("--config")
+        .arg(tiny_config(dir.path()))
+        .output()
+        .expect("run train");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "training with lr 1e30 should stop"
+    );
+    assert!(
+        stderr.contains("became") && stderr.contains("last good checkpoint"),
+        "{stderr}"
+    );
+    let log = read_log(&out);
+    assert!(log.len() < 20, "training did not stop early");
+    assert!(
+        log.iter().all(|r| r.loss.is_finite()),
+        "a non-finite loss was logged"
+    );
+    ModelDir::load(&out, &Device::Cpu).expect("the last good model still loads");
+}
+
+#[test]
+fn bad_manifest_lines_are_reported_with_line_numbers_and_skipped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = synth(&dir.path().join("data"), 20);
+    let mut text = std::fs::read_to_string(&manifest).expect("manifest");
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.insert(1, "{not json");
+    lines.insert(
+        3,
+        r#"{"image":"images/missing.png","task":"caption","captions":["a red circle"]}"#,
+    );
+    text = lines.join("\n");
+    std::fs::write(&manifest, text).expect("write");
+    let out = dir.path().join("model");
+    let output = bin()
+        .args([
+            "train",
+            "--fusion",
+            "gated",
+            "--steps",
+            "3",
+            "--batch-size",
+            "8",
+            "--quiet",
+        ])
+        .arg("--data")
+        .arg(&manifest)
+        .arg("--out")
+        .arg(&out)
+        .arg("--config")
+        .arg(tiny_config(dir.path()))
+        .output()
+        .expect("run train");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("manifest.jsonl:2"),
+        "line 2 not named: {stderr}"
+    );
+    assert!(
+        stderr.contains("manifest.jsonl:4"),
+        "line 4 not named: {stderr}"
+    );
+    assert!(stderr.contains("skipped 2"), "{stderr}");
+}
