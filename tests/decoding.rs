@@ -904,3 +904,16 @@ fn cli_rejects_conflicting_decoding_flags() {
         );
     }
 }
+
+#[test]
+fn debug_history() {
+    for scale in [1.0, 20.0] {
+        let model = tiny_scaled(Fusion::Concat, VOCAB, 1, scale);
+        let memory = memory(&model, 1, 5);
+        let a = step_logprobs(&model, &memory, &[5, 6, 7], false);
+        let b = step_logprobs(&model, &memory, &[9, 6, 7], false);
+        let d: f32 = a[2].0.iter().zip(&b[2].0).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        let spread = a[2].0.iter().cloned().fold(f32::MIN, f32::max) - a[2].0.iter().cloned().fold(f32::MAX, f32::min);
+        println!("scale {scale}: history effect {d}, spread {spread}");
+    }
+}
