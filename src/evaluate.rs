@@ -370,49 +370,29 @@ pub fn evaluate(
     let mut predictions = Vec::with_capacity(records.len());
     let (mut seconds, mut decoded) = (0.0, 0);
     for chunk in records.chunks(opts.batch_size.max(1)) {
-        let mut queries = Vec::new();
-        let mut ok_rows = Vec::new();
-        let mut chunk_predictions: Vec<Option<Prediction>> = Vec::with_capacity(chunk.len());
-        for (row, record) in chunk.iter().enumerate() {
-            match images.pixels(&record.image) {
-                Ok(pixels) => {
-                    queries.push(Query {
-                        pixels,
-                        text: input_text(record, &md.model.cfg),
-                    });
-                    ok_rows.push(row);
-                    chunk_predictions.push(None);
-                }
-                Err(e) => chunk_predictions.push(Some(Prediction::new(
-                    record,
-                    String::new(),
-                    0.0,
-                    Some(e),
-                ))),
-            }
-        }
-        if !queries.is_empty() {
+        let mut batch = ChunkInputs::load(chunk, &mut images, &md.model.cfg);
+        if !batch.queries.is_empty() {
             let start = Instant::now();
-            let memory = encode_queries(md, &queries, device)?;
+            let memory = encode_queries(md, &batch.queries, device)?;
             let generated = greedy(&md.model, &memory, &opts.generate())?;
             let texts = generated
                 .iter()
                 .map(|g| md.tokenizer.decode(&g.tokens))
                 .collect::<Result<Vec<_>>>()?;
             seconds += start.elapsed().as_secs_f64();
-            decoded += queries.len();
+            decoded += batch.queries.len();
             if want_share {
                 let tokens: Vec<Vec<u32>> = generated.iter().map(|g| g.tokens.clone()).collect();
                 let row_shares = image_shares(&md.model, &memory, &tokens, &opts.generate())?;
-                for (&row, share) in ok_rows.iter().zip(row_shares) {
+                for (&row, share) in batch.rows.iter().zip(row_shares) {
                     shares.add(&type_key(chunk[row]), share);
                 }
             }
-            for ((&row, g), text) in ok_rows.iter().zip(&generated).zip(texts) {
-                chunk_predictions[row] = Some(Prediction::new(chunk[row], text, g.logprob, None));
+            for ((&row, g), text) in batch.rows.iter().zip(&generated).zip(texts) {
+                batch.outputs[row] = Some(Prediction::new(chunk[row], text, g.logprob, None));
             }
         }
-        predictions.extend(chunk_predictions.into_iter().flatten());
+        predictions.extend(batch.outputs.into_iter().flatten());
         progress.inc(chunk.len() as u64);
     }
     score_predictions(&mut predictions);
@@ -423,6 +403,41 @@ pub fn evaluate(
         batch_size: opts.batch_size,
         modality_share: want_share.then(|| shares.means()),
     })
+}
+
+/// The model inputs of one chunk of records. Records whose image failed
+/// already have their (error) prediction; the others wait for theirs.
+struct ChunkInputs {
+    queries: Vec<Query>,
+    /// The chunk row of each query.
+    rows: Vec<usize>,
+    /// One per chunk row.
+    outputs: Vec<Option<Prediction>>,
+}
+
+impl ChunkInputs {
+    fn load(chunk: &[&Record], images: &mut ImageCache, cfg: &Config) -> Self {
+        let mut inputs = ChunkInputs {
+            queries: Vec::new(),
+            rows: Vec::new(),
+            outputs: Vec::with_capacity(chunk.len()),
+        };
+        for (row, record) in chunk.iter().enumerate() {
+            match images.pixels(&record.image) {
+                Ok(pixels) => {
+                    let text = input_text(record, cfg);
+                    inputs.queries.push(Query { pixels, text });
+                    inputs.rows.push(row);
+                    inputs.outputs.push(None);
+                }
+                Err(e) => {
+                    let failed = Prediction::new(record, String::new(), 0.0, Some(e));
+                    inputs.outputs.push(Some(failed));
+                }
+            }
+        }
+        inputs
+    }
 }
 
 /// Sums of per-record image shares, by type key.
@@ -686,7 +701,8 @@ pub struct ModelReport {
     /// The same with `batch_size` images per pass.
     pub ms_per_image_batched: f64,
     pub batch_size: usize,
-    /// Records timed at batch 1 (the first ones).
+    /// The records both speeds were timed on (the first ones), after the
+    /// evaluation run had warmed up.
     pub speed_samples: usize,
     /// VmHWM of the whole process after this model ran: models are evaluated
     /// one after another in one process, so this never decreases.
@@ -701,14 +717,47 @@ pub struct ModelReport {
     pub predictions: Vec<Prediction>,
 }
 
-/// Puts a model's evaluation and its facts together. `ms_batch1` is the
-/// batch-1 time per image over the first `speed_samples` records.
+/// Decoding speed measured on the same records one at a time and batched.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Speed {
+    pub ms_batch1: f64,
+    pub ms_batched: f64,
+    pub batch_size: usize,
+    /// Records timed.
+    pub samples: usize,
+}
+
+/// Times greedy decoding of `records` at batch 1 and at `opts.batch_size`.
+/// Run it after a first pass over the data, so that neither figure pays for warm-up.
+pub fn measure_speed(
+    md: &ModelDir,
+    records: &[&Record],
+    opts: &EvalOptions,
+    device: &Device,
+) -> Result<Speed> {
+    let hidden = ProgressBar::hidden();
+    let timed = |batch_size: usize| -> Result<f64> {
+        let opts = EvalOptions {
+            batch_size,
+            modality_share: false,
+            ..opts.clone()
+        };
+        Ok(evaluate(md, records, &opts, device, &hidden)?.ms_per_image())
+    };
+    Ok(Speed {
+        ms_batch1: timed(1)?,
+        ms_batched: timed(opts.batch_size)?,
+        batch_size: opts.batch_size,
+        samples: records.len(),
+    })
+}
+
+/// Puts a model's evaluation, its speed and its facts together.
 pub fn model_report(
     md: &ModelDir,
     name: String,
     evaluation: Evaluation,
-    ms_batch1: f64,
-    speed_samples: usize,
+    speed: Speed,
 ) -> Result<ModelReport> {
     let (parameters, cross_attention_parameters) = parameter_counts(md);
     Ok(ModelReport {
@@ -718,10 +767,10 @@ pub fn model_report(
         parameters,
         cross_attention_parameters,
         metrics: metrics(&evaluation.predictions),
-        ms_per_image_batch1: ms_batch1,
-        ms_per_image_batched: evaluation.ms_per_image(),
-        batch_size: evaluation.batch_size,
-        speed_samples,
+        ms_per_image_batch1: speed.ms_batch1,
+        ms_per_image_batched: speed.ms_batched,
+        batch_size: speed.batch_size,
+        speed_samples: speed.samples,
         process_peak_memory_bytes: peak_memory_bytes(),
         modality_share: evaluation.modality_share.clone(),
         gate_values: gates(&md.model)?,

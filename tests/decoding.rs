@@ -8,33 +8,18 @@ use candle_core::{Device, Tensor, D};
 use fusecap::generate::{
     beam_search, generate, greedy, GenerateOptions, Generated, SamplingOptions,
 };
-use fusecap::model::dir::{init_model, sorted_vars};
+use fusecap::model::dir::init_model;
 use fusecap::model::{pad_tokens, Config, Fusion, FusionModel, Memory};
 use rand::{Rng, SeedableRng};
 
 const VOCAB: usize = 40;
 
 fn tiny(fusion: Fusion, vocab: usize, seed: u64) -> FusionModel {
-    tiny_scaled(fusion, vocab, seed, 20.0)
+    init_model(&Config::tiny(fusion, vocab), seed, &Device::Cpu)
+        .expect("init")
+        .0
 }
 
-/// With `logit_scale` the token embeddings (tied to the LM head) are scaled,
-/// so the next-token distribution is as peaked as a trained model's rather
-/// than nearly uniform (logit spread ≈ 0.1 at init, ≈ 2 at scale 20).
-fn tiny_scaled(fusion: Fusion, vocab: usize, seed: u64, logit_scale: f64) -> FusionModel {
-    let (model, varmap) = init_model(&Config::tiny(fusion, vocab), seed, &Device::Cpu).expect("init");
-    for (name, var) in sorted_vars(&varmap) {
-        // init_model leaves vision.patch_embed.bias at candle's unseeded random
-        // init; zero every bias so equal seeds give equal models across runs.
-        if name.ends_with("bias") {
-            var.set(&var.zeros_like().expect("zeros")).expect("set");
-        }
-        if name == "decoder.ln_f.weight" {
-            var.set(&(var.as_tensor() * logit_scale).expect("scale")).expect("set");
-        }
-    }
-    model
-}
 /// A batch of random images with questions of different lengths (so some are padded).
 fn memory(model: &FusionModel, batch: usize, seed: u64) -> Memory {
     let cfg = &model.cfg;
@@ -194,19 +179,20 @@ fn one_beam_equals_greedy_token_for_token() {
     }
 }
 
-/// Not a theorem: a beam can drop the prefix greedy keeps. On nearly uniform
-/// untrained distributions that happens (7 of 144 inputs with 3 beams), so
-/// this runs on peaked distributions like a trained model's, where a search
-/// that mis-tracks scores or parents falls below greedy. The exact oracle is
+/// Not a theorem: a beam can drop the prefix that greedy keeps, and on these
+/// untrained, nearly uniform distributions that happens for about 2% of inputs
+/// (e.g. concat, seed 2, input 0: 2–4 beams end at -34.30, greedy at -34.25,
+/// 6 beams at -34.21). So: never worse on most inputs, better on average, and
+/// every reported log-probability is the model's. The exact oracle is
 /// `wide_beam_search_finds_the_exact_best_sequences`.
 #[test]
-fn beam_search_scores_at_least_greedy_and_sometimes_better() {
-    let mut better = 0;
+fn beam_search_scores_at_least_greedy_on_most_inputs_and_better_on_average() {
+    let (mut inputs, mut not_worse, mut gain) = (0, 0, 0.0f32);
     for fusion in Fusion::ALL {
         for seed in 0..4 {
-            let model = tiny_scaled(fusion, VOCAB, seed, 20.0);
+            let model = tiny(fusion, VOCAB, seed);
             let memory = memory(&model, 3, seed + 200);
-            // Fixed length (all candidates equally long), and free length ranked by log-probability alone.
+            // Fixed length (every candidate equally long), and free length ranked by log-probability alone.
             for (opts, penalty) in [(options(10, 10), 1.0), (options(10, 0), 0.0)] {
                 let greedy_out = greedy(&model, &memory, &opts).expect("greedy");
                 let beam_opts = GenerateOptions {
@@ -216,64 +202,81 @@ fn beam_search_scores_at_least_greedy_and_sometimes_better() {
                 };
                 let beam_out = best(beam_search(&model, &memory, &beam_opts).expect("beam search"));
                 for (i, (b, g)) in beam_out.iter().zip(&greedy_out).enumerate() {
-                    assert!(
-                        b.logprob >= g.logprob - 1e-4,
-                        "{fusion} seed {seed} input {i}: beam {} < greedy {}",
-                        b.logprob,
-                        g.logprob
+                    inputs += 1;
+                    not_worse += usize::from(b.logprob >= g.logprob - 1e-4);
+                    gain += b.logprob - g.logprob;
+                    let rescored = teacher_forced_logprob(
+                        &model,
+                        &row(&memory, i),
+                        &b.tokens,
+                        b.tokens.len() < 10,
                     );
-                    better += usize::from(b.logprob > g.logprob + 1e-4);
+                    assert!((b.logprob - rescored).abs() < 1e-3, "{fusion} seed {seed} input {i}: reported {} but the sequence scores {rescored}", b.logprob);
                 }
             }
         }
     }
     assert!(
-        better > 0,
-        "beam search never beat greedy: it is not searching"
+        not_worse * 10 >= inputs * 9,
+        "beam search fell below greedy on {} of {inputs} inputs",
+        inputs - not_worse
+    );
+    assert!(
+        gain > 0.0,
+        "beam search is not better than greedy on average (total gain {gain})"
     );
 }
 
-/// With more beams than prefixes, beam search is exhaustive: its ranking must
-/// equal a brute-force enumeration scored by teacher forcing.
+/// With as many beams as sequences, beam search is exhaustive: it must return
+/// every sequence, ranked as a brute-force enumeration scored by teacher
+/// forcing ranks them. A beam that continues the wrong cache row fails this.
 #[test]
-fn wide_beam_search_finds_the_exact_best_sequences() {
+fn wide_beam_search_finds_the_exact_ranking() {
     let (vocab, max) = (6usize, 3usize);
     for fusion in Fusion::ALL {
         let model = tiny(fusion, vocab, 7);
         let memory = memory(&model, 2, 300);
         let eos = model.cfg.eos_id;
         let words: Vec<u32> = (0..vocab as u32).filter(|&t| t != eos).collect();
+        // Every sequence of ≤ max tokens: those ended by EOS, and those cut at max.
+        let mut sequences: Vec<(Vec<u32>, bool)> = Vec::new();
+        let mut prefixes: Vec<Vec<u32>> = vec![vec![]];
+        for len in 0..=max {
+            sequences.extend(prefixes.iter().map(|p| (p.clone(), len < max)));
+            prefixes = prefixes
+                .iter()
+                .flat_map(|p| words.iter().map(move |&w| [p.clone(), vec![w]].concat()))
+                .collect();
+        }
+        let n = sequences.len();
         let opts = GenerateOptions {
-            beams: words.len().pow(max as u32),
+            beams: n,
+            num_return: n,
             length_penalty: 0.0,
-            num_return: 5,
             ..options(max, 0)
         };
         let found = beam_search(&model, &memory, &opts).expect("beam search");
         for (i, hyps) in found.iter().enumerate() {
             let alone = row(&memory, i);
-            let mut all: Vec<f32> = Vec::new();
-            let mut prefixes: Vec<Vec<u32>> = vec![vec![]];
-            for len in 0..=max {
-                for p in &prefixes {
-                    all.push(teacher_forced_logprob(&model, &alone, p, len < max));
-                }
-                prefixes = prefixes
-                    .iter()
-                    .flat_map(|p| words.iter().map(move |&w| [p.clone(), vec![w]].concat()))
-                    .collect();
-            }
-            all.sort_by(|a, b| b.total_cmp(a));
-            assert_eq!(hyps.len(), 5, "{fusion} input {i}: asked for 5 sequences");
-            for (rank, (h, want)) in hyps.iter().zip(&all).enumerate() {
+            let mut want: Vec<f32> = sequences
+                .iter()
+                .map(|(s, ended)| teacher_forced_logprob(&model, &alone, s, *ended))
+                .collect();
+            want.sort_by(|a, b| b.total_cmp(a));
+            assert_eq!(
+                hyps.len(),
+                n,
+                "{fusion} input {i}: expected all {n} sequences"
+            );
+            for (rank, (h, w)) in hyps.iter().zip(&want).enumerate() {
+                let rescored =
+                    teacher_forced_logprob(&model, &alone, &h.tokens, h.tokens.len() < max);
+                assert!((h.logprob - rescored).abs() < 1e-4, "{fusion} input {i} rank {rank} {:?}: reported {} but the sequence scores {rescored}", h.tokens, h.logprob);
                 assert!(
-                    (h.logprob - want).abs() < 1e-4,
-                    "{fusion} input {i} rank {rank}: beam {} vs exhaustive {want}",
+                    (h.logprob - w).abs() < 1e-4,
+                    "{fusion} input {i} rank {rank}: beam {} vs exhaustive {w}",
                     h.logprob
                 );
-                let ended = h.tokens.len() < max;
-                let rescored = teacher_forced_logprob(&model, &alone, &h.tokens, ended);
-                assert!((h.logprob - rescored).abs() < 1e-4, "{fusion} input {i} rank {rank}: reported {} but the sequence scores {rescored}", h.logprob);
             }
         }
     }
@@ -903,22 +906,21 @@ fn cli_rejects_conflicting_decoding_flags() {
 }
 
 #[test]
-fn debug_stats() {
-    for scale in [1.0f64, 5.0, 10.0, 20.0] {
-    let (mut worse, mut better, mut total, mut distinct) = (0, 0, 0, 0);
-    for fusion in Fusion::ALL {
-        for seed in 0..8 {
-            let model = tiny_scaled(fusion, VOCAB, seed, scale);
-            let memory = memory(&model, 3, seed + 200);
-            for (opts, penalty) in [(options(10, 10), 1.0), (options(10, 0), 0.0)] {
-                let g = greedy(&model, &memory, &opts).expect("greedy");
-                let beam_opts = GenerateOptions { beams: 3, length_penalty: penalty, ..opts };
-                let b = best(beam_search(&model, &memory, &beam_opts).expect("beam search"));
-                for (x, y) in b.iter().zip(&g) { total += 1; if x.logprob < y.logprob - 1e-4 { worse += 1 } if x.logprob > y.logprob + 1e-4 { better += 1 }
-                  distinct += y.tokens.iter().collect::<std::collections::HashSet<_>>().len(); }
-            }
-        }
-    }
-    println!("scale {scale}: worse {worse} better {better} total {total} distinct/seq {}", distinct as f32 / total as f32);
+fn zz_profile() {
+    use std::time::Instant;
+    let dev = Device::Cpu;
+    let bench = |name: &str, f: &dyn Fn()| {
+        for _ in 0..50 { f(); }
+        let start = Instant::now();
+        for _ in 0..1000 { f(); }
+        println!("{name}: {:.2} us", start.elapsed().as_secs_f64() * 1e6 / 1000.0);
+    };
+    let w2 = Tensor::randn(0f32, 1., (128, 512), &dev).unwrap();
+    let w2t = w2.t().unwrap().contiguous().unwrap();
+    for m in [1usize, 3, 32, 96] {
+        let h = Tensor::randn(0f32, 1., (m, 512), &dev).unwrap();
+        bench(&format!("m{m} 512->128 (w.t view)"), &|| { h.matmul(&w2.t().unwrap()).unwrap(); });
+        bench(&format!("m{m} 512->128 (w.t contiguous, precomputed)"), &|| { h.matmul(&w2t).unwrap(); });
+        bench(&format!("m{m} 512->128 (w.t().contiguous() per call)"), &|| { h.matmul(&w2.t().unwrap().contiguous().unwrap()).unwrap(); });
     }
 }

@@ -106,14 +106,7 @@ fn run_in_process(
         .iter()
         .filter(|r| r.in_split("train"))
         .collect();
-    let texts: Vec<String> = std::iter::once(fusecap::tokenizer::DEFAULT_WORDS.to_string())
-        .chain(records.iter().flat_map(|r| match &r.task {
-            fusecap::data::manifest::Task::Caption { captions } => captions.clone(),
-            fusecap::data::manifest::Task::Vqa {
-                question, answer, ..
-            } => vec![question.clone(), answer.clone()],
-        }))
-        .collect();
+    let texts = fusecap::data::split::training_texts(&records);
     let tokenizer = TextTokenizer::train(texts.iter().map(String::as_str), 1).expect("tokenizer");
     let cfg = Config::tiny(Fusion::Gated, tokenizer.vocab_size());
     let (train, _) = Dataset::build(&records, &tokenizer, &cfg).expect("dataset");

@@ -17,7 +17,8 @@ use super::eval::{
 };
 use crate::data::manifest::{load_manifest, Record, Task};
 use crate::evaluate::{
-    disagreements, evaluate, model_report, select_records, Disagreement, EvalOptions, ModelReport,
+    disagreements, evaluate, measure_speed, model_report, select_records, Disagreement,
+    EvalOptions, ModelReport,
 };
 use crate::model::dir::{load_config, ModelDir, CONFIG_FILE};
 use crate::model::Fusion;
@@ -62,10 +63,10 @@ pub struct CompareArgs {
     /// Show up to N records on which the models disagree.
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub disagreements: usize,
-    /// Records per forward pass for the main run (its speed is the batched ms/image).
+    /// Records per forward pass (also the batch size of the batched speed).
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
-    /// Records decoded one at a time to measure the batch-1 speed (the first ones).
+    /// Records timed, one at a time and in batches, for the speed columns (the first ones).
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub speed_samples: usize,
     /// Longest output, in tokens.
@@ -138,6 +139,7 @@ pub fn run(args: CompareArgs) -> Result<ExitCode> {
     check_counts(&[
         ("--batch-size", args.batch_size),
         ("--max-new-tokens", args.max_new_tokens),
+        ("--speed-samples", args.speed_samples),
     ])?;
     check_limit(args.limit)?;
     let device = parse_device(&args.device)?;
@@ -246,7 +248,7 @@ fn unique_name(name: &str, dir: &Path, taken: &[&str]) -> String {
 }
 
 /// One model: the batched run (predictions, metrics, attention shares),
-/// then the batch-1 timing on the first records.
+/// then the speed at batch 1 and batched on the first records.
 fn run_model(
     md: &ModelDir,
     name: String,
@@ -268,18 +270,8 @@ fn run_model(
         warn_failures(&evaluation.predictions);
     }
     let samples = opts.speed_samples.min(records.len());
-    let ms_batch1 = if samples == 0 {
-        0.0
-    } else {
-        let single = EvalOptions {
-            batch_size: 1,
-            modality_share: false,
-            ..opts.eval.clone()
-        };
-        let hidden = indicatif::ProgressBar::hidden();
-        evaluate(md, &records[..samples], &single, device, &hidden)?.ms_per_image()
-    };
-    model_report(md, name, evaluation, ms_batch1, samples)
+    let speed = measure_speed(md, &records[..samples], &opts.eval, device)?;
+    model_report(md, name, evaluation, speed)
 }
 
 // ---------------------------------------------------------------- Markdown
@@ -314,120 +306,125 @@ fn question_types(models: &[ModelReport]) -> Vec<(String, usize)> {
         .collect()
 }
 
-fn render_table(out: &mut String, report: &CompareReport) {
-    let models = &report.models;
-    let types = question_types(models);
-    let has_vqa = models.iter().any(|m| m.metrics.vqa.is_some());
-    let has_captions = models.iter().any(|m| m.metrics.caption.is_some());
-    let has_concat = models.iter().any(|m| m.modality_share.is_some());
-    let has_gates = models.iter().any(|m| m.gate_values.is_some());
-    let batch = models.first().map_or(0, |m| m.batch_size);
+/// Which optional columns the table has.
+struct Columns {
+    /// Question types with their counts.
+    types: Vec<(String, usize)>,
+    vqa: bool,
+    captions: bool,
+    concat: bool,
+    gates: bool,
+}
 
-    let mut header = vec![
-        "model".to_string(),
-        "fusion".into(),
-        "parameters".into(),
-        "cross-attn parameters".into(),
-    ];
-    if has_vqa {
-        let n = models
-            .iter()
-            .find_map(|m| m.metrics.vqa.as_ref())
-            .map_or(0, |v| v.n);
-        header.push(format!("VQA accuracy (n={n})"));
-        header.extend(types.iter().map(|(k, n)| format!("{k} (n={n})")));
+impl Columns {
+    fn of(models: &[ModelReport]) -> Self {
+        Columns {
+            types: question_types(models),
+            vqa: models.iter().any(|m| m.metrics.vqa.is_some()),
+            captions: models.iter().any(|m| m.metrics.caption.is_some()),
+            concat: models.iter().any(|m| m.modality_share.is_some()),
+            gates: models.iter().any(|m| m.gate_values.is_some()),
+        }
     }
-    if has_captions {
-        header.extend(["BLEU-4", "CIDEr-D", "ROUGE-L", "caption exact match"].map(String::from));
+
+    fn header(&self, models: &[ModelReport]) -> Vec<String> {
+        let mut header: Vec<String> = ["model", "fusion", "parameters", "cross-attn parameters"]
+            .map(String::from)
+            .to_vec();
+        if self.vqa {
+            let n = models
+                .iter()
+                .find_map(|m| m.metrics.vqa.as_ref())
+                .map_or(0, |v| v.n);
+            header.push(format!("VQA accuracy (n={n})"));
+            header.extend(self.types.iter().map(|(k, n)| format!("{k} (n={n})")));
+        }
+        if self.captions {
+            header
+                .extend(["BLEU-4", "CIDEr-D", "ROUGE-L", "caption exact match"].map(String::from));
+        }
+        let batch = models.first().map_or(0, |m| m.batch_size);
+        header.extend([
+            "ms/image, batch 1".to_string(),
+            format!("ms/image, batch {batch}"),
+            "process peak memory".into(),
+        ]);
+        if self.concat {
+            header.push("attention image / text (concat)".into());
+        }
+        if self.gates {
+            header.push("gates vision / text per layer".into());
+        }
+        header
     }
-    header.extend([
-        "ms/image, batch 1".to_string(),
-        format!("ms/image, batch {batch}"),
-        "process peak memory".into(),
-    ]);
-    if has_concat {
-        header.push("attention image / text (concat)".into());
-    }
-    if has_gates {
-        header.push("gates vision / text per layer".into());
-    }
-    let rows: Vec<Vec<String>> = models
-        .iter()
-        .map(|m| table_row(m, &types, has_vqa, has_captions, has_concat, has_gates))
-        .collect();
-    write_row(out, &header);
-    write_row(out, &vec!["---".to_string(); header.len()]);
-    for row in &rows {
-        write_row(out, row);
+
+    fn row(&self, m: &ModelReport) -> Vec<String> {
+        const NONE: &str = "–";
+        let mut row = vec![
+            m.name.clone(),
+            m.fusion.to_string(),
+            thousands(m.parameters),
+            thousands(m.cross_attention_parameters),
+        ];
+        if self.vqa {
+            row.push(
+                m.metrics
+                    .vqa
+                    .as_ref()
+                    .map_or(NONE.into(), |v| percent(v.accuracy)),
+            );
+            for (kind, _) in &self.types {
+                let score = m.metrics.vqa_per_type.get(kind);
+                row.push(score.map_or(NONE.into(), |s| percent(s.accuracy)));
+            }
+        }
+        if self.captions {
+            match &m.metrics.caption {
+                Some(c) => row.extend([
+                    format!("{:.3}", c.bleu[3]),
+                    format!("{:.3}", c.cider_d),
+                    format!("{:.3}", c.rouge_l),
+                    percent(c.exact_match),
+                ]),
+                None => row.extend(vec![NONE.to_string(); 4]),
+            }
+        }
+        row.push(format!("{:.2}", m.ms_per_image_batch1));
+        row.push(format!("{:.2}", m.ms_per_image_batched));
+        row.push(
+            m.process_peak_memory_bytes
+                .map_or("unknown".into(), mebibytes),
+        );
+        if self.concat {
+            row.push(m.modality_share.as_ref().map_or(NONE.into(), |shares| {
+                let parts: Vec<String> = shares
+                    .iter()
+                    .map(|(k, s)| format!("{k} {:.0}/{:.0}%", 100.0 * s.image, 100.0 * s.text))
+                    .collect();
+                parts.join("; ")
+            }));
+        }
+        if self.gates {
+            row.push(m.gate_values.as_ref().map_or(NONE.into(), |gates| {
+                let parts: Vec<String> = gates
+                    .iter()
+                    .map(|g| format!("L{} {:.3} / {:.3}", g.layer, g.vision, g.text))
+                    .collect();
+                parts.join("; ")
+            }));
+        }
+        row
     }
 }
 
-fn table_row(
-    m: &ModelReport,
-    types: &[(String, usize)],
-    has_vqa: bool,
-    has_captions: bool,
-    has_concat: bool,
-    has_gates: bool,
-) -> Vec<String> {
-    let mut row = vec![
-        m.name.clone(),
-        m.fusion.to_string(),
-        thousands(m.parameters),
-        thousands(m.cross_attention_parameters),
-    ];
-    if has_vqa {
-        row.push(
-            m.metrics
-                .vqa
-                .as_ref()
-                .map_or("–".into(), |v| percent(v.accuracy)),
-        );
-        for (kind, _) in types {
-            row.push(
-                m.metrics
-                    .vqa_per_type
-                    .get(kind)
-                    .map_or("–".into(), |s| percent(s.accuracy)),
-            );
-        }
+fn render_table(out: &mut String, report: &CompareReport) {
+    let columns = Columns::of(&report.models);
+    let header = columns.header(&report.models);
+    write_row(out, &header);
+    write_row(out, &vec!["---".to_string(); header.len()]);
+    for m in &report.models {
+        write_row(out, &columns.row(m));
     }
-    if has_captions {
-        match &m.metrics.caption {
-            Some(c) => row.extend([
-                format!("{:.3}", c.bleu[3]),
-                format!("{:.3}", c.cider_d),
-                format!("{:.3}", c.rouge_l),
-                percent(c.exact_match),
-            ]),
-            None => row.extend(vec!["–".to_string(); 4]),
-        }
-    }
-    row.push(format!("{:.2}", m.ms_per_image_batch1));
-    row.push(format!("{:.2}", m.ms_per_image_batched));
-    row.push(
-        m.process_peak_memory_bytes
-            .map_or("unknown".into(), mebibytes),
-    );
-    if has_concat {
-        row.push(m.modality_share.as_ref().map_or("–".into(), |shares| {
-            let parts: Vec<String> = shares
-                .iter()
-                .map(|(k, s)| format!("{k} {:.0}/{:.0}%", 100.0 * s.image, 100.0 * s.text))
-                .collect();
-            parts.join("; ")
-        }));
-    }
-    if has_gates {
-        row.push(m.gate_values.as_ref().map_or("–".into(), |gates| {
-            let parts: Vec<String> = gates
-                .iter()
-                .map(|g| format!("L{} {:.3} / {:.3}", g.layer, g.vision, g.text))
-                .collect();
-            parts.join("; ")
-        }));
-    }
-    row
 }
 
 fn write_row(out: &mut String, cells: &[String]) {
@@ -453,7 +450,7 @@ fn render_notes(out: &mut String, report: &CompareReport) {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "- ms/image: greedy decoding with the encoders, image files already read; batch 1 is timed on the first {samples} record(s), the batched figure on all of them."
+        "- ms/image: greedy decoding with the encoders (image files already read), timed after the evaluation run on the same first {samples} record(s), one at a time and in batches."
     );
     let _ = writeln!(
         out,

@@ -8,7 +8,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::common::{exit_code, progress_bar, ModelArgs};
-use crate::data::manifest::{load_manifest, ManifestProblem, Record};
+use crate::data::manifest::{load_manifest, ManifestProblem};
 use crate::evaluate::{
     evaluate, metrics, parameter_counts, select_records, worst, EvalOptions, Metrics, Prediction,
 };
@@ -126,7 +126,7 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         worst_captions: worst(&evaluation.predictions, "caption", args.worst),
         predictions: evaluation.predictions,
     };
-    print!("{}", render(&report, &records));
+    print!("{}", render(&report));
     if let Some(path) = &args.json {
         write_json(path, &report)?;
         if !args.quiet {
@@ -137,7 +137,7 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
 }
 
 /// The human-readable report printed on stdout.
-pub fn render(report: &EvalReport, records: &[&Record]) -> String {
+pub fn render(report: &EvalReport) -> String {
     let mut out = String::new();
     let questions = report.predictions.iter().filter(|p| p.is_vqa()).count();
     let _ = writeln!(
@@ -152,9 +152,9 @@ pub fn render(report: &EvalReport, records: &[&Record]) -> String {
         "data   {}, split \"{}\": {} record(s), {} question(s), {} caption(s){}",
         report.manifest,
         report.split,
-        records.len(),
+        report.records,
         questions,
-        records.len() - questions,
+        report.records - questions,
         if report.failed > 0 {
             format!("; {} image(s) unreadable, scored as empty", report.failed)
         } else {

@@ -19,12 +19,13 @@ use super::compare::{
 };
 use super::eval::{check_counts, check_limit, warn_problems, write_json, write_text};
 use crate::data::batch::Dataset;
-use crate::data::manifest::{load_manifests, Record, Task};
+use crate::data::manifest::{load_manifests, Record};
 use crate::evaluate::{verdicts, EvalOptions, Verdict};
 use crate::model::dir::load_config;
 use crate::model::{Config, Fusion};
 use crate::plot::{line_chart_fixed, read_log, Series};
-use crate::tokenizer::{TextTokenizer, DEFAULT_WORDS};
+use crate::data::split::{split_records, training_texts, Splits};
+use crate::tokenizer::TextTokenizer;
 use crate::train::{LogRecord, Outcome, TrainOptions, TrainRun, TrainState, LOG_FILE, STATE_FILE};
 
 /// Files written into --out, beside one folder per strategy.
@@ -102,20 +103,10 @@ pub struct ExperimentArgs {
     pub quiet: bool,
 }
 
-/// The records an experiment trains, validates and compares on.
-struct Splits<'a> {
-    train: Vec<&'a Record>,
-    val: Vec<&'a Record>,
-    test: Vec<&'a Record>,
-}
 
 pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
     std::env::set_var("RAYON_NUM_THREADS", args.threads.max(1).to_string());
-    check_counts(&[("--steps", args.steps), ("--batch-size", args.batch_size)])?;
-    check_limit(args.limit)?;
-    if args.eval_every == Some(0) {
-        bail!("--eval-every must be at least 1 (got 0)");
-    }
+    check_args(&args)?;
     let manifest = load_manifests(&args.data)?;
     for path in &args.data {
         let own: Vec<_> = manifest
@@ -128,25 +119,7 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
     }
     let splits = split_records(&manifest.records, args.val_percent);
     check_splits(&splits, &args.data)?;
-
-    let tokenizer =
-        TextTokenizer::train(training_texts(&splits.train).iter().map(String::as_str), 1)?;
-    let base = match &args.config {
-        Some(path) => Config {
-            vocab_size: tokenizer.vocab_size(),
-            ..load_config(path)?
-        },
-        None => Config::small(Fusion::Concat, tokenizer.vocab_size()),
-    };
-    let (train, mut problems) = Dataset::build(&splits.train, &tokenizer, &base)?;
-    let (val, val_problems) = Dataset::build(&splits.val, &tokenizer, &base)?;
-    problems.extend(val_problems);
-    for p in &problems {
-        eprintln!("warning: {p}");
-    }
-    if train.examples.is_empty() {
-        bail!("none of the training records could be loaded (see the warnings above)");
-    }
+    let data = TrainingData::build(&splits, args.config.as_deref())?;
     let options = train_options(&args);
     if !args.quiet {
         eprintln!(
@@ -155,8 +128,8 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
             options.steps,
             options.batch_size,
             options.seed,
-            train.examples.len(),
-            val.examples.len(),
+            data.train.examples.len(),
+            data.val.examples.len(),
             args.limit.map_or(splits.test.len(), |l| l.min(splits.test.len()))
         );
     }
@@ -166,35 +139,52 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
             args.out.display()
         )
     })?;
+    if let Some(code) = train_all(&args, &data, &options)? {
+        return Ok(code);
+    }
+    report(&args, &splits.test, &options)?;
+    Ok(ExitCode::SUCCESS)
+}
 
+fn check_args(args: &ExperimentArgs) -> Result<()> {
+    check_counts(&[("--steps", args.steps), ("--batch-size", args.batch_size)])?;
+    check_limit(args.limit)?;
+    if args.eval_every == Some(0) {
+        bail!("--eval-every must be at least 1 (got 0)");
+    }
+    Ok(())
+}
+
+/// Trains each strategy in turn; `Some(exit code)` when Ctrl-C stopped one.
+fn train_all(
+    args: &ExperimentArgs,
+    data: &TrainingData,
+    options: &TrainOptions,
+) -> Result<Option<ExitCode>> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     if let Err(e) = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)) {
         eprintln!("warning: Ctrl-C will not save a checkpoint ({e})");
     }
     for &fusion in &args.fusion.0 {
-        let cfg = Config {
-            fusion,
-            ..base.clone()
-        };
         let job = TrainJob {
-            args: &args,
-            cfg,
-            tokenizer: &tokenizer,
-            train: &train,
-            val: &val,
-            options: &options,
+            args,
+            cfg: Config {
+                fusion,
+                ..data.base.clone()
+            },
+            data,
+            options,
             stop: &stop,
         };
         if let Outcome::Interrupted { step } = job.run()? {
             eprintln!(
                 "interrupted while training {fusion} at step {step}; checkpoint saved. Continue with the same command plus --resume"
             );
-            return Ok(ExitCode::from(130));
+            return Ok(Some(ExitCode::from(130)));
         }
     }
-    report(&args, &splits.test, &options)?;
-    Ok(ExitCode::SUCCESS)
+    Ok(None)
 }
 
 fn names(fusions: &[Fusion]) -> String {
@@ -219,34 +209,6 @@ fn train_options(args: &ExperimentArgs) -> TrainOptions {
 
 // ---------------------------------------------------------------- data
 
-/// Stable across runs and platforms (the same hash `fusecap train` holds out by).
-fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-/// Train / val / test as `fusecap train` splits them: "val" records validate,
-/// or, without any, `val_percent` of the training images (by a hash of the path).
-fn split_records(records: &[Record], val_percent: u64) -> Splits<'_> {
-    let has_val = records.iter().any(|r| r.in_split("val"));
-    let held_out = |r: &Record| {
-        if has_val {
-            r.in_split("val")
-        } else {
-            r.in_split("train") && fnv1a(&r.image.to_string_lossy()) % 100 < val_percent
-        }
-    };
-    Splits {
-        train: records
-            .iter()
-            .filter(|r| r.in_split("train") && !held_out(r))
-            .collect(),
-        val: records.iter().filter(|r| held_out(r)).collect(),
-        test: records.iter().filter(|r| r.in_split("test")).collect(),
-    }
-}
-
 fn check_splits(splits: &Splits, data: &[PathBuf]) -> Result<()> {
     let files = data
         .iter()
@@ -262,18 +224,43 @@ fn check_splits(splits: &Splits, data: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
-/// The texts the tokenizer learns from: the default words plus every training caption, question and answer.
-fn training_texts(records: &[&Record]) -> Vec<String> {
-    let mut out = vec![DEFAULT_WORDS.to_string()];
-    for r in records {
-        match &r.task {
-            Task::Caption { captions } => out.extend(captions.iter().cloned()),
-            Task::Vqa {
-                question, answer, ..
-            } => out.extend([question.clone(), answer.clone()]),
+/// What every strategy trains on: one tokenizer, one architecture (but for
+/// the fusion), one set of examples in one order.
+struct TrainingData {
+    tokenizer: TextTokenizer,
+    base: Config,
+    train: Dataset,
+    val: Dataset,
+}
+
+impl TrainingData {
+    fn build(splits: &Splits, config: Option<&Path>) -> Result<Self> {
+        let texts = training_texts(&splits.train);
+        let tokenizer = TextTokenizer::train(texts.iter().map(String::as_str), 1)?;
+        let vocab_size = tokenizer.vocab_size();
+        let base = match config {
+            Some(path) => Config {
+                vocab_size,
+                ..load_config(path)?
+            },
+            None => Config::small(Fusion::Concat, vocab_size),
+        };
+        let (train, mut problems) = Dataset::build(&splits.train, &tokenizer, &base)?;
+        let (val, val_problems) = Dataset::build(&splits.val, &tokenizer, &base)?;
+        problems.extend(val_problems);
+        for p in &problems {
+            eprintln!("warning: {p}");
         }
+        if train.examples.is_empty() {
+            bail!("none of the training records could be loaded (see the warnings above)");
+        }
+        Ok(TrainingData {
+            tokenizer,
+            base,
+            train,
+            val,
+        })
     }
-    out
 }
 
 // ---------------------------------------------------------------- training
@@ -282,9 +269,7 @@ fn training_texts(records: &[&Record]) -> Vec<String> {
 struct TrainJob<'a> {
     args: &'a ExperimentArgs,
     cfg: Config,
-    tokenizer: &'a TextTokenizer,
-    train: &'a Dataset,
-    val: &'a Dataset,
+    data: &'a TrainingData,
     options: &'a TrainOptions,
     stop: &'a AtomicBool,
 }
@@ -304,7 +289,7 @@ impl TrainJob<'_> {
 
     fn run(self) -> Result<Outcome> {
         let dir = self.dir();
-        let existing = existing_run(&dir, self.options, self.train.examples.len())?;
+        let existing = existing_run(&dir, self.options, self.data.train.examples.len())?;
         match (&existing, self.args.resume) {
             (Existing::Finished, true) => {
                 if !self.args.quiet {
@@ -326,9 +311,9 @@ impl TrainJob<'_> {
         let outcome = TrainRun {
             out: dir,
             cfg: self.cfg,
-            tokenizer: self.tokenizer.clone(),
-            train: self.train,
-            val: self.val,
+            tokenizer: self.data.tokenizer.clone(),
+            train: &self.data.train,
+            val: &self.data.val,
             options: self.options.clone(),
             resume: existing == Existing::Unfinished,
             save_dtype: DType::F32,

@@ -4,7 +4,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
 use clap::Args;
 use image::RgbImage;
 use serde::Serialize;
@@ -107,17 +108,7 @@ pub struct ExplainReport {
 pub fn run(args: ExplainArgs) -> Result<ExitCode> {
     let (md, device) = args.model.load()?;
     let cfg = &md.model.cfg;
-    let layers = args.layer.map_or(Layers::Mean, Layers::Layer);
-    if let Some(l) = args.layer {
-        if l >= cfg.decoder_layers {
-            anyhow::bail!(
-                "--layer {l} does not exist: {} has {} decoder layers; pass 0 to {} or leave --layer out for their mean",
-                md.path.display(),
-                cfg.decoder_layers,
-                cfg.decoder_layers.saturating_sub(1)
-            );
-        }
-    }
+    let layers = check_layer(&md, args.layer)?;
     let original = decode_rgb(&args.image)?;
     let preprocess = Preprocess::from_config(cfg);
     let text = args
@@ -132,30 +123,14 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
         max_new_tokens: args.max_new_tokens,
         ..GenerateOptions::default()
     };
-
-    let memory = encode_queries(&md, std::slice::from_ref(&query), &device)?;
-    let generated = greedy(&md.model, &memory, &opts)?
-        .into_iter()
-        .next()
-        .context("greedy decoding returned no output")?;
-    let steps = decoding_steps(generated.tokens.len(), cfg, &opts);
-    let attention = step_attention(
-        &md.model,
-        &memory,
-        std::slice::from_ref(&generated.tokens),
-        &[steps],
-        layers,
-    )?
-    .into_iter()
-    .next()
-    .unwrap_or_default();
+    let (tokens, attention) = decode_with_attention(&md, query, &opts, layers, &device)?;
 
     let mut report = ExplainReport {
         model: md.name.clone(),
         fusion: cfg.fusion,
         image: args.image.display().to_string(),
         question: args.question.clone(),
-        output: md.tokenizer.decode(&generated.tokens)?,
+        output: md.tokenizer.decode(&tokens)?,
         layer: args.layer,
         decoder_layers: cfg.decoder_layers,
         grid: cfg.image_size / cfg.patch_size,
@@ -163,7 +138,6 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
         steps: Vec::new(),
         gate_values: gates(&md.model)?,
     };
-    let labels = step_labels(&md, &generated.tokens, steps);
     std::fs::create_dir_all(&args.out).with_context(|| {
         format!(
             "cannot create {}: check the path and permissions",
@@ -175,6 +149,7 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
         ..preprocess
     }
     .resized(&original);
+    let labels = step_labels(&md, &tokens, attention.len());
     let mut cells = Vec::with_capacity(attention.len());
     for (i, (step, label)) in attention.iter().zip(&labels).enumerate() {
         let (step_report, cell) = draw_step(&args.out, &report, &display, i, label, step)?;
@@ -182,8 +157,7 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
         cells.push(cell);
     }
     let header = format!(
-        "{} → \"{}\"  ({}, {})",
-        text,
+        "{text} → \"{}\"  ({}, {})",
         report.output,
         cfg.fusion,
         layer_name(args.layer)
@@ -195,12 +169,51 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
     write_json(&args.out.join(JSON_FILE), &report)?;
     print!("{}", render(&report));
     eprintln!(
-        "wrote {} heat maps, {} bar charts, {GRID_FILE} and {JSON_FILE} to {}",
-        report.steps.len(),
-        report.steps.len(),
-        args.out.display()
+        "wrote {n} heat maps, {n} bar charts, {GRID_FILE} and {JSON_FILE} to {}",
+        args.out.display(),
+        n = report.steps.len()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--layer` as a [`Layers`] choice, checked against the model.
+fn check_layer(md: &ModelDir, layer: Option<usize>) -> Result<Layers> {
+    let n = md.model.cfg.decoder_layers;
+    match layer {
+        None => Ok(Layers::Mean),
+        Some(l) if l < n => Ok(Layers::Layer(l)),
+        Some(l) => bail!(
+            "--layer {l} does not exist: {} has {n} decoder layers; pass 0 to {} or leave --layer out for their mean",
+            md.path.display(),
+            n.saturating_sub(1)
+        ),
+    }
+}
+
+/// Decodes one query greedily and returns its tokens and the cross-attention of each step.
+fn decode_with_attention(
+    md: &ModelDir,
+    query: Query,
+    opts: &GenerateOptions,
+    layers: Layers,
+    device: &Device,
+) -> Result<(Vec<u32>, Vec<StepAttention>)> {
+    let memory = encode_queries(md, &[query], device)?;
+    let generated = greedy(&md.model, &memory, opts)?;
+    let tokens = generated
+        .into_iter()
+        .next()
+        .context("greedy decoding returned no output")?
+        .tokens;
+    let steps = decoding_steps(tokens.len(), &md.model.cfg, opts);
+    let attention = step_attention(
+        &md.model,
+        &memory,
+        std::slice::from_ref(&tokens),
+        &[steps],
+        layers,
+    )?;
+    Ok((tokens, attention.into_iter().next().unwrap_or_default()))
 }
 
 fn layer_name(layer: Option<usize>) -> String {

@@ -10,10 +10,11 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::data::batch::Dataset;
-use crate::data::manifest::{load_manifests, Record, Task};
+use crate::data::manifest::load_manifests;
+use crate::data::split::{split_records, training_texts};
 use crate::model::dir::{load_config, parameter_count, TOKENIZER_FILE};
 use crate::model::{Config, Fusion};
-use crate::tokenizer::{TextTokenizer, DEFAULT_WORDS};
+use crate::tokenizer::TextTokenizer;
 use crate::train::{LogRecord, Outcome, TrainOptions, TrainRun, LOG_FILE};
 
 #[derive(Args, Debug)]
@@ -85,26 +86,6 @@ pub struct TrainArgs {
     pub quiet: bool,
 }
 
-/// Stable across runs and platforms, unlike `DefaultHasher`.
-fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-fn texts(records: &[&Record]) -> Vec<String> {
-    let mut out = vec![DEFAULT_WORDS.to_string()];
-    for r in records {
-        match &r.task {
-            Task::Caption { captions } => out.extend(captions.iter().cloned()),
-            Task::Vqa {
-                question, answer, ..
-            } => out.extend([question.clone(), answer.clone()]),
-        }
-    }
-    out
-}
-
 pub fn run(args: TrainArgs) -> Result<ExitCode> {
     std::env::set_var("RAYON_NUM_THREADS", args.threads.max(1).to_string());
     if args.batch_size == 0 || args.eval_every == 0 || args.checkpoint_every == 0 {
@@ -121,20 +102,8 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             manifest.records.len()
         );
     }
-    let has_val = manifest.records.iter().any(|r| r.in_split("val"));
-    let held_out = |r: &Record| {
-        if has_val {
-            r.in_split("val")
-        } else {
-            r.in_split("train") && fnv1a(&r.image.to_string_lossy()) % 100 < args.val_percent
-        }
-    };
-    let train_records: Vec<&Record> = manifest
-        .records
-        .iter()
-        .filter(|r| r.in_split("train") && !held_out(r))
-        .collect();
-    let val_records: Vec<&Record> = manifest.records.iter().filter(|r| held_out(r)).collect();
+    let splits = split_records(&manifest.records, args.val_percent);
+    let (train_records, val_records) = (splits.train, splits.val);
     if train_records.is_empty() {
         bail!(
             "no training records (split \"train\" or no split) in {}",
@@ -150,7 +119,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let tokenizer = if args.resume && tokenizer_path.is_file() {
         TextTokenizer::load(&tokenizer_path)?
     } else {
-        let texts = texts(&train_records);
+        let texts = training_texts(&train_records);
         TextTokenizer::train(texts.iter().map(String::as_str), 1)?
     };
     let vocab = tokenizer.vocab_size();

@@ -7,6 +7,7 @@ pub mod files;
 pub mod image;
 pub mod manifest;
 pub mod scene;
+pub mod split;
 pub mod synth;
 pub mod synth_text;
 pub mod vqav2;

@@ -121,7 +121,7 @@ pub fn beam_search(
         if done.iter().all(|&d| d) {
             break;
         }
-        let _ = &parents; // MUT
+        stepper.reorder(&parents)?;
     }
     for b in (0..batch).filter(|&b| !done[b]) {
         for beam in beams[b * k..(b + 1) * k]

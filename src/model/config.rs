@@ -131,13 +131,13 @@ impl Config {
     /// Checks the invariants the model code relies on; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
         let mut errors = Vec::new();
-        if self.n_heads == 0 || self.d_model % self.n_heads != 0 {
+        if self.n_heads == 0 || !self.d_model.is_multiple_of(self.n_heads) {
             errors.push(format!(
                 "d_model ({}) must be a multiple of n_heads ({})",
                 self.d_model, self.n_heads
             ));
         }
-        if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
+        if self.patch_size == 0 || !self.image_size.is_multiple_of(self.patch_size) {
             errors.push(format!(
                 "image_size ({}) must be a multiple of patch_size ({})",
                 self.image_size, self.patch_size
