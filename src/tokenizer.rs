@@ -57,7 +57,9 @@ impl TextTokenizer {
         inner
             .train(&mut trainer, texts.into_iter())
             .map_err(|e| anyhow!("training the tokenizer: {e}"))?;
-        let tokenizer = TextTokenizer { inner: with_sorted_vocab(&inner)? };
+        let tokenizer = TextTokenizer {
+            inner: with_sorted_vocab(&inner)?,
+        };
         tokenizer.check_specials()?;
         Ok(tokenizer)
     }
@@ -128,14 +130,24 @@ impl TextTokenizer {
 /// Renumbering the words alphabetically (after the special tokens) makes equal
 /// training text give an identical tokenizer, which identical-seed runs need.
 fn with_sorted_vocab(tokenizer: &Tokenizer) -> Result<Tokenizer> {
-    let mut json: serde_json::Value = serde_json::from_str(&tokenizer.to_string(false).map_err(|e| anyhow!("{e}"))?)?;
+    let mut json: serde_json::Value =
+        serde_json::from_str(&tokenizer.to_string(false).map_err(|e| anyhow!("{e}"))?)?;
     let vocab = json
         .pointer_mut("/model/vocab")
         .and_then(|v| v.as_object_mut())
         .ok_or_else(|| anyhow!("the trained tokenizer has no word-level vocabulary"))?;
-    let mut words: Vec<String> = vocab.keys().filter(|w| !SPECIAL_TOKENS.contains(&w.as_str())).cloned().collect();
+    let mut words: Vec<String> = vocab
+        .keys()
+        .filter(|w| !SPECIAL_TOKENS.contains(&w.as_str()))
+        .cloned()
+        .collect();
     words.sort();
     let ordered = SPECIAL_TOKENS.iter().map(|s| s.to_string()).chain(words);
-    *vocab = ordered.enumerate().map(|(id, word)| (word, serde_json::Value::from(id))).collect();
-    json.to_string().parse::<Tokenizer>().map_err(|e| anyhow!("rebuilding the tokenizer: {e}"))
+    *vocab = ordered
+        .enumerate()
+        .map(|(id, word)| (word, serde_json::Value::from(id)))
+        .collect();
+    json.to_string()
+        .parse::<Tokenizer>()
+        .map_err(|e| anyhow!("rebuilding the tokenizer: {e}"))
 }

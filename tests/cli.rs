@@ -10,7 +10,11 @@ fn bin() -> Command {
 
 fn init_model(dir: &Path, fusion: &str) -> PathBuf {
     let out = dir.join(format!("model-{fusion}"));
-    let status = bin().args(["init", "--size", "tiny", "--fusion", fusion, "--out"]).arg(&out).status().expect("init");
+    let status = bin()
+        .args(["init", "--size", "tiny", "--fusion", fusion, "--out"])
+        .arg(&out)
+        .status()
+        .expect("init");
     assert!(status.success());
     out
 }
@@ -19,10 +23,20 @@ fn init_model(dir: &Path, fusion: &str) -> PathBuf {
 fn image_folder(dir: &Path) -> PathBuf {
     let images = dir.join("images");
     std::fs::create_dir_all(images.join("nested")).expect("mkdir");
-    RgbImage::from_fn(40, 30, |x, _| Rgb([(x * 6) as u8, 0, 200])).save(images.join("a.png")).expect("png");
-    GrayImage::from_fn(16, 16, |x, y| image::Luma([(x * y) as u8])).save(images.join("b.jpg")).expect("jpg");
-    RgbaImage::from_fn(20, 20, |_, _| Rgba([255, 0, 0, 100])).save(images.join("nested/c.png")).expect("png");
-    std::fs::write(images.join("broken.png"), b"\x89PNG\r\n\x1a\nthis is not really a png").expect("write");
+    RgbImage::from_fn(40, 30, |x, _| Rgb([(x * 6) as u8, 0, 200]))
+        .save(images.join("a.png"))
+        .expect("png");
+    GrayImage::from_fn(16, 16, |x, y| image::Luma([(x * y) as u8]))
+        .save(images.join("b.jpg"))
+        .expect("jpg");
+    RgbaImage::from_fn(20, 20, |_, _| Rgba([255, 0, 0, 100]))
+        .save(images.join("nested/c.png"))
+        .expect("png");
+    std::fs::write(
+        images.join("broken.png"),
+        b"\x89PNG\r\n\x1a\nthis is not really a png",
+    )
+    .expect("write");
     images
 }
 
@@ -34,7 +48,10 @@ fn run(cmd: &mut Command) -> (Output, String, String) {
 }
 
 fn jsonl(stdout: &str) -> Vec<serde_json::Value> {
-    stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("invalid JSON line {l:?}: {e}"))).collect()
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("invalid JSON line {l:?}: {e}")))
+        .collect()
 }
 
 #[test]
@@ -42,14 +59,31 @@ fn a_corrupt_file_gives_one_error_record_and_the_rest_are_captioned() {
     let dir = tempfile::tempdir().expect("tempdir");
     let model = init_model(dir.path(), "concat");
     let images = image_folder(dir.path());
-    let (out, stdout, stderr) = run(bin().arg("caption").arg(&images).arg("--model").arg(&model).args(["--format", "jsonl", "--max-new-tokens", "4"]));
-    assert_eq!(out.status.code(), Some(1), "a failed file must give exit code 1; stderr: {stderr}");
+    let (out, stdout, stderr) = run(bin()
+        .arg("caption")
+        .arg(&images)
+        .arg("--model")
+        .arg(&model)
+        .args(["--format", "jsonl", "--max-new-tokens", "4"]));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed file must give exit code 1; stderr: {stderr}"
+    );
     let records = jsonl(&stdout);
     assert_eq!(records.len(), 4);
-    let errors: Vec<_> = records.iter().filter(|r| r.get("error").is_some()).collect();
+    let errors: Vec<_> = records
+        .iter()
+        .filter(|r| r.get("error").is_some())
+        .collect();
     assert_eq!(errors.len(), 1);
-    assert!(errors[0]["image"].as_str().is_some_and(|p| p.ends_with("broken.png")));
-    let good: Vec<_> = records.iter().filter(|r| r.get("output").is_some()).collect();
+    assert!(errors[0]["image"]
+        .as_str()
+        .is_some_and(|p| p.ends_with("broken.png")));
+    let good: Vec<_> = records
+        .iter()
+        .filter(|r| r.get("output").is_some())
+        .collect();
     assert_eq!(good.len(), 3);
     for r in good {
         assert_eq!(r["fusion"], "concat");
@@ -57,7 +91,10 @@ fn a_corrupt_file_gives_one_error_record_and_the_rest_are_captioned() {
         assert!(r["ms"].as_f64().is_some_and(|ms| ms >= 0.0));
         assert!(r["model"].as_str().is_some_and(|m| m == "model-concat"));
     }
-    assert!(stderr.contains("broken.png"), "the failing file is named on stderr: {stderr}");
+    assert!(
+        stderr.contains("broken.png"),
+        "the failing file is named on stderr: {stderr}"
+    );
 }
 
 #[test]
@@ -66,18 +103,37 @@ fn sidecars_are_written_and_skip_existing_skips_them() {
     let model = init_model(dir.path(), "separate");
     let images = image_folder(dir.path());
     std::fs::remove_file(images.join("broken.png")).expect("rm");
-    let (out, _, stderr) = run(bin().arg("caption").arg(&images).arg("--model").arg(&model).args(["--sidecar", "--quiet", "--max-new-tokens", "3"]));
+    let (out, _, stderr) = run(bin()
+        .arg("caption")
+        .arg(&images)
+        .arg("--model")
+        .arg(&model)
+        .args(["--sidecar", "--quiet", "--max-new-tokens", "3"]));
     assert!(out.status.success(), "{stderr}");
     for name in ["a.txt", "b.txt", "nested/c.txt"] {
         assert!(images.join(name).is_file(), "{name} was not written");
     }
     // Resume: an image whose sidecar exists is not captioned again.
     std::fs::remove_file(images.join("b.txt")).expect("rm");
-    let (out, stdout, _) = run(bin().arg("caption").arg(&images).arg("--model").arg(&model).args(["--sidecar", "--skip-existing", "--format", "jsonl", "--max-new-tokens", "3"]));
+    let (out, stdout, _) = run(bin()
+        .arg("caption")
+        .arg(&images)
+        .arg("--model")
+        .arg(&model)
+        .args([
+            "--sidecar",
+            "--skip-existing",
+            "--format",
+            "jsonl",
+            "--max-new-tokens",
+            "3",
+        ]));
     assert!(out.status.success());
     let records = jsonl(&stdout);
     assert_eq!(records.len(), 1);
-    assert!(records[0]["image"].as_str().is_some_and(|p| p.ends_with("b.jpg")));
+    assert!(records[0]["image"]
+        .as_str()
+        .is_some_and(|p| p.ends_with("b.jpg")));
 }
 
 #[test]
@@ -88,16 +144,37 @@ fn shards_partition_the_input() {
     std::fs::remove_file(images.join("broken.png")).expect("rm");
     let mut seen = Vec::new();
     for k in 0..2 {
-        let (out, stdout, _) = run(bin().arg("caption").arg(&images).arg("--model").arg(&model).args(["--format", "jsonl", "--max-new-tokens", "2", "--shard", &format!("{k}/2")]));
+        let (out, stdout, _) = run(bin()
+            .arg("caption")
+            .arg(&images)
+            .arg("--model")
+            .arg(&model)
+            .args([
+                "--format",
+                "jsonl",
+                "--max-new-tokens",
+                "2",
+                "--shard",
+                &format!("{k}/2"),
+            ]));
         assert!(out.status.success());
-        seen.extend(jsonl(&stdout).iter().map(|r| r["image"].as_str().unwrap_or_default().to_string()));
+        seen.extend(
+            jsonl(&stdout)
+                .iter()
+                .map(|r| r["image"].as_str().unwrap_or_default().to_string()),
+        );
     }
     seen.sort();
     let before = seen.len();
     seen.dedup();
     assert_eq!(before, seen.len(), "an image was in two shards");
     assert_eq!(seen.len(), 3, "every image is in one shard");
-    let (out, _, stderr) = run(bin().arg("caption").arg(&images).arg("--model").arg(&model).args(["--shard", "2/2"]));
+    let (out, _, stderr) = run(bin()
+        .arg("caption")
+        .arg(&images)
+        .arg("--model")
+        .arg(&model)
+        .args(["--shard", "2/2"]));
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr.contains("shard"), "{stderr}");
 }
@@ -107,7 +184,12 @@ fn csv_output_has_a_header_and_one_row_per_image() {
     let dir = tempfile::tempdir().expect("tempdir");
     let model = init_model(dir.path(), "concat");
     let images = image_folder(dir.path());
-    let (_, stdout, _) = run(bin().arg("caption").arg(&images).arg("--model").arg(&model).args(["--format", "csv", "--max-new-tokens", "2"]));
+    let (_, stdout, _) = run(bin()
+        .arg("caption")
+        .arg(&images)
+        .arg("--model")
+        .arg(&model)
+        .args(["--format", "csv", "--max-new-tokens", "2"]));
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(lines[0].starts_with("image,task,question,output"));
     assert_eq!(lines.len(), 5, "header + 4 rows: {stdout}");
@@ -119,15 +201,35 @@ fn ask_answers_every_question_in_a_file() {
     let model = init_model(dir.path(), "separate");
     let images = image_folder(dir.path());
     let questions = dir.path().join("q.txt");
-    std::fs::write(&questions, "what color is the shape?\n\n# a comment\nis there a circle?\n").expect("write");
-    let (out, stdout, stderr) = run(bin().arg("ask").arg(images.join("a.png")).arg("--questions").arg(&questions).arg("--model").arg(&model).args(["--format", "jsonl"]));
+    std::fs::write(
+        &questions,
+        "what color is the shape?\n\n# a comment\nis there a circle?\n",
+    )
+    .expect("write");
+    let (out, stdout, stderr) = run(bin()
+        .arg("ask")
+        .arg(images.join("a.png"))
+        .arg("--questions")
+        .arg(&questions)
+        .arg("--model")
+        .arg(&model)
+        .args(["--format", "jsonl"]));
     assert!(out.status.success(), "{stderr}");
     let records = jsonl(&stdout);
     assert_eq!(records.len(), 2);
     assert_eq!(records[0]["question"], "what color is the shape?");
     assert_eq!(records[1]["task"], "vqa");
-    let (out, _, _) = run(bin().arg("ask").arg(images.join("broken.png")).arg("is it red?").arg("--model").arg(&model));
-    assert_eq!(out.status.code(), Some(1), "a corrupt image is a per-input failure");
+    let (out, _, _) = run(bin()
+        .arg("ask")
+        .arg(images.join("broken.png"))
+        .arg("is it red?")
+        .arg("--model")
+        .arg(&model));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a corrupt image is a per-input failure"
+    );
 }
 
 #[test]
@@ -135,12 +237,27 @@ fn model_errors_are_clear() {
     let dir = tempfile::tempdir().expect("tempdir");
     let model = init_model(dir.path(), "concat");
     let images = image_folder(dir.path());
-    let (out, _, stderr) = run(bin().arg("caption").arg(&images).arg("--model").arg(&model).args(["--fusion", "gated"]));
+    let (out, _, stderr) = run(bin()
+        .arg("caption")
+        .arg(&images)
+        .arg("--model")
+        .arg(&model)
+        .args(["--fusion", "gated"]));
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr.contains("uses fusion 'concat' but --fusion says 'gated'"), "{stderr}");
-    let (out, _, stderr) = run(bin().arg("caption").arg(&images).arg("--model").arg(dir.path().join("nope")));
+    assert!(
+        stderr.contains("uses fusion 'concat' but --fusion says 'gated'"),
+        "{stderr}"
+    );
+    let (out, _, stderr) = run(bin()
+        .arg("caption")
+        .arg(&images)
+        .arg("--model")
+        .arg(dir.path().join("nope")));
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr.contains("does not exist") && stderr.contains("fusecap init"), "{stderr}");
+    assert!(
+        stderr.contains("does not exist") && stderr.contains("fusecap init"),
+        "{stderr}"
+    );
     // A broken weights file names the file.
     std::fs::write(model.join("model.safetensors"), b"garbage").expect("write");
     let (out, _, stderr) = run(bin().arg("caption").arg(&images).arg("--model").arg(&model));
@@ -154,14 +271,29 @@ fn missing_paths_and_empty_files_are_per_file_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let model = init_model(dir.path(), "concat");
     let good = dir.path().join("good.png");
-    ImageBuffer::from_pixel(8, 8, Rgb([1u8, 2, 3])).save(&good).expect("png");
+    ImageBuffer::from_pixel(8, 8, Rgb([1u8, 2, 3]))
+        .save(&good)
+        .expect("png");
     let empty = dir.path().join("empty.png");
     std::fs::write(&empty, b"").expect("write");
-    let (out, stdout, _) = run(bin().arg("caption").arg(&good).arg(&empty).arg(dir.path().join("missing.png")).arg("--model").arg(&model).args(["--format", "jsonl", "--max-new-tokens", "2"]));
+    let (out, stdout, _) = run(bin()
+        .arg("caption")
+        .arg(&good)
+        .arg(&empty)
+        .arg(dir.path().join("missing.png"))
+        .arg("--model")
+        .arg(&model)
+        .args(["--format", "jsonl", "--max-new-tokens", "2"]));
     assert_eq!(out.status.code(), Some(1));
     let records = jsonl(&stdout);
     assert_eq!(records.len(), 3);
-    let error_of = |name: &str| records.iter().find(|r| r["image"].as_str().is_some_and(|p| p.ends_with(name))).and_then(|r| r["error"].as_str()).map(String::from);
+    let error_of = |name: &str| {
+        records
+            .iter()
+            .find(|r| r["image"].as_str().is_some_and(|p| p.ends_with(name)))
+            .and_then(|r| r["error"].as_str())
+            .map(String::from)
+    };
     assert!(error_of("empty.png").is_some_and(|e| e.contains("empty")));
     assert!(error_of("missing.png").is_some_and(|e| e.contains("no such file")));
     assert!(error_of("good.png").is_none());

@@ -904,23 +904,3 @@ fn cli_rejects_conflicting_decoding_flags() {
         );
     }
 }
-
-#[test]
-fn zz_profile() {
-    use std::time::Instant;
-    let dev = Device::Cpu;
-    let bench = |name: &str, f: &dyn Fn()| {
-        for _ in 0..50 { f(); }
-        let start = Instant::now();
-        for _ in 0..1000 { f(); }
-        println!("{name}: {:.2} us", start.elapsed().as_secs_f64() * 1e6 / 1000.0);
-    };
-    let w2 = Tensor::randn(0f32, 1., (128, 512), &dev).unwrap();
-    let w2t = w2.t().unwrap().contiguous().unwrap();
-    for m in [1usize, 3, 32, 96] {
-        let h = Tensor::randn(0f32, 1., (m, 512), &dev).unwrap();
-        bench(&format!("m{m} 512->128 (w.t view)"), &|| { h.matmul(&w2.t().unwrap()).unwrap(); });
-        bench(&format!("m{m} 512->128 (w.t contiguous, precomputed)"), &|| { h.matmul(&w2t).unwrap(); });
-        bench(&format!("m{m} 512->128 (w.t().contiguous() per call)"), &|| { h.matmul(&w2.t().unwrap().contiguous().unwrap()).unwrap(); });
-    }
-}

@@ -20,11 +20,11 @@ use super::compare::{
 use super::eval::{check_counts, check_limit, warn_problems, write_json, write_text};
 use crate::data::batch::Dataset;
 use crate::data::manifest::{load_manifests, Record};
+use crate::data::split::{split_records, training_texts, Splits};
 use crate::evaluate::{verdicts, EvalOptions, Verdict};
 use crate::model::dir::load_config;
 use crate::model::{Config, Fusion};
 use crate::plot::{line_chart_fixed, read_log, Series};
-use crate::data::split::{split_records, training_texts, Splits};
 use crate::tokenizer::TextTokenizer;
 use crate::train::{LogRecord, Outcome, TrainOptions, TrainRun, TrainState, LOG_FILE, STATE_FILE};
 
@@ -102,7 +102,6 @@ pub struct ExperimentArgs {
     #[arg(long, short)]
     pub quiet: bool,
 }
-
 
 pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
     std::env::set_var("RAYON_NUM_THREADS", args.threads.max(1).to_string());

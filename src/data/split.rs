@@ -5,7 +5,9 @@ use crate::tokenizer::DEFAULT_WORDS;
 
 /// Stable across runs and platforms, unlike `DefaultHasher`.
 fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 pub struct Splits<'a> {
@@ -26,7 +28,10 @@ pub fn split_records(records: &[Record], val_percent: u64) -> Splits<'_> {
         }
     };
     Splits {
-        train: records.iter().filter(|r| r.in_split("train") && !held_out(r)).collect(),
+        train: records
+            .iter()
+            .filter(|r| r.in_split("train") && !held_out(r))
+            .collect(),
         val: records.iter().filter(|r| held_out(r)).collect(),
         test: records.iter().filter(|r| r.in_split("test")).collect(),
     }
@@ -38,7 +43,9 @@ pub fn training_texts(records: &[&Record]) -> Vec<String> {
     for r in records {
         match &r.task {
             Task::Caption { captions } => out.extend(captions.iter().cloned()),
-            Task::Vqa { question, answer, .. } => out.extend([question.clone(), answer.clone()]),
+            Task::Vqa {
+                question, answer, ..
+            } => out.extend([question.clone(), answer.clone()]),
         }
     }
     out
