@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use fusecap::generate::{generate, GenerateOptions};
-use fusecap::model::dir::{init_model, save_model_dir, ModelDir};
+use fusecap::model::dir::{inference_model, init_model, save_model_dir, ModelDir};
 use fusecap::model::{Config, Fusion, FusionModel};
 use fusecap::tokenizer::TextTokenizer;
 use rand::{Rng, SeedableRng};
@@ -137,7 +137,11 @@ type Timings = Vec<(Fusion, usize, Option<Strategy>, f64)>;
 fn decoding_timings(reps: usize) -> Result<Timings> {
     let models: Vec<(Fusion, FusionModel)> = Fusion::ALL
         .iter()
-        .map(|&f| Ok((f, init_model(&Config::small(f, VOCAB), 0, &Device::Cpu)?.0)))
+        .map(|&f| {
+            let cfg = Config::small(f, VOCAB);
+            let (_, varmap) = init_model(&cfg, 0, &Device::Cpu)?;
+            Ok((f, inference_model(&cfg, &varmap, &Device::Cpu)?))
+        })
         .collect::<Result<_>>()?;
     let inputs = Inputs::random(&models[0].1.cfg, BATCH)?;
     let strategies: Vec<Option<Strategy>> = std::iter::once(None)

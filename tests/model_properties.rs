@@ -454,3 +454,30 @@ fn every_parameter_gets_a_finite_nonzero_gradient() {
         let _ = D::Minus1;
     }
 }
+
+#[test]
+fn the_inference_layout_gives_the_training_layout_logits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tokenizer = fusecap::tokenizer::TextTokenizer::default_vocabulary().expect("vocab");
+    for fusion in Fusion::ALL {
+        let cfg = Config::tiny(fusion, tokenizer.vocab_size());
+        let (model, varmap) = init_model(&cfg, 7, &Device::Cpu).expect("init");
+        set_gates(&varmap, 0.4);
+        let path = dir.path().join(fusion.name());
+        fusecap::model::dir::save_model_dir(&path, &cfg, &varmap, &tokenizer, DType::F32)
+            .expect("save");
+        let loaded = fusecap::model::dir::ModelDir::load(&path, &Device::Cpu).expect("load");
+        assert!(loaded.model.cfg.inference);
+        let imgs = images(&cfg, 3, 3);
+        let qs = questions(3, 4, 3);
+        let tokens = ids(&questions(3, 6, 4));
+        let a = logits(&model, &encode(&model, &imgs, &qs, 4), &tokens);
+        let b = logits(
+            &loaded.model,
+            &encode(&loaded.model, &imgs, &qs, 4),
+            &tokens,
+        );
+        let diff = max_abs_diff(&a, &b);
+        assert!(diff < 1e-4, "{fusion}: inference layout differs by {diff}");
+    }
+}

@@ -1,6 +1,8 @@
 //! Scaled dot-product attention and the multi-head attention module.
 use candle_core::{DType, Result, Tensor, D};
-use candle_nn::{linear_no_bias, Linear, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
+
+use super::blocks::Linear;
 
 use super::Config;
 
@@ -89,10 +91,10 @@ impl Attention {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         let d = cfg.d_model;
         Ok(Attention {
-            q_proj: linear_no_bias(d, d, vb.pp("q_proj"))?,
-            k_proj: linear_no_bias(d, d, vb.pp("k_proj"))?,
-            v_proj: linear_no_bias(d, d, vb.pp("v_proj"))?,
-            o_proj: linear_no_bias(d, d, vb.pp("o_proj"))?,
+            q_proj: Linear::new(d, d, false, cfg, vb.pp("q_proj"))?,
+            k_proj: Linear::new(d, d, false, cfg, vb.pp("k_proj"))?,
+            v_proj: Linear::new(d, d, false, cfg, vb.pp("v_proj"))?,
+            o_proj: Linear::new(d, d, false, cfg, vb.pp("o_proj"))?,
             n_heads: cfg.n_heads,
             head_dim: cfg.head_dim(),
         })

@@ -1,31 +1,104 @@
 //! Building blocks shared by the encoders and the decoder.
 use candle_core::{Result, Tensor, D};
-use candle_nn::{linear_no_bias, Init, Linear, Module, VarBuilder};
+use candle_nn::{Init, Module, VarBuilder};
 
 use super::attention::{Attention, KeyMask};
 use super::{Activation, Config};
 
-/// LayerNorm written with plain tensor ops: candle-nn's fused version records
+/// `y = x Wᵀ + b`, W stored [out, in] as in PyTorch.
+///
+/// For inference the transposed weight is made contiguous once: gemm's fast
+/// path needs it, and with candle-nn's transposed view a 3-row input (three
+/// beams) took 30× longer than a 1-row one. A contiguous copy gets no
+/// gradient, so training keeps the view.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight_t: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn new(
+        in_dim: usize,
+        out_dim: usize,
+        with_bias: bool,
+        cfg: &Config,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let weight = vb.get_with_hints(
+            (out_dim, in_dim),
+            "weight",
+            candle_nn::init::DEFAULT_KAIMING_NORMAL,
+        )?;
+        let bias = if with_bias {
+            Some(vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?)
+        } else {
+            None
+        };
+        Ok(Linear {
+            weight_t: transposed(&weight, cfg.inference)?,
+            bias,
+        })
+    }
+}
+
+/// `wᵀ`: a contiguous copy for inference, a view (which keeps gradients) for training.
+pub fn transposed(w: &Tensor, inference: bool) -> Result<Tensor> {
+    if inference {
+        w.t()?.contiguous()
+    } else {
+        w.t()
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = match x.dims() {
+            &[b, t, d] => x
+                .reshape((b * t, d))?
+                .matmul(&self.weight_t)?
+                .reshape((b, t, ()))?,
+            _ => x.broadcast_matmul(&self.weight_t)?,
+        };
+        match &self.bias {
+            Some(bias) => y.broadcast_add(bias),
+            None => Ok(y),
+        }
+    }
+}
+
+/// LayerNorm. Training uses plain tensor ops: candle-nn's fused version records
 /// no gradient (see CANDLE-NOTES.md), which would silently freeze training.
+/// Inference uses the fused one, which is faster.
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
+    fused: bool,
 }
 
 impl LayerNorm {
     const EPS: f64 = 1e-5;
 
-    pub fn new(d: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         Ok(LayerNorm {
-            weight: vb.get_with_hints(d, "weight", Init::Const(1.0))?,
-            bias: vb.get_with_hints(d, "bias", Init::Const(0.0))?,
+            weight: vb.get_with_hints(cfg.d_model, "weight", Init::Const(1.0))?,
+            bias: vb.get_with_hints(cfg.d_model, "bias", Init::Const(0.0))?,
+            fused: cfg.inference,
         })
     }
 }
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if self.fused {
+            return candle_nn::ops::layer_norm(
+                &x.contiguous()?,
+                &self.weight,
+                &self.bias,
+                Self::EPS as f32,
+            );
+        }
         let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
         let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
         let normed = centred.broadcast_div(&(var + Self::EPS)?.sqrt()?)?;
@@ -45,8 +118,8 @@ pub struct FeedForward {
 impl FeedForward {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         Ok(FeedForward {
-            fc1: linear_no_bias(cfg.d_model, cfg.d_ff, vb.pp("fc1"))?,
-            fc2: linear_no_bias(cfg.d_ff, cfg.d_model, vb.pp("fc2"))?,
+            fc1: Linear::new(cfg.d_model, cfg.d_ff, false, cfg, vb.pp("fc1"))?,
+            fc2: Linear::new(cfg.d_ff, cfg.d_model, false, cfg, vb.pp("fc2"))?,
             activation: cfg.activation,
         })
     }
@@ -75,9 +148,9 @@ pub struct EncoderBlock {
 impl EncoderBlock {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         Ok(EncoderBlock {
-            ln1: LayerNorm::new(cfg.d_model, vb.pp("ln1"))?,
+            ln1: LayerNorm::new(cfg, vb.pp("ln1"))?,
             attn: Attention::new(cfg, vb.pp("attn"))?,
-            ln2: LayerNorm::new(cfg.d_model, vb.pp("ln2"))?,
+            ln2: LayerNorm::new(cfg, vb.pp("ln2"))?,
             ff: FeedForward::new(cfg, vb.pp("ff"))?,
         })
     }

@@ -75,6 +75,10 @@ pub struct Config {
     pub unk_id: u32,
     /// The text-encoder input used when the task is captioning.
     pub caption_prompt: String,
+    /// Not stored: build the model for inference only (contiguous transposed
+    /// weights, fused LayerNorm). Such a model gives no gradients.
+    #[serde(skip)]
+    pub inference: bool,
 }
 
 impl Config {
@@ -102,6 +106,7 @@ impl Config {
             eos_id: 2,
             unk_id: 3,
             caption_prompt: "caption".to_string(),
+            inference: false,
         }
     }
 

@@ -3,7 +3,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::{Module, VarBuilder};
 
 use super::attention::{causal_mask, Attention, KeyValue};
-use super::blocks::{embedding_table, FeedForward, LayerNorm};
+use super::blocks::{embedding_table, transposed, FeedForward, LayerNorm};
 use super::fusion::{CrossKv, CrossWeights, FusionLayer};
 use super::Config;
 
@@ -53,10 +53,10 @@ pub struct DecoderLayer {
 impl DecoderLayer {
     fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         Ok(DecoderLayer {
-            ln_self: LayerNorm::new(cfg.d_model, vb.pp("ln_self"))?,
+            ln_self: LayerNorm::new(cfg, vb.pp("ln_self"))?,
             self_attn: Attention::new(cfg, vb.pp("self_attn"))?,
             fusion: FusionLayer::new(cfg, &vb)?,
-            ln_ff: LayerNorm::new(cfg.d_model, vb.pp("ln_ff"))?,
+            ln_ff: LayerNorm::new(cfg, vb.pp("ln_ff"))?,
             ff: FeedForward::new(cfg, vb.pp("ff"))?,
         })
     }
@@ -83,6 +83,8 @@ impl DecoderLayer {
 #[derive(Debug, Clone)]
 pub struct Decoder {
     token_embed: Tensor,
+    /// The tied LM head, `token_embedᵀ` [d, vocab].
+    lm_head_t: Tensor,
     pos_embed: Tensor,
     pub layers: Vec<DecoderLayer>,
     ln_f: LayerNorm,
@@ -90,13 +92,15 @@ pub struct Decoder {
 
 impl Decoder {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        let token_embed = embedding_table(cfg.vocab_size, cfg.d_model, "token_embed", &vb)?;
         Ok(Decoder {
-            token_embed: embedding_table(cfg.vocab_size, cfg.d_model, "token_embed", &vb)?,
+            lm_head_t: transposed(&token_embed, cfg.inference)?,
+            token_embed,
             pos_embed: embedding_table(cfg.max_decode_len, cfg.d_model, "pos_embed", &vb)?,
             layers: (0..cfg.decoder_layers)
                 .map(|i| DecoderLayer::new(cfg, vb.pp(format!("layers.{i}"))))
                 .collect::<Result<_>>()?,
-            ln_f: LayerNorm::new(cfg.d_model, vb.pp("ln_f"))?,
+            ln_f: LayerNorm::new(cfg, vb.pp("ln_f"))?,
         })
     }
 
@@ -143,6 +147,6 @@ impl Decoder {
         }
         // The LM head is tied to the token embeddings.
         let h = self.ln_f.forward(&x)?;
-        h.broadcast_matmul(&self.token_embed.t()?)
+        h.broadcast_matmul(&self.lm_head_t)
     }
 }

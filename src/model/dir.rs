@@ -23,10 +23,14 @@ pub struct ModelDir {
     pub tokenizer: TextTokenizer,
 }
 
-/// A fresh model whose weights are drawn from `seed`, so equal seeds give equal models.
+/// A fresh trainable model whose weights are drawn from `seed`, so equal seeds give equal models.
 pub fn init_model(cfg: &Config, seed: u64, device: &Device) -> Result<(FusionModel, VarMap)> {
     let varmap = VarMap::new();
-    let model = FusionModel::new(cfg, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+    let cfg = Config {
+        inference: false,
+        ..cfg.clone()
+    };
+    let model = FusionModel::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     for (name, var) in sorted_vars(&varmap) {
         let dims = var.dims().to_vec();
@@ -74,6 +78,19 @@ pub fn parameter_count(varmap: &VarMap, filter: impl Fn(&str) -> bool) -> usize 
         .filter(|(name, _)| filter(name))
         .map(|(_, v)| v.elem_count())
         .sum()
+}
+
+/// The model over `varmap`'s current weights, laid out for fast inference
+/// (see `blocks::Linear`). Later changes to the weights do not reach it.
+pub fn inference_model(cfg: &Config, varmap: &VarMap, device: &Device) -> Result<FusionModel> {
+    let cfg = Config {
+        inference: true,
+        ..cfg.clone()
+    };
+    Ok(FusionModel::new(
+        &cfg,
+        VarBuilder::from_varmap(varmap, DType::F32, device),
+    )?)
 }
 
 /// Writes `file` by writing a temporary file beside it and renaming it into place,
@@ -196,8 +213,10 @@ impl ModelDir {
             );
         }
         let varmap = VarMap::new();
-        let model = FusionModel::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+        // Registers the expected tensors, so the file can be checked against them.
+        FusionModel::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
         load_weights(&varmap, &dir.join(WEIGHTS_FILE), device)?;
+        let model = inference_model(&cfg, &varmap, device)?;
         let name = dir
             .canonicalize()
             .ok()

@@ -27,7 +27,7 @@ pub struct CrossAttention {
 impl CrossAttention {
     fn new(cfg: &Config, ln_vb: VarBuilder, attn_vb: VarBuilder) -> Result<Self> {
         Ok(CrossAttention {
-            ln: LayerNorm::new(cfg.d_model, ln_vb)?,
+            ln: LayerNorm::new(cfg, ln_vb)?,
             attn: Attention::new(cfg, attn_vb)?,
         })
     }

@@ -22,7 +22,7 @@ impl TextEncoder {
             blocks: (0..cfg.text_layers)
                 .map(|i| EncoderBlock::new(cfg, vb.pp(format!("blocks.{i}"))))
                 .collect::<Result<_>>()?,
-            ln_f: LayerNorm::new(cfg.d_model, vb.pp("ln_f"))?,
+            ln_f: LayerNorm::new(cfg, vb.pp("ln_f"))?,
         })
     }
 

@@ -1,8 +1,8 @@
 //! The vision encoder: pixels -> patch tokens -> transformer blocks.
 use candle_core::{Result, Tensor};
-use candle_nn::{linear, Linear, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 
-use super::blocks::{embedding_table, EncoderBlock, LayerNorm};
+use super::blocks::{embedding_table, EncoderBlock, LayerNorm, Linear};
 use super::Config;
 
 #[derive(Debug, Clone)]
@@ -18,12 +18,12 @@ impl VisionEncoder {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         let patch_dim = 3 * cfg.patch_size * cfg.patch_size;
         Ok(VisionEncoder {
-            patch_embed: linear(patch_dim, cfg.d_model, vb.pp("patch_embed"))?,
+            patch_embed: Linear::new(patch_dim, cfg.d_model, true, cfg, vb.pp("patch_embed"))?,
             pos_embed: embedding_table(cfg.num_patches(), cfg.d_model, "pos_embed", &vb)?,
             blocks: (0..cfg.vision_layers)
                 .map(|i| EncoderBlock::new(cfg, vb.pp(format!("blocks.{i}"))))
                 .collect::<Result<_>>()?,
-            ln_f: LayerNorm::new(cfg.d_model, vb.pp("ln_f"))?,
+            ln_f: LayerNorm::new(cfg, vb.pp("ln_f"))?,
             patch_size: cfg.patch_size,
         })
     }
