@@ -1,4 +1,5 @@
 //! Charts written with plotters: loss curves, learning curves, grouped bars.
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Once;
 
@@ -32,72 +33,85 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
+/// Titles of a chart and its axes.
+pub struct Labels<'a> {
+    pub title: &'a str,
+    pub x: &'a str,
+    pub y: &'a str,
+}
+
 /// A line chart of several series, as PNG (or SVG when `out` ends in .svg).
+/// With `y_range` the axis is fixed (e.g. 0–1 for accuracies) and each point is marked;
+/// without it the axis fits the data.
 pub fn line_chart(
     out: &Path,
-    title: &str,
-    x_label: &str,
-    y_label: &str,
+    labels: &Labels,
     series: &[Series],
+    y_range: Option<Range<f64>>,
 ) -> Result<()> {
     register_font();
-    let svg = out.extension().is_some_and(|e| e == "svg");
-    if svg {
+    if out.extension().is_some_and(|e| e == "svg") {
         draw_lines(
             SVGBackend::new(out, (800, 500)).into_drawing_area(),
             out,
-            title,
-            x_label,
-            y_label,
+            labels,
             series,
+            y_range,
         )
     } else {
         draw_lines(
             BitMapBackend::new(out, (800, 500)).into_drawing_area(),
             out,
-            title,
-            x_label,
-            y_label,
+            labels,
             series,
+            y_range,
         )
     }
+}
+
+fn fitted_range(series: &[Series]) -> Range<f64> {
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for &(_, y) in series.iter().flat_map(|s| s.points.iter()) {
+        lo = lo.min(y);
+        hi = hi.max(y);
+    }
+    if !lo.is_finite() {
+        return 0.0..1.0;
+    }
+    let pad = ((hi - lo) * 0.05).max(1e-3);
+    (lo - pad)..(hi + pad)
 }
 
 fn draw_lines<DB: DrawingBackend>(
     root: DrawingArea<DB, plotters::coord::Shift>,
     out: &Path,
-    title: &str,
-    x_label: &str,
-    y_label: &str,
+    labels: &Labels,
     series: &[Series],
+    y_range: Option<Range<f64>>,
 ) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
     let err = plot_err(out);
     root.fill(&WHITE).map_err(&err)?;
-    let points = series.iter().flat_map(|s| s.points.iter());
-    let (mut x_max, mut y_min, mut y_max) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
-    for &(x, y) in points {
-        x_max = x_max.max(x);
-        y_min = y_min.min(y);
-        y_max = y_max.max(y);
-    }
-    if !y_min.is_finite() {
-        (y_min, y_max) = (0.0, 1.0);
-    }
-    let pad = ((y_max - y_min) * 0.05).max(1e-3);
+    let x_max = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .fold(1.0f64, f64::max);
+    let marked = y_range.is_some();
+    let y_range = y_range.unwrap_or_else(|| fitted_range(series));
     let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
+        .caption(labels.title, ("sans-serif", 22))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(0f64..x_max, (y_min - pad)..(y_max + pad))
+        .build_cartesian_2d(0f64..x_max, y_range)
         .map_err(&err)?;
     chart
         .configure_mesh()
-        .x_desc(x_label)
-        .y_desc(y_label)
+        .max_light_lines(2)
+        .x_desc(labels.x)
+        .y_desc(labels.y)
         .draw()
         .map_err(&err)?;
     for (i, s) in series.iter().enumerate() {
@@ -112,15 +126,19 @@ where
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
             });
+        if marked {
+            chart
+                .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(&err)?;
+        }
     }
-    if series.len() > 1 || series.iter().any(|s| !s.name.is_empty()) {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(&err)?;
-    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(&err)?;
     root.present().map_err(&err)?;
     Ok(())
 }
@@ -148,7 +166,16 @@ pub fn loss_curve(log: &Path, out: &Path) -> Result<()> {
             .filter_map(|r| r.val_loss.map(|v| (r.step as f64, v)))
             .collect(),
     };
-    line_chart(out, "training loss", "step", "loss", &[train, val])
+    line_chart(
+        out,
+        &Labels {
+            title: "training loss",
+            x: "step",
+            y: "loss",
+        },
+        &[train, val],
+        None,
+    )
 }
 
 // ---------------------------------------------------------------- grouped bars, attention pictures
@@ -454,80 +481,4 @@ pub fn save_png(image: &RgbImage, path: &Path) -> Result<()> {
                 path.display()
             )
         })
-}
-/// A line chart as [`line_chart`] draws it, but with the y axis fixed to
-/// `y_range` (e.g. 0..1 for accuracies, so flat or empty curves still read right)
-/// and a point marked at each value.
-pub fn line_chart_fixed(
-    out: &Path,
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    series: &[Series],
-    y_range: std::ops::Range<f64>,
-) -> Result<()> {
-    register_font();
-    if out.extension().is_some_and(|e| e == "svg") {
-        let root = SVGBackend::new(out, (800, 500)).into_drawing_area();
-        draw_fixed(root, out, (title, x_label, y_label), series, y_range)
-    } else {
-        let root = BitMapBackend::new(out, (800, 500)).into_drawing_area();
-        draw_fixed(root, out, (title, x_label, y_label), series, y_range)
-    }
-}
-
-fn draw_fixed<DB: DrawingBackend>(
-    root: DrawingArea<DB, plotters::coord::Shift>,
-    out: &Path,
-    (title, x_label, y_label): (&str, &str, &str),
-    series: &[Series],
-    y_range: std::ops::Range<f64>,
-) -> Result<()>
-where
-    DB::ErrorType: 'static,
-{
-    let err = plot_err(out);
-    root.fill(&WHITE).map_err(&err)?;
-    let x_max = series
-        .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.0))
-        .fold(1.0f64, f64::max);
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0f64..x_max, y_range)
-        .map_err(&err)?;
-    chart
-        .configure_mesh()
-        .max_light_lines(2)
-        .x_desc(x_label)
-        .y_desc(y_label)
-        .draw()
-        .map_err(&err)?;
-    for (i, s) in series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(
-                s.points.iter().copied(),
-                color.stroke_width(2),
-            ))
-            .map_err(&err)?
-            .label(s.name.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-            });
-        let marks = s.points.iter().map(|&p| Circle::new(p, 3, color.filled()));
-        chart.draw_series(marks).map_err(&err)?;
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(&err)?;
-    root.present().map_err(&err)?;
-    Ok(())
 }

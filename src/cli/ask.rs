@@ -7,9 +7,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use super::common::{exit_code, progress_bar, ModelArgs, OutputArgs, OutputRecord, Printer};
-use super::decode::{print_ranked, DecodeArgs, TokenStream};
+use super::decode::{print_ranked, run_queries, DecodeArgs};
 use crate::data::image::Preprocess;
-use crate::generate::{answer_queries, Query};
+use crate::generate::Query;
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
@@ -102,16 +102,11 @@ pub fn run(args: AskArgs) -> Result<ExitCode> {
             })
             .collect();
         let start = Instant::now();
-        let results = if args.decode.stream {
-            let mut stream =
-                TokenStream::start(&md.tokenizer, &format!("{image}\t{}\t", chunk[0]))?;
-            let mut push = |_: usize, token: u32| stream.push(token);
-            let results = answer_queries(&md, &queries, &opts, &device, Some(&mut push))?;
-            stream.finish()?;
-            results
-        } else {
-            answer_queries(&md, &queries, &opts, &device, None)?
-        };
+        let prefix = args
+            .decode
+            .stream
+            .then(|| format!("{image}\t{}\t", chunk[0]));
+        let results = run_queries(&md, &queries, &opts, &device, prefix)?;
         let ms = start.elapsed().as_secs_f64() * 1000.0 / results.len() as f64;
         for (question, answers) in chunk.iter().zip(results) {
             if !args.decode.stream {

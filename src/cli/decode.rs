@@ -8,7 +8,10 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 
 use super::common::{Format, OutputRecord, Printer};
-use crate::generate::{GenerateOptions, SamplingOptions};
+use candle_core::Device;
+
+use crate::generate::{answer_queries, Answer, GenerateOptions, Query, SamplingOptions};
+use crate::model::dir::ModelDir;
 use crate::tokenizer::TextTokenizer;
 
 #[derive(Args, Debug, Clone)]
@@ -189,4 +192,23 @@ impl<'a> TokenStream<'a> {
         writeln!(stdout)?;
         Ok(stdout.flush()?)
     }
+}
+
+/// Answers `queries`; with `stream_prefix`, prints the first one's tokens as
+/// they are generated, after that prefix.
+pub fn run_queries(
+    md: &ModelDir,
+    queries: &[Query],
+    opts: &GenerateOptions,
+    device: &Device,
+    stream_prefix: Option<String>,
+) -> Result<Vec<Vec<Answer>>> {
+    let Some(prefix) = stream_prefix else {
+        return answer_queries(md, queries, opts, device, None);
+    };
+    let mut stream = TokenStream::start(&md.tokenizer, &prefix)?;
+    let mut push = |_: usize, token: u32| stream.push(token);
+    let results = answer_queries(md, queries, opts, device, Some(&mut push))?;
+    stream.finish()?;
+    Ok(results)
 }

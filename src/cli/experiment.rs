@@ -24,7 +24,7 @@ use crate::data::split::{split_records, training_texts, Splits};
 use crate::evaluate::{verdicts, EvalOptions, Verdict};
 use crate::model::dir::load_config;
 use crate::model::{Config, Fusion};
-use crate::plot::{line_chart_fixed, read_log, Series};
+use crate::plot::{line_chart, read_log, Labels, Series};
 use crate::tokenizer::TextTokenizer;
 use crate::train::{LogRecord, Outcome, TrainOptions, TrainRun, TrainState, LOG_FILE, STATE_FILE};
 
@@ -507,14 +507,12 @@ fn plot_curves(args: &ExperimentArgs, curves: Vec<Curve>) -> Result<()> {
         })
         .collect();
     let out = args.out.join(VAL_PLOT);
-    line_chart_fixed(
-        &out,
-        "validation accuracy (greedy exact match)",
-        "step",
-        "accuracy",
-        &series,
-        0.0..1.0,
-    )
+    let labels = Labels {
+        title: "validation accuracy (greedy exact match)",
+        x: "step",
+        y: "accuracy",
+    };
+    line_chart(&out, &labels, &series, Some(0.0..1.0))
 }
 
 /// Which strategy won each question type, by how much, and whether that is noise.
