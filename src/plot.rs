@@ -152,6 +152,30 @@ pub fn read_log(log: &Path) -> Result<Vec<LogRecord>> {
         .collect())
 }
 
+/// Validation accuracy against the step, one line per (name, training.jsonl).
+/// A log without validation accuracy gives an empty line.
+pub fn val_accuracy_curves(logs: &[(String, std::path::PathBuf)], out: &Path) -> Result<()> {
+    let series = logs
+        .iter()
+        .map(|(name, log)| {
+            let points = read_log(log)?
+                .iter()
+                .filter_map(|r| r.val_accuracy.map(|a| (r.step as f64, a)))
+                .collect();
+            Ok(Series {
+                name: name.clone(),
+                points,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let labels = Labels {
+        title: "validation accuracy (greedy exact match)",
+        x: "step",
+        y: "accuracy",
+    };
+    line_chart(out, &labels, &series, Some(0.0..1.0))
+}
+
 /// The training loss (and validation loss where logged) against the step.
 pub fn loss_curve(log: &Path, out: &Path) -> Result<()> {
     let records = read_log(log)?;

@@ -323,3 +323,53 @@ fn compare_names_the_manifest_and_its_splits_when_the_split_is_empty() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("no-such-model"), "{}", stderr(&out));
 }
+
+#[test]
+fn compare_draws_the_learning_curves_from_the_training_logs() {
+    let tmp = tempfile::tempdir().expect("temporary folder");
+    let dir = tmp.path();
+    write_data(dir);
+    init_model(dir, "concat", "m-concat", "1");
+    init_model(dir, "separate", "m-separate", "2");
+    let manifest = "data/manifest.jsonl";
+    // Without training logs the option is refused, naming the missing file.
+    let out = fusecap(
+        dir,
+        &[
+            "compare",
+            "--models",
+            "m-concat",
+            "m-separate",
+            "--data",
+            manifest,
+            "--curves",
+            "c.png",
+            "-q",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("training.jsonl"), "{}", stderr(&out));
+    for (model, acc) in [("m-concat", 0.5), ("m-separate", 0.7)] {
+        let log = format!(
+            "{{\"step\":10,\"loss\":1.0,\"lr\":0.001,\"grad_norm\":1.0,\"samples_per_sec\":10.0,\"elapsed_s\":1.0,\"val_loss\":1.0,\"val_accuracy\":{acc}}}\n"
+        );
+        std::fs::write(dir.join(model).join("training.jsonl"), log).expect("write log");
+    }
+    let out = fusecap(
+        dir,
+        &[
+            "compare",
+            "--models",
+            "m-concat",
+            "m-separate",
+            "--data",
+            manifest,
+            "--curves",
+            "c.png",
+            "-q",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let curves = image::open(dir.join("c.png")).expect("curves PNG decodes");
+    assert_eq!((curves.width(), curves.height()), (800, 500));
+}

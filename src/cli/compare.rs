@@ -60,6 +60,10 @@ pub struct CompareArgs {
     /// Draw VQA accuracy per question type per model to FILE (.png or .svg).
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
+    /// Draw each model's validation accuracy against the training step, from
+    /// the training.jsonl in its directory, to FILE (.png or .svg).
+    #[arg(long, value_name = "FILE")]
+    pub curves: Option<PathBuf>,
     /// Show up to N records on which the models disagree.
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub disagreements: usize,
@@ -164,6 +168,9 @@ pub fn run(args: CompareArgs) -> Result<ExitCode> {
         disagreements: args.disagreements,
         quiet: args.quiet,
     };
+    if let Some(path) = &args.curves {
+        plot_curves(&dirs, path)?;
+    }
     let report = compare(&dirs, &records, &opts, &device, &args.data, &args.split)?;
     print!("{}", render_markdown(&report));
     if let Some(path) = &args.json {
@@ -174,6 +181,25 @@ pub fn run(args: CompareArgs) -> Result<ExitCode> {
     }
     let failed = report.models.iter().map(|m| m.failed).max().unwrap_or(0);
     Ok(exit_code(failed))
+}
+
+fn plot_curves(dirs: &[PathBuf], out: &Path) -> Result<()> {
+    let mut logs = Vec::new();
+    for dir in dirs {
+        let log = dir.join(crate::train::LOG_FILE);
+        if !log.is_file() {
+            bail!(
+                "--curves needs {}, the training log; models trained by `fusecap train` have one",
+                log.display()
+            );
+        }
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| dir.display().to_string());
+        logs.push((name, log));
+    }
+    crate::plot::val_accuracy_curves(&logs, out)
 }
 
 /// `--models` as given, or the shipped models of `--fusion`.
