@@ -106,3 +106,32 @@ fn oversized_and_unknown_files_are_clear_errors() {
     let err = format!("{:#}", decode_rgb(&text).expect_err("not an image"));
     assert!(err.contains("notes.png"), "{err}");
 }
+
+#[test]
+fn the_exif_orientation_is_applied() {
+    use image::ImageEncoder;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("rotated.png");
+    // Left pixel red, right pixel blue, tagged "rotate 180°" (orientation 3).
+    let pixels: [u8; 6] = [255, 0, 0, 0, 0, 255];
+    let exif: Vec<u8> = vec![
+        0x49, 0x49, 0x2A, 0x00, 0x08, 0x00, 0x00, 0x00, // little-endian TIFF header, IFD at 8
+        0x01, 0x00, // one entry
+        0x12, 0x01, 0x03, 0x00, 0x01, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00,
+        0x00, // Orientation = 3
+        0x00, 0x00, 0x00, 0x00, // no next IFD
+    ];
+    let file = std::fs::File::create(&path).expect("create");
+    let mut encoder = image::codecs::png::PngEncoder::new(file);
+    encoder.set_exif_metadata(exif).expect("exif");
+    encoder
+        .write_image(&pixels, 2, 1, image::ExtendedColorType::Rgb8)
+        .expect("write");
+    let decoded = decode_rgb(&path).expect("decode");
+    assert_eq!(
+        decoded.get_pixel(0, 0).0,
+        [0, 0, 255],
+        "the image was not rotated"
+    );
+    assert_eq!(decoded.get_pixel(1, 0).0, [255, 0, 0]);
+}
