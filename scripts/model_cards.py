@@ -69,7 +69,7 @@ for fusion in ("concat", "separate", "gated"):
     lines += [
         "",
         "## Limits",
-        "- easy-VQA accuracy is below the 97% the project aims for (the Keras baseline reaches 97–99.5%); shape questions are the weak part. More steps, augmentation or a convolutional stem are the next things to measure.",
+        "- easy-VQA accuracy is below the 97% the project aims for (the Keras baseline reaches 97–99.5%); questions about shape, above all the yes/no shape questions, are the weak part. More steps, augmentation or a convolutional stem are the next things to measure.",
         "- On the synthetic scenes, counting, position and relation questions are far from solved at this budget.",
         "- Trained on 64×64 synthetic images of flat shapes: it knows nothing about photographs.",
         "",
