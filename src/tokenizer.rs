@@ -118,7 +118,10 @@ impl TextTokenizer {
             .inner
             .decode(&words, true)
             .map_err(|e| anyhow!("decoding tokens: {e}"))?;
-        Ok(text.replace(" ?", "?").replace(" ,", ","))
+        // The word-level decoder puts a space before every token, punctuation included.
+        Ok([" ?", " ,", " :", " ;", " .", " !"]
+            .iter()
+            .fold(text, |t, p| t.replace(p, &p[1..])))
     }
 
     pub fn token(&self, id: u32) -> Option<String> {

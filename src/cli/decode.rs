@@ -17,7 +17,7 @@ use crate::tokenizer::TextTokenizer;
 #[derive(Args, Debug, Clone)]
 pub struct DecodeArgs {
     /// Longest output, in tokens.
-    #[arg(long, default_value_t = 24, help_heading = "Decoding")]
+    #[arg(long, default_value_t = 40, help_heading = "Decoding")]
     pub max_new_tokens: usize,
     /// Shortest output, in tokens: end-of-sequence is not allowed before.
     #[arg(long, default_value_t = 0, help_heading = "Decoding")]

@@ -44,10 +44,10 @@ pub struct EvalArgs {
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// Records per forward pass.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 40)]
     pub batch_size: usize,
     /// Longest output, in tokens.
-    #[arg(long, default_value_t = 24)]
+    #[arg(long, default_value_t = 40)]
     pub max_new_tokens: usize,
     /// How many of the worst answers and of the worst captions to show.
     #[arg(long, default_value_t = 5, value_name = "N")]

@@ -60,7 +60,7 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "N")]
     pub layer: Option<usize>,
     /// Longest output, in tokens.
-    #[arg(long, default_value_t = 24)]
+    #[arg(long, default_value_t = 40)]
     pub max_new_tokens: usize,
 }
 
