@@ -47,6 +47,17 @@ fn run(cmd: &mut Command) -> (Output, String, String) {
     (out, stdout, stderr)
 }
 
+/// `fusecap caption IMAGES --model MODEL` with `args`.
+fn caption(images: &Path, model: &Path, args: &[&str]) -> Command {
+    let mut cmd = bin();
+    cmd.arg("caption")
+        .arg(images)
+        .arg("--model")
+        .arg(model)
+        .args(args);
+    cmd
+}
+
 fn jsonl(stdout: &str) -> Vec<serde_json::Value> {
     stdout
         .lines()
@@ -59,12 +70,11 @@ fn a_corrupt_file_gives_one_error_record_and_the_rest_are_captioned() {
     let dir = tempfile::tempdir().expect("tempdir");
     let model = init_model(dir.path(), "concat");
     let images = image_folder(dir.path());
-    let (out, stdout, stderr) = run(bin()
-        .arg("caption")
-        .arg(&images)
-        .arg("--model")
-        .arg(&model)
-        .args(["--format", "jsonl", "--max-new-tokens", "4"]));
+    let (out, stdout, stderr) = run(&mut caption(
+        &images,
+        &model,
+        &["--format", "jsonl", "--max-new-tokens", "4"],
+    ));
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -103,31 +113,29 @@ fn sidecars_are_written_and_skip_existing_skips_them() {
     let model = init_model(dir.path(), "separate");
     let images = image_folder(dir.path());
     std::fs::remove_file(images.join("broken.png")).expect("rm");
-    let (out, _, stderr) = run(bin()
-        .arg("caption")
-        .arg(&images)
-        .arg("--model")
-        .arg(&model)
-        .args(["--sidecar", "--quiet", "--max-new-tokens", "3"]));
+    let (out, _, stderr) = run(&mut caption(
+        &images,
+        &model,
+        &["--sidecar", "--quiet", "--max-new-tokens", "3"],
+    ));
     assert!(out.status.success(), "{stderr}");
     for name in ["a.txt", "b.txt", "nested/c.txt"] {
         assert!(images.join(name).is_file(), "{name} was not written");
     }
     // Resume: an image whose sidecar exists is not captioned again.
     std::fs::remove_file(images.join("b.txt")).expect("rm");
-    let (out, stdout, _) = run(bin()
-        .arg("caption")
-        .arg(&images)
-        .arg("--model")
-        .arg(&model)
-        .args([
+    let (out, stdout, _) = run(&mut caption(
+        &images,
+        &model,
+        &[
             "--sidecar",
             "--skip-existing",
             "--format",
             "jsonl",
             "--max-new-tokens",
             "3",
-        ]));
+        ],
+    ));
     assert!(out.status.success());
     let records = jsonl(&stdout);
     assert_eq!(records.len(), 1);
@@ -144,19 +152,18 @@ fn shards_partition_the_input() {
     std::fs::remove_file(images.join("broken.png")).expect("rm");
     let mut seen = Vec::new();
     for k in 0..2 {
-        let (out, stdout, _) = run(bin()
-            .arg("caption")
-            .arg(&images)
-            .arg("--model")
-            .arg(&model)
-            .args([
+        let (out, stdout, _) = run(&mut caption(
+            &images,
+            &model,
+            &[
                 "--format",
                 "jsonl",
                 "--max-new-tokens",
                 "2",
                 "--shard",
                 &format!("{k}/2"),
-            ]));
+            ],
+        ));
         assert!(out.status.success());
         seen.extend(
             jsonl(&stdout)
@@ -169,12 +176,7 @@ fn shards_partition_the_input() {
     seen.dedup();
     assert_eq!(before, seen.len(), "an image was in two shards");
     assert_eq!(seen.len(), 3, "every image is in one shard");
-    let (out, _, stderr) = run(bin()
-        .arg("caption")
-        .arg(&images)
-        .arg("--model")
-        .arg(&model)
-        .args(["--shard", "2/2"]));
+    let (out, _, stderr) = run(&mut caption(&images, &model, &["--shard", "2/2"]));
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr.contains("shard"), "{stderr}");
 }
@@ -184,12 +186,11 @@ fn csv_output_has_a_header_and_one_row_per_image() {
     let dir = tempfile::tempdir().expect("tempdir");
     let model = init_model(dir.path(), "concat");
     let images = image_folder(dir.path());
-    let (_, stdout, _) = run(bin()
-        .arg("caption")
-        .arg(&images)
-        .arg("--model")
-        .arg(&model)
-        .args(["--format", "csv", "--max-new-tokens", "2"]));
+    let (_, stdout, _) = run(&mut caption(
+        &images,
+        &model,
+        &["--format", "csv", "--max-new-tokens", "2"],
+    ));
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(lines[0].starts_with("image,task,question,output"));
     assert_eq!(lines.len(), 5, "header + 4 rows: {stdout}");
@@ -237,12 +238,7 @@ fn model_errors_are_clear() {
     let dir = tempfile::tempdir().expect("tempdir");
     let model = init_model(dir.path(), "concat");
     let images = image_folder(dir.path());
-    let (out, _, stderr) = run(bin()
-        .arg("caption")
-        .arg(&images)
-        .arg("--model")
-        .arg(&model)
-        .args(["--fusion", "gated"]));
+    let (out, _, stderr) = run(&mut caption(&images, &model, &["--fusion", "gated"]));
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr.contains("uses fusion 'concat' but --fusion says 'gated'"),

@@ -35,6 +35,21 @@ fn tiny_config(dir: &Path) -> std::path::PathBuf {
     path
 }
 
+/// `fusecap train` on the tiny architecture with `args`.
+fn train(dir: &Path, manifest: &Path, out: &Path, args: &[&str]) -> std::process::Output {
+    bin()
+        .arg("train")
+        .args(args)
+        .arg("--data")
+        .arg(manifest)
+        .arg("--out")
+        .arg(out)
+        .arg("--config")
+        .arg(tiny_config(dir))
+        .output()
+        .expect("run train")
+}
+
 fn read_log(out: &Path) -> Vec<LogRecord> {
     let text = std::fs::read_to_string(out.join(LOG_FILE)).expect("log");
     text.lines()
@@ -47,9 +62,11 @@ fn training_reduces_the_loss() {
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = synth(&dir.path().join("data"), 40);
     let out = dir.path().join("model");
-    let status = bin()
-        .args([
-            "train",
+    let status = train(
+        dir.path(),
+        &manifest,
+        &out,
+        &[
             "--fusion",
             "separate",
             "--steps",
@@ -65,15 +82,9 @@ fn training_reduces_the_loss() {
             "--val-percent",
             "25",
             "--quiet",
-        ])
-        .arg("--data")
-        .arg(&manifest)
-        .arg("--out")
-        .arg(&out)
-        .arg("--config")
-        .arg(tiny_config(dir.path()))
-        .status()
-        .expect("run train");
+        ],
+    )
+    .status;
     assert!(status.success());
     let log = read_log(&out);
     assert_eq!(log.len(), 80);
@@ -217,9 +228,11 @@ fn a_non_finite_loss_stops_training_and_keeps_the_last_good_model() {
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = synth(&dir.path().join("data"), 20);
     let out = dir.path().join("model");
-    let output = bin()
-        .args([
-            "train",
+    let output = train(
+        dir.path(),
+        &manifest,
+        &out,
+        &[
             "--fusion",
             "concat",
             "--steps",
@@ -235,15 +248,8 @@ fn a_non_finite_loss_stops_training_and_keeps_the_last_good_model() {
             "--save-dtype",
             "f32",
             "--quiet",
-        ])
-        .arg("--data")
-        .arg(&manifest)
-        .arg("--out")
-        .arg(&out)
-        .arg("--config")
-        .arg(tiny_config(dir.path()))
-        .output()
-        .expect("run train");
+        ],
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         !output.status.success(),
@@ -276,9 +282,11 @@ fn bad_manifest_lines_are_reported_with_line_numbers_and_skipped() {
     text = lines.join("\n");
     std::fs::write(&manifest, text).expect("write");
     let out = dir.path().join("model");
-    let output = bin()
-        .args([
-            "train",
+    let output = train(
+        dir.path(),
+        &manifest,
+        &out,
+        &[
             "--fusion",
             "gated",
             "--steps",
@@ -286,15 +294,8 @@ fn bad_manifest_lines_are_reported_with_line_numbers_and_skipped() {
             "--batch-size",
             "8",
             "--quiet",
-        ])
-        .arg("--data")
-        .arg(&manifest)
-        .arg("--out")
-        .arg(&out)
-        .arg("--config")
-        .arg(tiny_config(dir.path()))
-        .output()
-        .expect("run train");
+        ],
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(
