@@ -65,7 +65,7 @@ pub fn shipped_model(name: &str) -> Result<PathBuf> {
         .find(|dir| dir.join(CONFIG_FILE).is_file())
         .ok_or_else(|| {
             anyhow!(
-                "no shipped model '{name}' found in {}; pass --model DIR, set FUSECAP_MODELS, or create one with `fusecap init`",
+                "no shipped model '{name}' found in {}; name a model directory with --model (--models for compare), set FUSECAP_MODELS, or create one with `fusecap init`",
                 roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ")
             )
         })

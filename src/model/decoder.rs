@@ -146,7 +146,12 @@ impl Decoder {
             }
         }
         // The LM head is tied to the token embeddings.
+        // One [B·T, d] × [d, vocab] product: a broadcast batched matmul of B
+        // one-row products was the slow part of a beam-search step.
         let h = self.ln_f.forward(&x)?;
-        h.broadcast_matmul(&self.lm_head_t)
+        let (b, t, d) = h.dims3()?;
+        h.reshape((b * t, d))?
+            .matmul(&self.lm_head_t)?
+            .reshape((b, t, ()))
     }
 }
