@@ -68,10 +68,10 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub disagreements: usize,
     /// Records per forward pass (also the batch size of the batched speed).
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
     /// Records timed, one at a time and in batches, for the speed columns (the first ones).
-    #[arg(long, default_value_t = 40, value_name = "N")]
+    #[arg(long, default_value_t = 32, value_name = "N")]
     pub speed_samples: usize,
     /// Longest output, in tokens.
     #[arg(long, default_value_t = 40)]

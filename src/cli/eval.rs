@@ -44,7 +44,7 @@ pub struct EvalArgs {
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// Records per forward pass.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
     /// Longest output, in tokens.
     #[arg(long, default_value_t = 40)]
