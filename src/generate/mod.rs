@@ -156,13 +156,13 @@ pub fn greedy(
 
 /// Index of the largest value among the allowed tokens (the first on ties).
 pub fn argmax(values: &[f32], allowed: impl Fn(u32) -> bool) -> u32 {
-    let mut best = (0u32, f32::NEG_INFINITY);
+    let mut best: Option<(u32, f32)> = None;
     for (i, &v) in values.iter().enumerate() {
-        if allowed(i as u32) && (v > best.1 || best.1 == f32::NEG_INFINITY && i == 0) {
-            best = (i as u32, v);
+        if allowed(i as u32) && best.is_none_or(|(_, b)| v > b) {
+            best = Some((i as u32, v));
         }
     }
-    best.0
+    best.map_or(0, |(i, _)| i)
 }
 
 /// Runs the decoder one token per row, keeping the self-attention cache and
