@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
-use fusecap::generate::{generate, GenerateOptions};
+use fusecap::generate::{generate, on_worker, GenerateOptions};
 use fusecap::model::dir::{inference_model, init_model, save_model_dir, ModelDir};
 use fusecap::model::{Config, Fusion, FusionModel};
 use fusecap::tokenizer::TextTokenizer;
@@ -89,8 +89,17 @@ impl Inputs {
     }
 }
 
-/// Milliseconds per image to encode `inputs` and, unless `strategy` is None, caption them.
+/// Milliseconds per image to encode `inputs` and, unless `strategy` is None,
+/// caption them; on a rayon worker, as `answer_queries` does.
 fn ms_per_image(model: &FusionModel, inputs: &Inputs, strategy: Option<Strategy>) -> Result<f64> {
+    on_worker(|| encode_and_caption(model, inputs, strategy))
+}
+
+fn encode_and_caption(
+    model: &FusionModel,
+    inputs: &Inputs,
+    strategy: Option<Strategy>,
+) -> Result<f64> {
     let start = Instant::now();
     let memory = model.encode(&inputs.images, &inputs.text_ids, &inputs.text_valid)?;
     match strategy {

@@ -276,11 +276,13 @@ impl EvalOptions {
     }
 }
 
-/// The mean share of cross-attention mass on image and on text tokens.
+/// The mean share of cross-attention mass on image and on text tokens, and
+/// on the attention sink (`Config::cross_attention_sink`; 0 without one).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct ModalityShare {
     pub image: f64,
     pub text: f64,
+    pub sink: f64,
     /// Records averaged over (each weighs the same; its steps are averaged first).
     pub n: usize,
 }
@@ -440,30 +442,30 @@ impl ChunkInputs {
     }
 }
 
-/// Sums of per-record image shares, by type key.
+/// Sums of per-record (image, text, sink) shares, by type key.
 #[derive(Default)]
 struct ShareSums {
-    sums: BTreeMap<String, (f64, f64, usize)>,
+    sums: BTreeMap<String, ([f64; 3], usize)>,
 }
 
 impl ShareSums {
-    fn add(&mut self, key: &str, (image, text): (f64, f64)) {
+    fn add(&mut self, key: &str, share: [f64; 3]) {
         for k in [key, "all"] {
-            let e = self.sums.entry(k.to_string()).or_insert((0.0, 0.0, 0));
-            e.0 += image;
-            e.1 += text;
-            e.2 += 1;
+            let e = self.sums.entry(k.to_string()).or_insert(([0.0; 3], 0));
+            e.0.iter_mut().zip(share).for_each(|(sum, x)| *sum += x);
+            e.1 += 1;
         }
     }
 
     fn means(&self) -> BTreeMap<String, ModalityShare> {
         self.sums
             .iter()
-            .map(|(k, &(image, text, n))| {
+            .map(|(k, &([image, text, sink], n))| {
                 let n_f = n.max(1) as f64;
                 let share = ModalityShare {
                     image: image / n_f,
                     text: text / n_f,
+                    sink: sink / n_f,
                     n,
                 };
                 (k.clone(), share)
@@ -491,6 +493,11 @@ pub struct StepAttention {
     pub vision: Vec<f32>,
     /// Over the text-encoder tokens, padding included (with weight 0).
     pub text: Vec<f32>,
+    /// The weight on each attention sink (`Config::cross_attention_sink`):
+    /// under `concat` one, in the same softmax as `vision` and `text`; under
+    /// `separate` and `gated` two, the vision attention's then the text
+    /// attention's. Empty for a model without sinks.
+    pub sink: Vec<f32>,
 }
 
 impl StepAttention {
@@ -500,6 +507,10 @@ impl StepAttention {
 
     pub fn text_mass(&self) -> f64 {
         self.text.iter().map(|&w| w as f64).sum()
+    }
+
+    pub fn sink_mass(&self) -> f64 {
+        self.sink.iter().map(|&w| w as f64).sum()
     }
 }
 
@@ -558,9 +569,9 @@ pub fn step_attention(
     let nv = memory.vision.dim(1)?;
     let per_layer = weights
         .iter()
-        .map(|w| head_means(w, nv))
+        .map(|w| head_means(w, nv, cfg.cross_attention_sink))
         .collect::<Result<Vec<_>>>()?;
-    let chosen: Vec<&(Grid3, Grid3)> = match layers {
+    let chosen: Vec<&LayerMeans> = match layers {
         Layers::Mean => per_layer.iter().collect(),
         Layers::Layer(l) => vec![&per_layer[l]],
     };
@@ -571,8 +582,9 @@ pub fn step_attention(
         .map(|(row, &n)| {
             (0..n.min(t_max))
                 .map(|t| StepAttention {
-                    vision: mean_rows(chosen.iter().map(|(v, _)| &v[row][t])),
-                    text: mean_rows(chosen.iter().map(|(_, x)| &x[row][t])),
+                    vision: mean_rows(chosen.iter().map(|l| &l.vision[row][t])),
+                    text: mean_rows(chosen.iter().map(|l| &l.text[row][t])),
+                    sink: mean_rows(chosen.iter().map(|l| &l.sink[row][t])),
                 })
                 .collect()
         })
@@ -582,18 +594,51 @@ pub fn step_attention(
 /// [B][T][K] weights.
 type Grid3 = Vec<Vec<Vec<f32>>>;
 
-/// One layer's weights, averaged over heads and split into (vision, text).
-fn head_means(weights: &CrossWeights, nv: usize) -> Result<(Grid3, Grid3)> {
-    let mean = |w: &Tensor| -> Result<Grid3> { Ok(w.mean(1)?.to_vec3::<f32>()?) };
+/// One layer's weights, averaged over heads; each grid is [B][T][keys].
+struct LayerMeans {
+    vision: Grid3,
+    text: Grid3,
+    /// The sinks' weights, as in [`StepAttention::sink`].
+    sink: Grid3,
+}
+
+/// Splits one layer's weights into vision, text and sink keys, averaged over heads.
+fn head_means(weights: &CrossWeights, nv: usize, sinks: bool) -> Result<LayerMeans> {
+    let s = usize::from(sinks);
+    let mean = |w: &Tensor, start: usize, len: usize| -> Result<Grid3> {
+        Ok(w.narrow(3, start, len)?.mean(1)?.to_vec3::<f32>()?)
+    };
+    let joined = |a: Grid3, b: Grid3| -> Grid3 {
+        a.into_iter()
+            .zip(b)
+            .map(|(ra, rb)| {
+                ra.into_iter()
+                    .zip(rb)
+                    .map(|(mut x, y)| {
+                        x.extend(y);
+                        x
+                    })
+                    .collect()
+            })
+            .collect()
+    };
     match weights {
         CrossWeights::Joint(w) => {
             let tk = w.dim(3)?;
-            Ok((
-                mean(&w.narrow(3, 0, nv)?)?,
-                mean(&w.narrow(3, nv, tk - nv)?)?,
-            ))
+            Ok(LayerMeans {
+                vision: mean(w, 0, nv)?,
+                text: mean(w, nv, tk - nv - s)?,
+                sink: mean(w, tk - s, s)?,
+            })
         }
-        CrossWeights::PerModality { vision, text } => Ok((mean(vision)?, mean(text)?)),
+        CrossWeights::PerModality { vision, text } => {
+            let (kv, kt) = (vision.dim(3)?, text.dim(3)?);
+            Ok(LayerMeans {
+                vision: mean(vision, 0, kv - s)?,
+                text: mean(text, 0, kt - s)?,
+                sink: joined(mean(vision, kv - s, s)?, mean(text, kt - s, s)?),
+            })
+        }
     }
 }
 
@@ -613,13 +658,13 @@ fn mean_rows<'a>(rows: impl Iterator<Item = &'a Vec<f32>>) -> Vec<f32> {
 }
 
 /// Per row: the mean over decoding steps and layers of the cross-attention
-/// mass on image and on text tokens.
+/// mass on image tokens, on text tokens and on the sinks.
 fn image_shares(
     model: &FusionModel,
     memory: &Memory,
     tokens: &[Vec<u32>],
     opts: &GenerateOptions,
-) -> Result<Vec<(f64, f64)>> {
+) -> Result<Vec<[f64; 3]>> {
     let steps: Vec<usize> = tokens
         .iter()
         .map(|t| decoding_steps(t.len(), &model.cfg, opts))
@@ -629,9 +674,12 @@ fn image_shares(
         .iter()
         .map(|row| {
             let n = row.len().max(1) as f64;
-            let image: f64 = row.iter().map(StepAttention::vision_mass).sum();
-            let text: f64 = row.iter().map(StepAttention::text_mass).sum();
-            (image / n, text / n)
+            let mean = |mass: fn(&StepAttention) -> f64| row.iter().map(mass).sum::<f64>() / n;
+            [
+                mean(StepAttention::vision_mass),
+                mean(StepAttention::text_mass),
+                mean(StepAttention::sink_mass),
+            ]
         })
         .collect())
 }

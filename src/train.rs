@@ -13,7 +13,7 @@ use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
 use crate::data::batch::{step_indices, Augment, Batch, Dataset};
-use crate::generate::{greedy, GenerateOptions};
+use crate::generate::{greedy, on_worker, GenerateOptions};
 use crate::model::dir::{init_model, save_model_dir, sorted_vars, write_atomically};
 use crate::model::{Config, FusionModel};
 use crate::tokenizer::TextTokenizer;
@@ -339,17 +339,15 @@ impl TrainRun<'_> {
                         .recv()
                         .map_err(|_| anyhow!("the data loader stopped"))??;
                     let lr = learning_rate(opts, step);
-                    let loss_t = loss(&model, &batch, opts.label_smoothing)?;
-                    let loss_v = loss_t.to_scalar::<f32>()? as f64;
-                    if !loss_v.is_finite() {
+                    let (loss_v, grad_norm) =
+                        on_worker(|| train_step(&model, &mut adam, &batch, lr, opts))?;
+                    let Some(grad_norm) = grad_norm else {
                         bail!(
                         "the loss became {loss_v} at step {}; training stopped. The last good checkpoint (step {last_good}) is kept in {}. Lower --lr or raise --warmup and resume from it with --resume",
                         step + 1,
                         self.out.display()
                     );
-                    }
-                    let grads = loss_t.backward()?;
-                    let grad_norm = adam.step(&grads, lr, opts.clip_norm)?;
+                    };
                     if !grad_norm.is_finite() {
                         bail!("the gradient norm became {grad_norm} at step {}; training stopped, the last good checkpoint (step {last_good}) is kept in {}", step + 1, self.out.display());
                     }
@@ -398,6 +396,25 @@ impl TrainRun<'_> {
         crate::plot::loss_curve(&self.out.join(LOG_FILE), &self.out.join(CURVE_FILE))?;
         Ok(outcome)
     }
+}
+
+/// One optimisation step: the loss, and the gradient norm before clipping.
+/// A loss that is not finite is returned without a step (norm `None`), so the
+/// weights keep their last good values.
+fn train_step(
+    model: &FusionModel,
+    adam: &mut AdamW,
+    batch: &Batch,
+    lr: f64,
+    opts: &TrainOptions,
+) -> Result<(f64, Option<f64>)> {
+    let loss_t = loss(model, batch, opts.label_smoothing)?;
+    let loss_v = loss_t.to_scalar::<f32>()? as f64;
+    if !loss_v.is_finite() {
+        return Ok((loss_v, None));
+    }
+    let grads = loss_t.backward()?;
+    Ok((loss_v, Some(adam.step(&grads, lr, opts.clip_norm)?)))
 }
 
 fn read_state(path: &Path) -> Result<TrainState> {

@@ -174,7 +174,7 @@ fn compare_puts_both_models_in_one_table_on_the_same_records() {
     for key in ["all", "caption", "color", "shape"] {
         let s = &shares[key];
         assert!(
-            (num(&s["image"]) + num(&s["text"]) - 1.0).abs() < 1e-3,
+            (num(&s["image"]) + num(&s["text"]) + num(&s["sink"]) - 1.0).abs() < 1e-3,
             "{key}: {s}"
         );
     }

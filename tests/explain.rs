@@ -136,9 +136,15 @@ fn explain_concat_draws_the_models_own_weights_which_sum_to_one() {
         let (vision, text) = (floats(&step["vision"]), floats(&step["text"]));
         assert_eq!(vision.len(), grid * grid);
         assert_eq!(text.len(), text_tokens);
-        // One softmax over image and text keys: together they hold all the mass.
+        // One softmax over image keys, text keys and the sink: together they hold all the mass.
         let (v, t): (f64, f64) = (vision.iter().sum(), text.iter().sum());
-        assert!((v + t - 1.0).abs() < TOLERANCE, "image {v} + text {t} != 1");
+        let sink = floats(&step["sink"]);
+        assert_eq!(sink.len(), 1);
+        assert!(
+            (v + t + sink[0] - 1.0).abs() < TOLERANCE,
+            "image {v} + text {t} + sink {} != 1",
+            sink[0]
+        );
         assert!((step["image_share"].as_f64().expect("image_share") - v).abs() < TOLERANCE);
         assert!(vision.iter().chain(&text).all(|&w| w >= 0.0));
     }
@@ -192,14 +198,18 @@ fn explain_gated_maps_each_modality_and_states_the_gates() {
     );
     assert_eq!(json["layer"], 1);
     for step in json["steps"].as_array().expect("steps") {
-        // Separate softmaxes: each modality's map sums to 1 on its own.
+        // Separate softmaxes: each modality's map sums to 1 with its own sink.
         let (v, t): (f64, f64) = (
             floats(&step["vision"]).iter().sum(),
             floats(&step["text"]).iter().sum(),
         );
+        let sink = floats(&step["sink"]);
+        assert_eq!(sink.len(), 2);
         assert!(
-            (v - 1.0).abs() < TOLERANCE && (t - 1.0).abs() < TOLERANCE,
-            "vision {v}, text {t}"
+            (v + sink[0] - 1.0).abs() < TOLERANCE && (t + sink[1] - 1.0).abs() < TOLERANCE,
+            "vision {v} + sink {}, text {t} + sink {}",
+            sink[0],
+            sink[1]
         );
         assert!(step["image_share"].is_null());
     }
@@ -288,18 +298,22 @@ fn padding_gets_no_attention_and_valid_keys_sum_to_one() {
                         step.text[lengths[row]..].iter().all(|&w| w == 0.0),
                         "{fusion} row {row}: padding got attention"
                     );
-                    let (v, t) = (step.vision_mass(), step.text_mass());
+                    let (v, t, s) = (step.vision_mass(), step.text_mass(), &step.sink);
+                    let sum = |x: f64, sink: f32| x + sink as f64;
                     match (fusion, lengths[row]) {
-                        (Fusion::Concat, _) => {
-                            assert!((v + t - 1.0).abs() < TOLERANCE, "{fusion}: {v} + {t}")
-                        }
+                        (Fusion::Concat, _) => assert!(
+                            (sum(v + t, s[0]) - 1.0).abs() < TOLERANCE,
+                            "{fusion}: {v} + {t} + sink {s:?}"
+                        ),
+                        // An empty question's text attention is zeroed, sink included.
                         (_, 0) => assert!(
-                            (v - 1.0).abs() < TOLERANCE && t == 0.0,
-                            "{fusion} empty question: {v}, {t}"
+                            (sum(v, s[0]) - 1.0).abs() < TOLERANCE && t == 0.0 && s[1] == 0.0,
+                            "{fusion} empty question: {v}, {t}, sink {s:?}"
                         ),
                         _ => assert!(
-                            (v - 1.0).abs() < TOLERANCE && (t - 1.0).abs() < TOLERANCE,
-                            "{fusion}: {v}, {t}"
+                            (sum(v, s[0]) - 1.0).abs() < TOLERANCE
+                                && (sum(t, s[1]) - 1.0).abs() < TOLERANCE,
+                            "{fusion}: {v}, {t}, sink {s:?}"
                         ),
                     }
                 }

@@ -350,8 +350,10 @@ fn parameter_counts_follow_the_design() {
     let (separate, separate_cross) = count(Fusion::Separate);
     let (gated, gated_cross) = count(Fusion::Gated);
     let d = cfg.d_model;
-    // One cross-attention sublayer: LayerNorm (2d) + four d×d projections.
-    let sublayer = 2 * d + 4 * d * d;
+    // One cross-attention sublayer: LayerNorm (2d) + four d×d projections,
+    // and a sink's key and value (2d).
+    assert!(cfg.cross_attention_sink);
+    let sublayer = 2 * d + 4 * d * d + 2 * d;
     assert_eq!(concat_cross, cfg.decoder_layers * sublayer);
     assert_eq!(
         separate_cross,

@@ -376,7 +376,7 @@ impl Columns {
             "process peak memory".into(),
         ]);
         if self.concat {
-            header.push("attention image / text (concat)".into());
+            header.push("attention image / text / sink (concat)".into());
         }
         if self.gates {
             header.push("gates vision / text per layer".into());
@@ -425,7 +425,14 @@ impl Columns {
             row.push(m.modality_share.as_ref().map_or(NONE.into(), |shares| {
                 let parts: Vec<String> = shares
                     .iter()
-                    .map(|(k, s)| format!("{k} {:.0}/{:.0}%", 100.0 * s.image, 100.0 * s.text))
+                    .map(|(k, s)| {
+                        format!(
+                            "{k} {:.0}/{:.0}/{:.0}%",
+                            100.0 * s.image,
+                            100.0 * s.text,
+                            100.0 * s.sink
+                        )
+                    })
                     .collect();
                 parts.join("; ")
             }));
@@ -485,7 +492,7 @@ fn render_notes(out: &mut String, report: &CompareReport) {
     if report.models.iter().any(|m| m.modality_share.is_some()) {
         let _ = writeln!(
             out,
-            "- attention image / text: mean share of the cross-attention mass on image vs text keys, over heads, layers and decoding steps, per question type (\"caption\" = caption records)."
+            "- attention image / text / sink: mean share of the cross-attention mass on image keys, text keys and the attention sink (the learned key a query can fall back on when nothing matches), over heads, layers and decoding steps, per question type (\"caption\" = caption records)."
         );
     }
     if report.models.iter().any(|m| m.gate_values.is_some()) {

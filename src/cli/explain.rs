@@ -73,7 +73,8 @@ pub struct StepReport {
     pub token: String,
     pub image_file: String,
     pub text_file: String,
-    /// concat only: the attention mass on image and on text tokens (they sum to 1).
+    /// concat only: the attention mass on image and on text tokens (with
+    /// `sink`, they sum to 1).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_share: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -82,6 +83,9 @@ pub struct StepReport {
     pub vision: Vec<f32>,
     /// Over `text_tokens` (a padded key has weight 0).
     pub text: Vec<f32>,
+    /// The weight on the attention sinks: one under concat, vision's then
+    /// text's under separate/gated, none for a model without sinks.
+    pub sink: Vec<f32>,
 }
 
 /// What attention.json holds.
@@ -319,6 +323,7 @@ fn draw_step(
         text_share: concat.then_some(text_share),
         vision: step.vision.clone(),
         text: step.text.clone(),
+        sink: step.sink.clone(),
     };
     Ok((step_report, cell))
 }

@@ -113,13 +113,31 @@ pub struct Generated {
 }
 
 /// Called with (row, token) for each token as it is chosen; row = input · num_return + n.
-pub type OnToken<'a> = dyn FnMut(usize, u32) -> Result<()> + 'a;
+pub type OnToken<'a> = dyn FnMut(usize, u32) -> Result<()> + Send + 'a;
 
 /// Decodes every input of `memory` with the strategy `opts` selects. Returns,
 /// per input, up to `opts.num_return` sequences, best first (samples are
 /// ordered by log-probability). `on_token` streams tokens; beam search cannot,
 /// since its best hypothesis is only known at the end.
 pub fn generate(
+    model: &FusionModel,
+    memory: &Memory,
+    opts: &GenerateOptions,
+    on_token: Option<&mut OnToken>,
+) -> Result<Vec<Vec<Generated>>> {
+    on_worker(|| generate_here(model, memory, opts, on_token))
+}
+
+/// Runs `work` on a rayon worker thread, where candle's own calls into rayon
+/// run inline. From any other thread each such call hands its work to a
+/// worker and sleeps until it is done; with three beams at batch 1 those
+/// hand-offs cost more than the arithmetic (BENCHMARKS.md). Nested calls are
+/// free: on a worker, `rayon::scope` runs `work` in place.
+pub fn on_worker<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| work())
+}
+
+fn generate_here(
     model: &FusionModel,
     memory: &Memory,
     opts: &GenerateOptions,
@@ -150,7 +168,7 @@ pub fn greedy(
         ..opts.clone()
     };
     opts.validate()?;
-    let rows = sample::decode_rows(model, memory, &opts, None, None)?;
+    let rows = on_worker(|| sample::decode_rows(model, memory, &opts, None, None))?;
     Ok(rows.into_iter().flatten().collect())
 }
 
@@ -343,21 +361,23 @@ pub fn answer_queries(
     device: &Device,
     on_token: Option<&mut OnToken>,
 ) -> Result<Vec<Vec<Answer>>> {
-    let memory = encode_queries(md, queries, device)?;
-    generate(&md.model, &memory, opts, on_token)?
-        .into_iter()
-        .map(|seqs| {
-            seqs.into_iter()
-                .map(|g| {
-                    Ok(Answer {
-                        text: md.tokenizer.decode(&g.tokens)?,
-                        tokens: g.tokens,
-                        logprob: g.logprob,
-                    })
+    on_worker(|| {
+        let memory = encode_queries(md, queries, device)?;
+        generate(&md.model, &memory, opts, on_token)
+    })?
+    .into_iter()
+    .map(|seqs| {
+        seqs.into_iter()
+            .map(|g| {
+                Ok(Answer {
+                    text: md.tokenizer.decode(&g.tokens)?,
+                    tokens: g.tokens,
+                    logprob: g.logprob,
                 })
-                .collect()
-        })
-        .collect()
+            })
+            .collect()
+    })
+    .collect()
 }
 
 /// Runs both encoders on a batch of queries.

@@ -1,6 +1,6 @@
 //! Scaled dot-product attention and the multi-head attention module.
 use candle_core::{DType, Result, Tensor, D};
-use candle_nn::{Module, VarBuilder};
+use candle_nn::{Init, Module, VarBuilder};
 
 use super::blocks::Linear;
 
@@ -50,6 +50,16 @@ impl KeyMask {
             any_valid,
         })
     }
+
+    /// The same mask over keys followed by an attention sink, which is always valid.
+    pub fn with_sink(&self) -> Result<Self> {
+        let (b, _, _, _) = self.additive.dims4()?;
+        let sink = Tensor::zeros((b, 1, 1, 1), DType::F32, self.additive.device())?;
+        Ok(KeyMask {
+            additive: Tensor::cat(&[&self.additive, &sink], 3)?,
+            any_valid: self.any_valid.clone(),
+        })
+    }
 }
 
 /// Keys and values already split into heads: [B, H, T, dh] each.
@@ -83,21 +93,51 @@ pub struct Attention {
     k_proj: Linear,
     v_proj: Linear,
     o_proj: Linear,
+    /// A learned key and value [1, H, 1, dh] appended to every projected memory.
+    sink: Option<KeyValue>,
     n_heads: usize,
     head_dim: usize,
 }
 
 impl Attention {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        Self::build(cfg, false, vb)
+    }
+
+    /// A cross-attention: with a sink when `cfg.cross_attention_sink`.
+    pub fn cross(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        Self::build(cfg, cfg.cross_attention_sink, vb)
+    }
+
+    fn build(cfg: &Config, with_sink: bool, vb: VarBuilder) -> Result<Self> {
         let d = cfg.d_model;
+        let (h, dh) = (cfg.n_heads, cfg.head_dim());
+        let sink = if with_sink {
+            // Zero at first: a key that scores 0 against every query, a value of 0.
+            let param = |name| -> Result<Tensor> {
+                vb.get_with_hints(d, name, Init::Const(0.0))?
+                    .reshape((1, h, 1, dh))
+            };
+            Some(KeyValue {
+                k: param("sink_k")?,
+                v: param("sink_v")?,
+            })
+        } else {
+            None
+        };
         Ok(Attention {
             q_proj: Linear::new(d, d, false, cfg, vb.pp("q_proj"))?,
             k_proj: Linear::new(d, d, false, cfg, vb.pp("k_proj"))?,
             v_proj: Linear::new(d, d, false, cfg, vb.pp("v_proj"))?,
             o_proj: Linear::new(d, d, false, cfg, vb.pp("o_proj"))?,
-            n_heads: cfg.n_heads,
-            head_dim: cfg.head_dim(),
+            sink,
+            n_heads: h,
+            head_dim: dh,
         })
+    }
+
+    pub fn has_sink(&self) -> bool {
+        self.sink.is_some()
     }
 
     /// [B, T, d] -> [B, H, T, dh]
@@ -117,11 +157,26 @@ impl Attention {
         self.o_proj.forward(&x)
     }
 
-    /// Projects a memory [B, T, d] to keys and values once, for reuse at every step.
+    /// Projects a memory [B, T, d] to keys and values once, for reuse at every
+    /// step; with a sink, its key and value follow as position T.
     pub fn project_kv(&self, memory: &Tensor) -> Result<KeyValue> {
-        Ok(KeyValue {
-            k: self.split_heads(&self.k_proj.forward(memory)?)?,
-            v: self.split_heads(&self.v_proj.forward(memory)?)?,
+        let k = self.split_heads(&self.k_proj.forward(memory)?)?;
+        let v = self.split_heads(&self.v_proj.forward(memory)?)?;
+        Ok(match &self.sink {
+            Some(sink) => {
+                let b = memory.dim(0)?;
+                let append = |x: &Tensor, s: &Tensor| -> Result<Tensor> {
+                    let s = s
+                        .broadcast_as((b, self.n_heads, 1, self.head_dim))?
+                        .contiguous()?;
+                    Tensor::cat(&[x, &s], 2)
+                };
+                KeyValue {
+                    k: append(&k, &sink.k)?,
+                    v: append(&v, &sink.v)?,
+                }
+            }
+            None => KeyValue { k, v },
         })
     }
 
@@ -130,7 +185,7 @@ impl Attention {
     /// When K > 1 (beam search) the K rows of each input share one copy of the
     /// keys and values: their queries are folded into the query-length axis, so
     /// nothing is copied per beam. Returns the output [B·K, T, d] and the weights
-    /// [B·K, H, T, Tk].
+    /// [B·K, H, T, Tk] (with a sink, its weight is the last of the Tk).
     pub fn attend(
         &self,
         x: &Tensor,

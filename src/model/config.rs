@@ -75,6 +75,13 @@ pub struct Config {
     pub unk_id: u32,
     /// The text-encoder input used when the task is captioning.
     pub caption_prompt: String,
+    /// Give every cross-attention a learned extra key/value that is always
+    /// valid (PyTorch's `add_bias_kv`). Softmax weights sum to one, so without
+    /// it a query that matches nothing ("is there a brown shape?" over a red
+    /// one) still returns an average of patches; with it, the mass can go to
+    /// the sink, whose value can say "absent". Off in older model directories.
+    #[serde(default)]
+    pub cross_attention_sink: bool,
     /// Not stored: build the model for inference only (contiguous transposed
     /// weights, fused LayerNorm). Such a model gives no gradients.
     #[serde(skip)]
@@ -106,6 +113,7 @@ impl Config {
             eos_id: 2,
             unk_id: 3,
             caption_prompt: "caption".to_string(),
+            cross_attention_sink: true,
             inference: false,
         }
     }

@@ -28,7 +28,7 @@ impl CrossAttention {
     fn new(cfg: &Config, ln_vb: VarBuilder, attn_vb: VarBuilder) -> Result<Self> {
         Ok(CrossAttention {
             ln: LayerNorm::new(cfg, ln_vb)?,
-            attn: Attention::new(cfg, attn_vb)?,
+            attn: Attention::cross(cfg, attn_vb)?,
         })
     }
 
@@ -39,6 +39,15 @@ impl CrossAttention {
         mask: Option<&KeyMask>,
     ) -> Result<(Tensor, Tensor)> {
         self.attn.attend(&self.ln.forward(x)?, kv, mask)
+    }
+
+    /// The key mask for this attention's projected memory (sink included).
+    fn mask_for(&self, mask: &KeyMask) -> Result<KeyMask> {
+        if self.attn.has_sink() {
+            mask.with_sink()
+        } else {
+            Ok(mask.clone())
+        }
     }
 }
 
@@ -111,13 +120,13 @@ impl FusionLayer {
                 })?;
                 Ok(CrossKv::Joint {
                     kv: cross_attn.attn.project_kv(joint)?,
-                    mask: mask.clone(),
+                    mask: cross_attn.mask_for(mask)?,
                 })
             }
             FusionLayer::Separate { vision, text, .. } => Ok(CrossKv::PerModality {
                 vision: vision.attn.project_kv(&memory.vision)?,
                 text: text.attn.project_kv(&memory.text)?,
-                text_mask: KeyMask::from_valid(&memory.text_valid)?,
+                text_mask: text.mask_for(&KeyMask::from_valid(&memory.text_valid)?)?,
             }),
         }
     }
