@@ -483,3 +483,20 @@ fn the_inference_layout_gives_the_training_layout_logits() {
         assert!(diff < 1e-4, "{fusion}: inference layout differs by {diff}");
     }
 }
+
+/// Model directories written before the attention sink existed have no
+/// `cross_attention_sink` in their config; they must still load, sink-free.
+#[test]
+fn configs_without_the_sink_field_build_models_without_sinks() {
+    let mut json = serde_json::to_value(Config::tiny(Fusion::Separate, VOCAB)).expect("json");
+    let fields = json.as_object_mut().expect("object");
+    assert_eq!(fields.remove("cross_attention_sink"), Some(true.into()));
+    let old: Config = serde_json::from_value(json).expect("old config");
+    assert!(!old.cross_attention_sink);
+    let (_, with_sinks) = tiny(Fusion::Separate, 1);
+    let (_, without) = init_model(&old, 1, &Device::Cpu).expect("init");
+    let sinks = |varmap: &VarMap| parameter_count(varmap, |n| n.contains("sink"));
+    // Two decoder layers, each with a vision and a text cross-attention, each a key and a value of d.
+    assert_eq!(sinks(&with_sinks), 2 * 2 * 2 * old.d_model);
+    assert_eq!(sinks(&without), 0);
+}
