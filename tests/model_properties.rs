@@ -484,19 +484,34 @@ fn the_inference_layout_gives_the_training_layout_logits() {
     }
 }
 
-/// Model directories written before the attention sink existed have no
-/// `cross_attention_sink` in their config; they must still load, sink-free.
+/// Model directories written before the attention sink and the text
+/// encoder's image attention existed have neither field in their config; they
+/// must still load, as the models they were trained as.
 #[test]
-fn configs_without_the_sink_field_build_models_without_sinks() {
-    let mut json = serde_json::to_value(Config::tiny(Fusion::Separate, VOCAB)).expect("json");
+fn configs_without_the_newer_fields_build_the_older_model() {
+    let cfg = Config::tiny(Fusion::Separate, VOCAB);
+    let mut json = serde_json::to_value(&cfg).expect("json");
     let fields = json.as_object_mut().expect("object");
-    assert_eq!(fields.remove("cross_attention_sink"), Some(true.into()));
+    for field in ["cross_attention_sink", "text_cross_attention"] {
+        assert_eq!(fields.remove(field), Some(true.into()), "{field}");
+    }
     let old: Config = serde_json::from_value(json).expect("old config");
-    assert!(!old.cross_attention_sink);
-    let (_, with_sinks) = tiny(Fusion::Separate, 1);
-    let (_, without) = init_model(&old, 1, &Device::Cpu).expect("init");
-    let sinks = |varmap: &VarMap| parameter_count(varmap, |n| n.contains("sink"));
-    // Two decoder layers, each with a vision and a text cross-attention, each a key and a value of d.
-    assert_eq!(sinks(&with_sinks), 2 * 2 * 2 * old.d_model);
-    assert_eq!(sinks(&without), 0);
+    assert!(!old.cross_attention_sink && !old.text_cross_attention);
+    let (_, new) = tiny(Fusion::Separate, 1);
+    let (_, older) = init_model(&old, 1, &Device::Cpu).expect("init");
+    let count = |varmap: &VarMap, part: &str| parameter_count(varmap, |n| n.contains(part));
+    let d = cfg.d_model;
+    // A key and a value of d per cross-attention: vision and text per decoder
+    // layer, and the image attention of each text layer.
+    let sinks = (2 * cfg.decoder_layers + cfg.text_layers) * 2 * d;
+    assert_eq!(count(&new, "sink"), sinks);
+    // LayerNorm (2d) and four d×d projections per text layer, plus its sink.
+    let image_attention = cfg.text_layers * (2 * d + 4 * d * d + 2 * d);
+    assert_eq!(
+        count(&new, "image_attn") + count(&new, "ln_image"),
+        image_attention
+    );
+    for part in ["sink", "image_attn", "ln_image"] {
+        assert_eq!(count(&older, part), 0, "{part}");
+    }
 }

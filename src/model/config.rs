@@ -82,6 +82,11 @@ pub struct Config {
     /// the sink, whose value can say "absent". Off in older model directories.
     #[serde(default)]
     pub cross_attention_sink: bool,
+    /// Let the question tokens attend to the image patches inside the text
+    /// encoder, before the decoder fuses the two memories (see `text.rs`).
+    /// Off in older model directories.
+    #[serde(default)]
+    pub text_cross_attention: bool,
     /// Not stored: build the model for inference only (contiguous transposed
     /// weights, fused LayerNorm). Such a model gives no gradients.
     #[serde(skip)]
@@ -114,6 +119,7 @@ impl Config {
             unk_id: 3,
             caption_prompt: "caption".to_string(),
             cross_attention_sink: true,
+            text_cross_attention: true,
             inference: false,
         }
     }

@@ -57,9 +57,10 @@ impl FusionModel {
         text_valid: &Tensor,
     ) -> Result<Memory> {
         let text_mask = KeyMask::from_valid(text_valid)?;
+        let vision = self.vision.forward(images)?;
         Ok(Memory {
-            vision: self.vision.forward(images)?,
-            text: self.text.forward(text_ids, &text_mask)?,
+            text: self.text.forward(text_ids, &text_mask, &vision)?,
+            vision,
             text_valid: text_valid.to_dtype(candle_core::DType::F32)?,
         })
     }
