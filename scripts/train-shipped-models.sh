@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces models/scenes-{concat,separate,gated}: the data, then the three
 # training runs side by side (one thread each), then the shipped files.
-# Took 115 minutes on a 2-core CPU with the three runs sharing it.
+# Took 72–74 minutes on a 2-core CPU with the three runs sharing it (one
+# thread each; about 34 minutes for one model alone at 2 threads).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release
