@@ -36,6 +36,8 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// Architecture (config.json); fusion and vocab_size are replaced. Default: the shipped size.
+    /// A file without `cross_attention_sink` / `text_cross_attention` gets the
+    /// older design (both off), as an old model directory does.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Optimiser steps.
