@@ -2,7 +2,7 @@
 use candle_core::{Result, Tensor, D};
 use candle_nn::{Init, Module, VarBuilder};
 
-use super::attention::{Attention, KeyMask};
+use super::attention::{Attention, KeyMask, KeyValue};
 use super::{Activation, Config};
 
 /// `y = x Wᵀ + b`, W stored [out, in] as in PyTorch.
@@ -160,6 +160,45 @@ impl EncoderBlock {
             .attn
             .self_attend(&self.ln1.forward(x)?, mask, None, None)?)?;
         &x + self.ff.forward(&self.ln2.forward(&x)?)?
+    }
+}
+
+/// One pre-LN cross-attention with its residual input normalised separately.
+#[derive(Debug, Clone)]
+pub struct CrossAttention {
+    ln: LayerNorm,
+    attn: Attention,
+}
+
+impl CrossAttention {
+    pub fn new(cfg: &Config, ln_vb: VarBuilder, attn_vb: VarBuilder) -> Result<Self> {
+        Ok(CrossAttention {
+            ln: LayerNorm::new(cfg, ln_vb)?,
+            attn: Attention::cross(cfg, attn_vb)?,
+        })
+    }
+
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        kv: &KeyValue,
+        mask: Option<&KeyMask>,
+    ) -> Result<(Tensor, Tensor)> {
+        self.attn.attend(&self.ln.forward(x)?, kv, mask)
+    }
+
+    /// Projects a memory [B, T, d] to this attention's keys and values (sink included).
+    pub fn project_kv(&self, memory: &Tensor) -> Result<KeyValue> {
+        self.attn.project_kv(memory)
+    }
+
+    /// The key mask for this attention's projected memory (sink included).
+    pub fn mask_for(&self, mask: &KeyMask) -> Result<KeyMask> {
+        if self.attn.has_sink() {
+            mask.with_sink()
+        } else {
+            Ok(mask.clone())
+        }
     }
 }
 

@@ -1,9 +1,9 @@
 //! The decoder's cross-attention sublayer, one variant per fusion strategy.
 use candle_core::{Result, Tensor};
-use candle_nn::{Init, Module, VarBuilder};
+use candle_nn::{Init, VarBuilder};
 
-use super::attention::{Attention, KeyMask, KeyValue};
-use super::blocks::LayerNorm;
+use super::attention::{KeyMask, KeyValue};
+use super::blocks::CrossAttention;
 use super::{Config, Fusion};
 
 /// The encoders' outputs for a batch.
@@ -15,40 +15,6 @@ pub struct Memory {
     pub text: Tensor,
     /// [B, Nt]: 1 for a question token, 0 for padding.
     pub text_valid: Tensor,
-}
-
-/// One pre-LN cross-attention with its residual input normalised separately.
-#[derive(Debug, Clone)]
-pub struct CrossAttention {
-    ln: LayerNorm,
-    attn: Attention,
-}
-
-impl CrossAttention {
-    fn new(cfg: &Config, ln_vb: VarBuilder, attn_vb: VarBuilder) -> Result<Self> {
-        Ok(CrossAttention {
-            ln: LayerNorm::new(cfg, ln_vb)?,
-            attn: Attention::cross(cfg, attn_vb)?,
-        })
-    }
-
-    fn forward(
-        &self,
-        x: &Tensor,
-        kv: &KeyValue,
-        mask: Option<&KeyMask>,
-    ) -> Result<(Tensor, Tensor)> {
-        self.attn.attend(&self.ln.forward(x)?, kv, mask)
-    }
-
-    /// The key mask for this attention's projected memory (sink included).
-    fn mask_for(&self, mask: &KeyMask) -> Result<KeyMask> {
-        if self.attn.has_sink() {
-            mask.with_sink()
-        } else {
-            Ok(mask.clone())
-        }
-    }
 }
 
 /// Cross-attention keys/values of one decoder layer, computed once per input.
@@ -119,13 +85,13 @@ impl FusionLayer {
                     candle_core::Error::Msg("concat fusion needs the joint memory".into())
                 })?;
                 Ok(CrossKv::Joint {
-                    kv: cross_attn.attn.project_kv(joint)?,
+                    kv: cross_attn.project_kv(joint)?,
                     mask: cross_attn.mask_for(mask)?,
                 })
             }
             FusionLayer::Separate { vision, text, .. } => Ok(CrossKv::PerModality {
-                vision: vision.attn.project_kv(&memory.vision)?,
-                text: text.attn.project_kv(&memory.text)?,
+                vision: vision.project_kv(&memory.vision)?,
+                text: text.project_kv(&memory.text)?,
                 text_mask: text.mask_for(&KeyMask::from_valid(&memory.text_valid)?)?,
             }),
         }

@@ -8,23 +8,16 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{Module, VarBuilder};
 
-use super::attention::{Attention, KeyMask};
-use super::blocks::{embedding_table, EncoderBlock, LayerNorm};
+use super::attention::KeyMask;
+use super::blocks::{embedding_table, CrossAttention, EncoderBlock, LayerNorm};
 use super::Config;
-
-/// Question tokens attending to the image patches (pre-LN, residual).
-#[derive(Debug, Clone)]
-struct ImageAttention {
-    ln: LayerNorm,
-    attn: Attention,
-}
 
 #[derive(Debug, Clone)]
 pub struct TextEncoder {
     token_embed: Tensor,
     pos_embed: Tensor,
     /// One per block when `cfg.text_cross_attention`, else empty.
-    image_attn: Vec<ImageAttention>,
+    image_attn: Vec<CrossAttention>,
     blocks: Vec<EncoderBlock>,
     ln_f: LayerNorm,
 }
@@ -42,10 +35,7 @@ impl TextEncoder {
             image_attn: (0..image_layers)
                 .map(|i| {
                     let vb = vb.pp(format!("blocks.{i}"));
-                    Ok(ImageAttention {
-                        ln: LayerNorm::new(cfg, vb.pp("ln_image"))?,
-                        attn: Attention::cross(cfg, vb.pp("image_attn"))?,
-                    })
+                    CrossAttention::new(cfg, vb.pp("ln_image"), vb.pp("image_attn"))
                 })
                 .collect::<Result<_>>()?,
             blocks: (0..cfg.text_layers)
@@ -66,10 +56,8 @@ impl TextEncoder {
         let mut x = tokens.broadcast_add(&self.pos_embed.narrow(0, 0, t)?)?;
         for (i, block) in self.blocks.iter().enumerate() {
             if let Some(image_attn) = self.image_attn.get(i) {
-                let kv = image_attn.attn.project_kv(image)?;
-                let (seen, _) = image_attn
-                    .attn
-                    .attend(&image_attn.ln.forward(&x)?, &kv, None)?;
+                let kv = image_attn.project_kv(image)?;
+                let (seen, _) = image_attn.forward(&x, &kv, None)?;
                 x = (x + seen)?;
             }
             x = block.forward(&x, Some(mask))?;
