@@ -608,20 +608,6 @@ fn head_means(weights: &CrossWeights, nv: usize, sinks: bool) -> Result<LayerMea
     let mean = |w: &Tensor, start: usize, len: usize| -> Result<Grid3> {
         Ok(w.narrow(3, start, len)?.mean(1)?.to_vec3::<f32>()?)
     };
-    let joined = |a: Grid3, b: Grid3| -> Grid3 {
-        a.into_iter()
-            .zip(b)
-            .map(|(ra, rb)| {
-                ra.into_iter()
-                    .zip(rb)
-                    .map(|(mut x, y)| {
-                        x.extend(y);
-                        x
-                    })
-                    .collect()
-            })
-            .collect()
-    };
     match weights {
         CrossWeights::Joint(w) => {
             let tk = w.dim(3)?;
@@ -633,10 +619,14 @@ fn head_means(weights: &CrossWeights, nv: usize, sinks: bool) -> Result<LayerMea
         }
         CrossWeights::PerModality { vision, text } => {
             let (kv, kt) = (vision.dim(3)?, text.dim(3)?);
+            let sinks = Tensor::cat(
+                &[vision.narrow(3, kv - s, s)?, text.narrow(3, kt - s, s)?],
+                3,
+            )?;
             Ok(LayerMeans {
                 vision: mean(vision, 0, kv - s)?,
                 text: mean(text, 0, kt - s)?,
-                sink: joined(mean(vision, kv - s, s)?, mean(text, kt - s, s)?),
+                sink: mean(&sinks, 0, 2 * s)?,
             })
         }
     }
