@@ -5,6 +5,7 @@ use std::sync::Once;
 
 use anyhow::{anyhow, bail, Result};
 use image::RgbImage;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor;
 
@@ -132,6 +133,19 @@ where
                 .map_err(&err)?;
         }
     }
+    finish(chart, &root, out)
+}
+
+/// Draws the legend (upper right) and writes the chart to its file.
+fn finish<'a, DB: DrawingBackend + 'a>(
+    mut chart: ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    root: &DrawingArea<DB, plotters::coord::Shift>,
+    out: &Path,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let err = plot_err(out);
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
@@ -314,15 +328,7 @@ where
         });
         chart.draw_series(values).map_err(&err)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(&err)?;
-    root.present().map_err(&err)?;
-    Ok(())
+    finish(chart, &root, out)
 }
 
 /// A colour for `v` in [0, 1]: dark blue, cyan, yellow, red.
