@@ -333,20 +333,23 @@ fn compare_draws_the_learning_curves_from_the_training_logs() {
     init_model(dir, "separate", "m-separate", "2");
     let manifest = "data/manifest.jsonl";
     // Without training logs the option is refused, naming the missing file.
-    let out = fusecap(
-        dir,
-        &[
-            "compare",
-            "--models",
-            "m-concat",
-            "m-separate",
-            "--data",
-            manifest,
-            "--curves",
-            "c.png",
-            "-q",
-        ],
-    );
+    let compare_curves = || {
+        fusecap(
+            dir,
+            &[
+                "compare",
+                "--models",
+                "m-concat",
+                "m-separate",
+                "--data",
+                manifest,
+                "--curves",
+                "c.png",
+                "-q",
+            ],
+        )
+    };
+    let out = compare_curves();
     assert!(!out.status.success());
     assert!(stderr(&out).contains("training.jsonl"), "{}", stderr(&out));
     for (model, acc) in [("m-concat", 0.5), ("m-separate", 0.7)] {
@@ -355,20 +358,7 @@ fn compare_draws_the_learning_curves_from_the_training_logs() {
         );
         std::fs::write(dir.join(model).join("training.jsonl"), log).expect("write log");
     }
-    let out = fusecap(
-        dir,
-        &[
-            "compare",
-            "--models",
-            "m-concat",
-            "m-separate",
-            "--data",
-            manifest,
-            "--curves",
-            "c.png",
-            "-q",
-        ],
-    );
+    let out = compare_curves();
     assert!(out.status.success(), "{}", stderr(&out));
     let curves = image::open(dir.join("c.png")).expect("curves PNG decodes");
     assert_eq!((curves.width(), curves.height()), (800, 500));
