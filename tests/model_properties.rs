@@ -5,7 +5,8 @@ use candle_nn::VarMap;
 use fusecap::generate::{greedy, GenerateOptions};
 use fusecap::model::attention::attention;
 use fusecap::model::dir::{init_model, parameter_count, save_weights, sorted_vars};
-use fusecap::model::{pad_tokens, Config, Fusion, FusionModel, Memory, SelfCache};
+use fusecap::model::vision::Conv3x3;
+use fusecap::model::{pad_tokens, Config, Fusion, FusionModel, Memory, SelfCache, VisionStem};
 use rand::{Rng, SeedableRng};
 
 const VOCAB: usize = 40;
@@ -424,8 +425,16 @@ fn loading_names_every_mismatched_tensor() {
 
 #[test]
 fn every_parameter_gets_a_finite_nonzero_gradient() {
-    for fusion in Fusion::ALL {
-        let (model, varmap) = tiny(fusion, 91);
+    let kinds = Fusion::ALL
+        .into_iter()
+        .map(|f| (f, VisionStem::Conv))
+        .chain([(Fusion::Concat, VisionStem::Patch)]);
+    for (fusion, stem) in kinds {
+        let cfg = Config {
+            vision_stem: stem,
+            ..Config::tiny(fusion, VOCAB)
+        };
+        let (model, varmap) = init_model(&cfg, 91, &Device::Cpu).expect("init");
         set_gates(&varmap, 0.5);
         let memory = encode(&model, &images(&model.cfg, 2, 3), &questions(2, 4, 4), 4);
         let input = ids(&questions(2, 5, 5));
@@ -440,7 +449,7 @@ fn every_parameter_gets_a_finite_nonzero_gradient() {
         for (name, var) in sorted_vars(&varmap) {
             let grad = grads
                 .get(var.as_tensor())
-                .unwrap_or_else(|| panic!("{fusion}: no gradient for {name}"));
+                .unwrap_or_else(|| panic!("{fusion}/{stem:?}: no gradient for {name}"));
             let norm = grad
                 .sqr()
                 .expect("sq")
@@ -450,11 +459,53 @@ fn every_parameter_gets_a_finite_nonzero_gradient() {
                 .expect("scalar");
             assert!(
                 norm.is_finite() && norm > 0.0,
-                "{fusion}: gradient of {name} is {norm}"
+                "{fusion}/{stem:?}: gradient of {name} is {norm}"
             );
         }
         let _ = D::Minus1;
     }
+}
+
+/// The conv stem's im2col convolution is a 3×3, stride-2, padding-1
+/// convolution: it matches candle's own conv2d with the same weights.
+#[test]
+fn conv_stem_layer_equals_a_strided_convolution() {
+    let cfg = Config::tiny(Fusion::Concat, VOCAB);
+    let (c_in, c_out, size) = (3, 5, 8);
+    let varmap = VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let conv = Conv3x3::new(c_in, c_out, &cfg, vb.pp("conv")).expect("conv");
+    let vars = sorted_vars(&varmap);
+    let find = |suffix: &str| {
+        vars.iter()
+            .find(|(n, _)| n.ends_with(suffix))
+            .map(|(_, v)| v.clone())
+            .expect("var")
+    };
+    find("bias").set(&random_tensor(&[c_out], 5)).expect("bias");
+    let bias = find("bias").as_tensor().clone();
+    let weight = find("weight").as_tensor().clone(); // [out, 9·in], columns (ky, kx, c)
+    let kernel = weight
+        .reshape((c_out, 3, 3, c_in))
+        .expect("reshape")
+        .permute((0, 3, 1, 2))
+        .expect("permute")
+        .contiguous()
+        .expect("contiguous");
+    let x = random_tensor(&[2, c_in, size, size], 9);
+    let expected = x
+        .conv2d(&kernel, 1, 2, 1, 1)
+        .expect("conv2d")
+        .broadcast_add(&bias.reshape((1, c_out, 1, 1)).expect("bias"))
+        .expect("add")
+        .permute((0, 2, 3, 1))
+        .expect("nhwc");
+    let got = conv
+        .forward(&x.permute((0, 2, 3, 1)).expect("nhwc"))
+        .expect("forward");
+    assert_eq!(got.dims(), &[2, size / 2, size / 2, c_out]);
+    let diff = max_abs_diff(&got, &expected.contiguous().expect("contiguous"));
+    assert!(diff < 1e-5, "im2col conv differs from conv2d by {diff}");
 }
 
 #[test]
@@ -484,8 +535,8 @@ fn the_inference_layout_gives_the_training_layout_logits() {
     }
 }
 
-/// Model directories written before the attention sink and the text
-/// encoder's image attention existed have neither field in their config; they
+/// Model directories written before the attention sink, the text
+/// encoder's image attention and the conv stem existed have none of the fields in their config; they
 /// must still load, as the models they were trained as.
 #[test]
 fn configs_without_the_newer_fields_build_the_older_model() {
@@ -495,8 +546,10 @@ fn configs_without_the_newer_fields_build_the_older_model() {
     for field in ["cross_attention_sink", "text_cross_attention"] {
         assert_eq!(fields.remove(field), Some(true.into()), "{field}");
     }
+    assert_eq!(fields.remove("vision_stem"), Some("conv".into()));
     let old: Config = serde_json::from_value(json).expect("old config");
     assert!(!old.cross_attention_sink && !old.text_cross_attention);
+    assert_eq!(old.vision_stem, VisionStem::Patch);
     let (_, new) = tiny(Fusion::Separate, 1);
     let (_, older) = init_model(&old, 1, &Device::Cpu).expect("init");
     let count = |varmap: &VarMap, part: &str| parameter_count(varmap, |n| n.contains(part));

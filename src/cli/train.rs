@@ -9,7 +9,7 @@ use candle_core::DType;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::data::batch::Dataset;
+use crate::data::batch::{Dataset, Sampler};
 use crate::data::manifest::load_manifests;
 use crate::data::split::{split_records, training_texts};
 use crate::model::dir::{load_config, parameter_count, TOKENIZER_FILE};
@@ -63,6 +63,10 @@ pub struct TrainArgs {
     /// Gaussian pixel noise, as a fraction of the pixel range (augmentation; 0 = off).
     #[arg(long, default_value_t = 0.0)]
     pub augment_noise: f32,
+    /// Examples of the same image put in one batch, so the image is encoded
+    /// once for all of them (1 = every example drawn on its own).
+    #[arg(long, default_value_t = 4)]
+    pub group_size: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Validate every N steps.
@@ -90,8 +94,12 @@ pub struct TrainArgs {
 
 pub fn run(args: TrainArgs) -> Result<ExitCode> {
     std::env::set_var("RAYON_NUM_THREADS", args.threads.max(1).to_string());
-    if args.batch_size == 0 || args.eval_every == 0 || args.checkpoint_every == 0 {
-        bail!("--batch-size, --eval-every and --checkpoint-every must be at least 1");
+    if args.batch_size == 0
+        || args.group_size == 0
+        || args.eval_every == 0
+        || args.checkpoint_every == 0
+    {
+        bail!("--batch-size, --group-size, --eval-every and --checkpoint-every must be at least 1");
     }
     let manifest = load_manifests(&args.data)?;
     for problem in &manifest.problems {
@@ -146,7 +154,9 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let steps = match (args.steps, args.epochs) {
         (Some(s), _) => s,
         (None, Some(e)) => {
-            ((e * train.examples.len() as f64) / args.batch_size as f64).ceil() as usize
+            let per_epoch = Sampler::new(&train, args.batch_size, args.group_size, args.seed)
+                .batches_per_epoch();
+            (e * per_epoch as f64).ceil() as usize
         }
         (None, None) => TrainOptions::default().steps,
     }
@@ -163,6 +173,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         checkpoint_every: args.checkpoint_every,
         augment_shift: args.augment_shift,
         augment_noise: args.augment_noise,
+        group_size: args.group_size,
         ..TrainOptions::default()
     };
     let params = {

@@ -1,5 +1,5 @@
 //! Training examples, their images held in memory, and batches.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -152,8 +152,10 @@ fn gaussian(rng: &mut StdRng) -> f32 {
 /// Model inputs and targets for a batch.
 #[derive(Debug, Clone)]
 pub struct Batch {
-    /// [B, 3, S, S]
+    /// [N, 3, S, S]: each distinct image of the batch once.
     pub images: Tensor,
+    /// [B] u32: the row of `images` each example asks about.
+    pub image_of: Tensor,
     /// [B, Nt] and its validity mask.
     pub text_ids: Tensor,
     pub text_valid: Tensor,
@@ -177,11 +179,18 @@ impl Batch {
         let preprocess = Preprocess::from_config(cfg);
         let mut rng = StdRng::seed_from_u64(seed);
         let examples: Vec<&Example> = indices.iter().map(|&i| &ds.examples[i]).collect();
-        let pixels: Vec<Vec<f32>> = examples
-            .iter()
-            .map(|e| preprocess.normalise(&augment.apply(&ds.images[e.image], &mut rng)))
-            .collect();
+        let mut rows: HashMap<usize, u32> = HashMap::new();
+        let mut pixels: Vec<Vec<f32>> = Vec::new();
+        let mut image_of = Vec::with_capacity(examples.len());
+        for e in &examples {
+            let row = *rows.entry(e.image).or_insert_with(|| {
+                pixels.push(preprocess.normalise(&augment.apply(&ds.images[e.image], &mut rng)));
+                pixels.len() as u32 - 1
+            });
+            image_of.push(row);
+        }
         let images = super::image::batch_tensor(&pixels, cfg.image_size, device)?;
+        let image_of = Tensor::new(image_of, device)?;
         let texts: Vec<Vec<u32>> = examples.iter().map(|e| e.text.clone()).collect();
         let (text_ids, text_valid) = pad_tokens(&texts, cfg.pad_id, cfg.max_text_len, device)?;
         let inputs: Vec<Vec<u32>> = examples
@@ -197,6 +206,7 @@ impl Batch {
             pad_tokens(&targets, cfg.pad_id, cfg.max_decode_len, device)?;
         Ok(Batch {
             images,
+            image_of,
             text_ids,
             text_valid,
             decoder_input,
@@ -206,21 +216,78 @@ impl Batch {
     }
 }
 
-/// The example indices of training step `step`: epochs are seeded shuffles of
-/// all examples, so the order depends only on (seed, step) and resuming can
-/// pick up exactly where a run stopped.
-pub fn step_indices(n_examples: usize, batch_size: usize, seed: u64, step: usize) -> Vec<usize> {
-    let per_epoch = (n_examples / batch_size).max(1);
-    let epoch = step / per_epoch;
-    let k = step % per_epoch;
-    let mut order: Vec<usize> = (0..n_examples).collect();
-    order.shuffle(&mut StdRng::seed_from_u64(
-        seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-    ));
-    order
-        .into_iter()
-        .cycle()
-        .skip(k * batch_size)
-        .take(batch_size)
-        .collect()
+/// The order in which training visits the examples.
+///
+/// An epoch cuts each image's examples into groups of up to `group_size`
+/// (questions and captions apart) and fills each batch with whole groups of
+/// one kind. An image asked several questions in a batch is encoded once, and
+/// a batch of one-word answers is not padded to the length of a caption.
+/// The order depends only on (seed, step), so resuming picks up exactly where
+/// a run stopped.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    /// Per kind (questions, captions): each image's example indices.
+    by_image: [Vec<Vec<usize>>; 2],
+    groups_per_batch: usize,
+    group_size: usize,
+    seed: u64,
+}
+
+impl Sampler {
+    pub fn new(ds: &Dataset, batch_size: usize, group_size: usize, seed: u64) -> Sampler {
+        let group_size = group_size.clamp(1, batch_size.max(1));
+        let mut by_image: [BTreeMap<usize, Vec<usize>>; 2] = Default::default();
+        for (i, e) in ds.examples.iter().enumerate() {
+            let kind = usize::from(e.question_type.is_none());
+            by_image[kind].entry(e.image).or_default().push(i);
+        }
+        Sampler {
+            by_image: by_image.map(|m| m.into_values().collect()),
+            groups_per_batch: (batch_size / group_size).max(1),
+            group_size,
+            seed,
+        }
+    }
+
+    /// The number of batches in every epoch.
+    pub fn batches_per_epoch(&self) -> usize {
+        self.by_image
+            .iter()
+            .map(|images| {
+                let groups: usize = images
+                    .iter()
+                    .map(|e| e.len().div_ceil(self.group_size))
+                    .sum();
+                groups.div_ceil(self.groups_per_batch)
+            })
+            .sum::<usize>()
+            .max(1)
+    }
+
+    /// Every batch of epoch `epoch`, in order.
+    pub fn epoch(&self, epoch: usize) -> Vec<Vec<usize>> {
+        let mut rng =
+            StdRng::seed_from_u64(self.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut batches = Vec::new();
+        for images in &self.by_image {
+            let mut groups = Vec::new();
+            for examples in images {
+                let mut examples = examples.clone();
+                examples.shuffle(&mut rng);
+                groups.extend(examples.chunks(self.group_size).map(<[usize]>::to_vec));
+            }
+            groups.shuffle(&mut rng);
+            batches.extend(groups.chunks(self.groups_per_batch).map(|g| g.concat()));
+        }
+        batches.shuffle(&mut rng);
+        batches
+    }
+
+    /// The batches of steps `start`, `start + 1`, ... epoch after epoch.
+    pub fn batches_from(&self, start: usize) -> impl Iterator<Item = Vec<usize>> + '_ {
+        let per_epoch = self.batches_per_epoch();
+        (start / per_epoch..)
+            .flat_map(move |epoch| self.epoch(epoch))
+            .skip(start % per_epoch)
+    }
 }

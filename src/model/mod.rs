@@ -12,7 +12,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 pub use attention::KeyMask;
-pub use config::{Activation, Config, Fusion, ResizeMode};
+pub use config::{Activation, Config, Fusion, ResizeMode, VisionStem};
 pub use decoder::{Decoder, SelfCache};
 pub use fusion::{CrossKv, CrossWeights, FusionLayer, Memory};
 use text::TextEncoder;
@@ -56,8 +56,24 @@ impl FusionModel {
         text_ids: &Tensor,
         text_valid: &Tensor,
     ) -> Result<Memory> {
+        self.encode_shared(images, None, text_ids, text_valid)
+    }
+
+    /// As `encode`, with `images` [N, 3, S, S] holding each distinct image once
+    /// and `image_of` [B] u32 naming the image of each of the B inputs.
+    pub fn encode_shared(
+        &self,
+        images: &Tensor,
+        image_of: Option<&Tensor>,
+        text_ids: &Tensor,
+        text_valid: &Tensor,
+    ) -> Result<Memory> {
         let text_mask = KeyMask::from_valid(text_valid)?;
         let vision = self.vision.forward(images)?;
+        let vision = match image_of {
+            Some(rows) => vision.index_select(rows, 0)?,
+            None => vision,
+        };
         Ok(Memory {
             text: self.text.forward(text_ids, &text_mask, &vision)?,
             vision,
@@ -85,15 +101,17 @@ impl FusionModel {
             .collect()
     }
 
-    /// Teacher-forced logits [B, T, vocab] for decoder input `tokens` [B, T].
+    /// Teacher-forced logits [B, T, vocab] for decoder input `tokens` [B, T];
+    /// `images` and `image_of` as in `encode_shared`.
     pub fn forward(
         &self,
         images: &Tensor,
+        image_of: &Tensor,
         text_ids: &Tensor,
         text_valid: &Tensor,
         tokens: &Tensor,
     ) -> Result<Tensor> {
-        let memory = self.encode(images, text_ids, text_valid)?;
+        let memory = self.encode_shared(images, Some(image_of), text_ids, text_valid)?;
         let cross = self.cross_kv(&memory)?;
         self.decoder.forward(tokens, &cross, None, None)
     }

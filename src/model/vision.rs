@@ -1,13 +1,23 @@
 //! The vision encoder: pixels -> patch tokens -> transformer blocks.
+//!
+//! The stem that makes the tokens is a config choice (`Config::vision_stem`):
+//! one linear projection of each `patch_size`² patch, or a stack of 3×3
+//! stride-2 convolutions (ReLU between them) that reaches the same token grid.
 use candle_core::{Result, Tensor};
 use candle_nn::{Module, VarBuilder};
 
 use super::blocks::{embedding_table, EncoderBlock, LayerNorm, Linear};
-use super::Config;
+use super::{Config, VisionStem};
+
+#[derive(Debug, Clone)]
+enum Stem {
+    Patch(Linear),
+    Conv(Vec<Conv3x3>),
+}
 
 #[derive(Debug, Clone)]
 pub struct VisionEncoder {
-    patch_embed: Linear,
+    stem: Stem,
     pos_embed: Tensor,
     blocks: Vec<EncoderBlock>,
     ln_f: LayerNorm,
@@ -16,9 +26,33 @@ pub struct VisionEncoder {
 
 impl VisionEncoder {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
-        let patch_dim = 3 * cfg.patch_size * cfg.patch_size;
+        let stem = match cfg.vision_stem {
+            VisionStem::Patch => {
+                let patch_dim = 3 * cfg.patch_size * cfg.patch_size;
+                Stem::Patch(Linear::new(
+                    patch_dim,
+                    cfg.d_model,
+                    true,
+                    cfg,
+                    vb.pp("patch_embed"),
+                )?)
+            }
+            VisionStem::Conv => {
+                let channels = cfg.conv_stem_channels();
+                let inputs = std::iter::once(3).chain(channels.iter().copied());
+                Stem::Conv(
+                    inputs
+                        .zip(&channels)
+                        .enumerate()
+                        .map(|(i, (c_in, &c_out))| {
+                            Conv3x3::new(c_in, c_out, cfg, vb.pp(format!("stem.{i}")))
+                        })
+                        .collect::<Result<_>>()?,
+                )
+            }
+        };
         Ok(VisionEncoder {
-            patch_embed: Linear::new(patch_dim, cfg.d_model, true, cfg, vb.pp("patch_embed"))?,
+            stem,
             pos_embed: embedding_table(cfg.num_patches(), cfg.d_model, "pos_embed", &vb)?,
             blocks: (0..cfg.vision_layers)
                 .map(|i| EncoderBlock::new(cfg, vb.pp(format!("blocks.{i}"))))
@@ -31,20 +65,77 @@ impl VisionEncoder {
     /// images: [B, 3, S, S], normalised -> [B, Nv, d]
     pub fn forward(&self, images: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = images.dims4()?;
-        let p = self.patch_size;
-        let (gh, gw) = (h / p, w / p);
-        // [B, 3, gh, p, gw, p] -> [B, gh, gw, 3, p, p] -> [B, Nv, 3·p·p]
-        let patches = images
-            .reshape((b, c, gh, p, gw, p))?
-            .permute((0, 2, 4, 1, 3, 5))?
-            .reshape((b, gh * gw, c * p * p))?;
-        let mut x = self
-            .patch_embed
-            .forward(&patches)?
-            .broadcast_add(&self.pos_embed)?;
+        let tokens = match &self.stem {
+            Stem::Patch(patch_embed) => {
+                let p = self.patch_size;
+                let (gh, gw) = (h / p, w / p);
+                // [B, 3, gh, p, gw, p] -> [B, gh, gw, 3, p, p] -> [B, Nv, 3·p·p]
+                let patches = images
+                    .reshape((b, c, gh, p, gw, p))?
+                    .permute((0, 2, 4, 1, 3, 5))?
+                    .reshape((b, gh * gw, c * p * p))?;
+                patch_embed.forward(&patches)?
+            }
+            Stem::Conv(convs) => {
+                // channels last: [B, S, S, 3] -> ... -> [B, S/p, S/p, d]
+                let mut x = images.permute((0, 2, 3, 1))?;
+                for (i, conv) in convs.iter().enumerate() {
+                    x = conv.forward(&x)?;
+                    if i + 1 < convs.len() {
+                        x = x.relu()?;
+                    }
+                }
+                let (_, gh, gw, d) = x.dims4()?;
+                x.reshape((b, gh * gw, d))?
+            }
+        };
+        let mut x = tokens.broadcast_add(&self.pos_embed)?;
         for block in &self.blocks {
             x = block.forward(&x, None)?;
         }
         self.ln_f.forward(&x)
+    }
+}
+
+/// A 3×3 convolution with stride 2 and zero padding 1 on channels-last maps:
+/// [B, H, W, C_in] -> [B, H/2, W/2, C_out]. The nine shifted views are
+/// gathered with reshapes and slices (im2col), then one matmul mixes them;
+/// all of it has gradients in candle.
+///
+/// `proj.weight` is [C_out, 9·C_in], its columns ordered (ky, kx, c_in).
+#[derive(Debug, Clone)]
+pub struct Conv3x3 {
+    proj: Linear,
+}
+
+impl Conv3x3 {
+    pub fn new(c_in: usize, c_out: usize, cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        Ok(Conv3x3 {
+            proj: Linear::new(9 * c_in, c_out, true, cfg, vb)?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, h, w, c) = x.dims4()?;
+        let (oh, ow) = (h / 2, w / 2);
+        // Padded row 2i + k (k = 0, 1, 2) is row i + k/2 of parity k%2 in
+        // [B, H/2 + 1, 2, W/2 + 1, 2, C].
+        let padded = x
+            .pad_with_zeros(1, 1, 1)?
+            .pad_with_zeros(2, 1, 1)?
+            .reshape((b, oh + 1, 2, ow + 1, 2, c))?;
+        let mut taps = Vec::with_capacity(9);
+        for ky in 0..3 {
+            let rows = padded.narrow(1, ky / 2, oh)?.narrow(2, ky % 2, 1)?;
+            for kx in 0..3 {
+                taps.push(
+                    rows.narrow(3, kx / 2, ow)?
+                        .narrow(4, kx % 2, 1)?
+                        .reshape((b, oh, ow, c))?,
+                );
+            }
+        }
+        let cols = Tensor::cat(&taps, 3)?.reshape((b * oh * ow, 9 * c))?;
+        self.proj.forward(&cols)?.reshape((b, oh, ow, ()))
     }
 }
