@@ -42,6 +42,11 @@ pub struct TrainOptions {
     /// Examples of one image that share a batch (and one pass of the vision encoder).
     #[serde(default = "one")]
     pub group_size: usize,
+    /// Weigh questions so that every answer of a question type weighs the
+    /// same in total (`Dataset::balance_answers`), each weight at most this
+    /// factor from 1; 0 = off.
+    #[serde(default)]
+    pub balance_answers: f32,
     /// Validation examples evaluated at each evaluation.
     pub val_examples: usize,
 }
@@ -63,6 +68,7 @@ impl Default for TrainOptions {
             augment_shift: 0,
             augment_noise: 0.0,
             group_size: 4,
+            balance_answers: 0.0,
             val_examples: 512,
         }
     }
@@ -94,7 +100,8 @@ pub fn learning_rate(opts: &TrainOptions, step: usize) -> f64 {
 }
 
 /// Token cross-entropy (with optional label smoothing), averaged within each
-/// example and then over the batch. Every example weighs the same: averaged
+/// example, then over the batch by the examples' weights (all 1 unless the
+/// answers are balanced). Length does not weigh: averaged
 /// over tokens instead, a 20-token scene caption outweighed a one-word answer
 /// ten to one, and the answers were learned slowly.
 pub fn loss(model: &FusionModel, batch: &Batch, label_smoothing: f64) -> Result<Tensor> {
@@ -119,7 +126,8 @@ pub fn loss(model: &FusionModel, batch: &Batch, label_smoothing: f64) -> Result<
     let per_example = (per_token * &batch.target_mask)?
         .sum(1)?
         .div(&batch.target_mask.sum(1)?)?;
-    Ok(per_example.mean_all()?)
+    let weighted = (per_example * &batch.weights)?.sum_all()?;
+    Ok(weighted.broadcast_div(&batch.weights.sum_all()?)?)
 }
 
 /// AdamW with its moment estimates exposed, so they can be checkpointed.
@@ -136,6 +144,10 @@ impl AdamW {
     const BETA1: f64 = 0.9;
     const BETA2: f64 = 0.98;
     const EPS: f64 = 1e-8;
+    /// Adam moves a parameter by about `lr` per step at most, so a gate
+    /// `tanh(alpha)` starting at 0 would need a thousand steps to open; the
+    /// first shipped gated model still had |tanh(alpha)| ≤ 0.19 after 3,000.
+    const GATE_LR_MULTIPLIER: f64 = 10.0;
 
     pub fn new(varmap: &VarMap, weight_decay: f64) -> Result<Self> {
         let vars = sorted_vars(varmap);
@@ -182,7 +194,12 @@ impl AdamW {
             self.m[i] = ((&self.m[i] * Self::BETA1)? + (&g * (1.0 - Self::BETA1))?)?;
             self.v[i] = ((&self.v[i] * Self::BETA2)? + (g.sqr()? * (1.0 - Self::BETA2))?)?;
             let update = ((&self.m[i] / c1)? / ((&self.v[i] / c2)?.sqrt()? + Self::EPS)?)?;
-            let var = &self.vars[i].1;
+            let (name, var) = &self.vars[i];
+            let lr = if name.contains("gate_") {
+                lr * Self::GATE_LR_MULTIPLIER
+            } else {
+                lr
+            };
             let decay = if var.rank() >= 2 {
                 1.0 - lr * self.weight_decay
             } else {

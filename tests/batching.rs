@@ -29,6 +29,7 @@ fn dataset(images: usize, questions: impl Fn(usize) -> usize) -> Dataset {
                 target: vec![6 + (q % 3) as u32],
                 answer: String::new(),
                 question_type: Some("color".into()),
+                weight: 1.0,
             });
         }
         for c in 0..2 {
@@ -38,6 +39,7 @@ fn dataset(images: usize, questions: impl Fn(usize) -> usize) -> Dataset {
                 target: (0..6).map(|t| 7 + ((t + c + i) % 20) as u32).collect(),
                 answer: String::new(),
                 question_type: None,
+                weight: 1.0,
             });
         }
     }
@@ -147,4 +149,64 @@ fn the_loss_weighs_every_example_the_same() {
     assert!((together - (question + caption) / 2.0).abs() < 1e-5);
     let shared = loss_of(&[0, 1]);
     assert!((shared - (question + other) / 2.0).abs() < 1e-5);
+}
+
+#[test]
+fn balanced_answers_weigh_the_same_in_each_question_type() {
+    let mut ds = dataset(12, |i| 1 + i % 4);
+    // Answers "a" 3 times in 4 and "b" once, in one type; a second type all "c".
+    let mut k = 0;
+    for e in ds.examples.iter_mut().filter(|e| e.question_type.is_some()) {
+        e.answer = if k % 4 == 3 { "b" } else { "a" }.into();
+        if k % 5 == 0 {
+            e.question_type = Some("count".into());
+            e.answer = "c".into();
+        }
+        k += 1;
+    }
+    ds.balance_answers(100.0);
+    let total = |t: &str, a: &str| -> f32 {
+        ds.examples
+            .iter()
+            .filter(|e| e.question_type.as_deref() == Some(t) && e.answer == a)
+            .map(|e| e.weight)
+            .sum()
+    };
+    let count = |t: &str| {
+        ds.examples
+            .iter()
+            .filter(|e| e.question_type.as_deref() == Some(t))
+            .count() as f32
+    };
+    assert!(total("color", "a") > 0.0 && total("color", "b") > 0.0);
+    assert!((total("color", "a") - total("color", "b")).abs() < 1e-3);
+    assert!((total("color", "a") + total("color", "b") - count("color")).abs() < 1e-3);
+    assert!((total("count", "c") - count("count")).abs() < 1e-3);
+    assert!(ds
+        .examples
+        .iter()
+        .filter(|e| e.question_type.is_none())
+        .all(|e| e.weight == 1.0));
+    ds.balance_answers(1.5);
+    assert!(ds
+        .examples
+        .iter()
+        .all(|e| (1.0 / 1.5..=1.5).contains(&e.weight)));
+}
+
+#[test]
+fn the_loss_is_the_weighted_mean_of_the_examples_losses() {
+    let mut ds = dataset(2, |_| 2);
+    ds.examples[0].weight = 3.0;
+    let cfg = Config::tiny(Fusion::Concat, VOCAB);
+    let (model, _) = init_model(&cfg, 8, &Device::Cpu).expect("init");
+    let loss_of = |ds: &Dataset, indices: &[usize]| {
+        let batch = Batch::new(ds, indices, &cfg, Augment::NONE, 0, &Device::Cpu).expect("batch");
+        loss(&model, &batch, 0.0)
+            .expect("loss")
+            .to_scalar::<f32>()
+            .expect("scalar")
+    };
+    let (a, b) = (loss_of(&ds, &[0]), loss_of(&ds, &[2]));
+    assert!((loss_of(&ds, &[0, 2]) - (3.0 * a + b) / 4.0).abs() < 1e-5);
 }

@@ -63,6 +63,12 @@ pub struct TrainArgs {
     /// Gaussian pixel noise, as a fraction of the pixel range (augmentation; 0 = off).
     #[arg(long, default_value_t = 0.0)]
     pub augment_noise: f32,
+    /// Weigh the questions so that every answer of a question type has the
+    /// same total weight in the loss, no weight more than this factor from 1
+    /// (0 = off). Against the answer prior: easy-VQA answers "is there a red
+    /// shape?" with "no" 7 times in 8.
+    #[arg(long, default_value_t = 0.0, value_name = "MAX_WEIGHT")]
+    pub balance_answers: f32,
     /// Examples of the same image put in one batch, so the image is encoded
     /// once for all of them (1 = every example drawn on its own).
     #[arg(long, default_value_t = 4)]
@@ -142,7 +148,10 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         None => Config::small(args.fusion, vocab),
     };
 
-    let (train, mut problems) = Dataset::build(&train_records, &tokenizer, &cfg)?;
+    let (mut train, mut problems) = Dataset::build(&train_records, &tokenizer, &cfg)?;
+    if args.balance_answers > 0.0 {
+        train.balance_answers(args.balance_answers.max(1.0));
+    }
     let (val, val_problems) = Dataset::build(&val_records, &tokenizer, &cfg)?;
     problems.extend(val_problems);
     for problem in &problems {
@@ -174,6 +183,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         augment_shift: args.augment_shift,
         augment_noise: args.augment_noise,
         group_size: args.group_size,
+        balance_answers: args.balance_answers,
         ..TrainOptions::default()
     };
     let params = {
