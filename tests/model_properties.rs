@@ -427,8 +427,8 @@ fn loading_names_every_mismatched_tensor() {
 fn every_parameter_gets_a_finite_nonzero_gradient() {
     let kinds = Fusion::ALL
         .into_iter()
-        .map(|f| (f, VisionStem::Conv))
-        .chain([(Fusion::Concat, VisionStem::Patch)]);
+        .map(|f| (f, VisionStem::Patch))
+        .chain([(Fusion::Concat, VisionStem::Conv)]);
     for (fusion, stem) in kinds {
         let cfg = Config {
             vision_stem: stem,
@@ -546,7 +546,7 @@ fn configs_without_the_newer_fields_build_the_older_model() {
     for field in ["cross_attention_sink", "text_cross_attention"] {
         assert_eq!(fields.remove(field), Some(true.into()), "{field}");
     }
-    assert_eq!(fields.remove("vision_stem"), Some("conv".into()));
+    assert_eq!(fields.remove("vision_stem"), Some("patch".into()));
     let old: Config = serde_json::from_value(json).expect("old config");
     assert!(!old.cross_attention_sink && !old.text_cross_attention);
     assert_eq!(old.vision_stem, VisionStem::Patch);

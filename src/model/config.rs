@@ -122,7 +122,7 @@ impl Config {
             activation: Activation::Relu,
             image_size: 64,
             patch_size: 8,
-            vision_stem: VisionStem::Conv,
+            vision_stem: VisionStem::Patch,
             resize: ResizeMode::Stretch,
             image_mean: [0.5, 0.5, 0.5],
             image_std: [0.25, 0.25, 0.25],
