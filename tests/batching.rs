@@ -155,14 +155,13 @@ fn the_loss_weighs_every_example_the_same() {
 fn balanced_answers_weigh_the_same_in_each_question_type() {
     let mut ds = dataset(12, |i| 1 + i % 4);
     // Answers "a" 3 times in 4 and "b" once, in one type; a second type all "c".
-    let mut k = 0;
-    for e in ds.examples.iter_mut().filter(|e| e.question_type.is_some()) {
+    let questions = ds.examples.iter_mut().filter(|e| e.question_type.is_some());
+    for (k, e) in questions.enumerate() {
         e.answer = if k % 4 == 3 { "b" } else { "a" }.into();
         if k % 5 == 0 {
             e.question_type = Some("count".into());
             e.answer = "c".into();
         }
-        k += 1;
     }
     ds.balance_answers(100.0);
     let total = |t: &str, a: &str| -> f32 {

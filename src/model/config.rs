@@ -108,7 +108,9 @@ pub struct Config {
 }
 
 impl Config {
-    /// The shipped size: 64×64 images, patch 8, d 128, 4/2/2 layers.
+    /// The shipped size: 64×64 images, 16×16 patches (16 tokens), d 128, 4/2/2 layers.
+    /// At equal steps 8×8 patches scored about a point higher on easy-VQA, but
+    /// 16×16 patches train much faster, and the time buys more steps.
     pub fn small(fusion: Fusion, vocab_size: usize) -> Self {
         Config {
             fusion,
@@ -121,7 +123,7 @@ impl Config {
             decoder_layers: 2,
             activation: Activation::Relu,
             image_size: 64,
-            patch_size: 8,
+            patch_size: 16,
             vision_stem: VisionStem::Patch,
             resize: ResizeMode::Stretch,
             image_mean: [0.5, 0.5, 0.5],
