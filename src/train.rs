@@ -1,5 +1,5 @@
 //! Training: loss, AdamW, learning-rate schedule, checkpoints and the loop.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,6 +47,9 @@ pub struct TrainOptions {
     /// factor from 1; 0 = off.
     #[serde(default)]
     pub balance_answers: f32,
+    /// Loss weight factors per question type (`Dataset::weigh_question_types`).
+    #[serde(default)]
+    pub type_weights: BTreeMap<String, f32>,
     /// Validation examples evaluated at each evaluation.
     pub val_examples: usize,
 }
@@ -67,8 +70,9 @@ impl Default for TrainOptions {
             checkpoint_every: 250,
             augment_shift: 0,
             augment_noise: 0.0,
-            group_size: 4,
+            group_size: 1,
             balance_answers: 0.0,
+            type_weights: BTreeMap::new(),
             val_examples: 512,
         }
     }
@@ -85,6 +89,28 @@ impl TrainOptions {
             max_shift: self.augment_shift,
             noise: self.augment_noise,
         }
+    }
+
+    /// Sets the training examples' loss weights from `balance_answers` and
+    /// `type_weights`. Fails on a weighted question type no example has.
+    pub fn weigh_examples(&self, train: &mut Dataset) -> anyhow::Result<()> {
+        if self.balance_answers > 0.0 {
+            train.balance_answers(self.balance_answers.max(1.0));
+        }
+        let unknown = train.weigh_question_types(&self.type_weights);
+        if !unknown.is_empty() {
+            let known: BTreeSet<&str> = train
+                .examples
+                .iter()
+                .filter_map(|e| e.question_type.as_deref())
+                .collect();
+            anyhow::bail!(
+                "no training question has the type(s) {} given a weight; the types are: {}",
+                unknown.join(", "),
+                known.into_iter().collect::<Vec<_>>().join(", ")
+            );
+        }
+        Ok(())
     }
 }
 

@@ -1,7 +1,7 @@
 //! The training order and batches: every example once per epoch, batches of
 //! one kind, a resumable order, images encoded once per batch, and a loss in
 //! which every example weighs the same.
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use candle_core::Device;
 use fusecap::data::batch::{Augment, Batch, Dataset, Example, Sampler};
@@ -191,6 +191,31 @@ fn balanced_answers_weigh_the_same_in_each_question_type() {
         .examples
         .iter()
         .all(|e| (1.0 / 1.5..=1.5).contains(&e.weight)));
+}
+
+#[test]
+fn type_weights_scale_only_their_question_type_and_report_unknown_types() {
+    let mut ds = dataset(6, |i| 1 + i % 3);
+    for (k, e) in ds.examples.iter_mut().enumerate() {
+        if e.question_type.is_some() && k % 2 == 0 {
+            e.question_type = Some("shape".into());
+            e.weight = 0.5;
+        }
+    }
+    let before: Vec<f32> = ds.examples.iter().map(|e| e.weight).collect();
+    let factors = BTreeMap::from([("shape".to_string(), 3.0), ("sahpe".to_string(), 2.0)]);
+    let unknown = ds.weigh_question_types(&factors);
+    assert_eq!(unknown, vec!["sahpe".to_string()]);
+    let mut shapes = 0;
+    for (e, w) in ds.examples.iter().zip(before) {
+        if e.question_type.as_deref() == Some("shape") {
+            shapes += 1;
+            assert!((e.weight - 3.0 * w).abs() < 1e-6);
+        } else {
+            assert_eq!(e.weight, w);
+        }
+    }
+    assert!(shapes > 0);
 }
 
 #[test]

@@ -308,3 +308,54 @@ fn bad_manifest_lines_are_reported_with_line_numbers_and_skipped() {
     );
     assert!(stderr.contains("skipped 2"), "{stderr}");
 }
+
+#[test]
+fn type_weights_are_recorded_and_a_misspelt_type_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = synth(&dir.path().join("data"), 12);
+    let base = ["--fusion", "concat", "--steps", "2", "--batch-size", "8"];
+    let args = |extra: &[&'static str]| -> Vec<&'static str> {
+        base.iter().chain(extra).copied().collect()
+    };
+
+    let out = dir.path().join("weighted");
+    let output = train(
+        dir.path(),
+        &manifest,
+        &out,
+        &args(&["--quiet", "--type-weight", "shape=2.5"]),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("train_state.json")).expect("state"),
+    )
+    .expect("state json");
+    assert_eq!(state["options"]["type_weights"]["shape"], 2.5);
+
+    let output = train(
+        dir.path(),
+        &manifest,
+        &dir.path().join("typo"),
+        &args(&["--type-weight", "shapes=2"]),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("shapes") && stderr.contains("relation"),
+        "{stderr}"
+    );
+
+    let output = train(
+        dir.path(),
+        &manifest,
+        &dir.path().join("syntax"),
+        &args(&["--type-weight", "shape"]),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("TYPE=FACTOR"), "{stderr}");
+}

@@ -18,6 +18,7 @@ use super::compare::{
     compare, plot_accuracy, render_markdown, CompareOptions, CompareReport, FusionList,
 };
 use super::eval::{check_counts, check_limit, warn_problems, write_json, write_text};
+use crate::cli::recipe::BatchingArgs;
 use crate::data::batch::Dataset;
 use crate::data::manifest::{load_manifests, Record};
 use crate::data::split::{split_records, training_texts, Splits};
@@ -80,6 +81,8 @@ pub struct ExperimentArgs {
     /// Warm-up steps (at most --steps).
     #[arg(long, default_value_t = 100)]
     pub warmup: usize,
+    #[command(flatten)]
+    pub batching: BatchingArgs,
     /// Validate every N steps (default: a tenth of --steps).
     #[arg(long, value_name = "N")]
     pub eval_every: Option<usize>,
@@ -118,8 +121,9 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
     }
     let splits = split_records(&manifest.records, args.val_percent);
     check_splits(&splits, &args.data)?;
-    let data = TrainingData::build(&splits, args.config.as_deref())?;
     let options = train_options(&args);
+    let mut data = TrainingData::build(&splits, args.config.as_deref())?;
+    options.weigh_examples(&mut data.train)?;
     if !args.quiet {
         eprintln!(
             "experiment: {} for {} steps of {} (seed {}) on {} training and {} validation examples; comparing on {} test record(s)",
@@ -146,7 +150,11 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
 }
 
 fn check_args(args: &ExperimentArgs) -> Result<()> {
-    check_counts(&[("--steps", args.steps), ("--batch-size", args.batch_size)])?;
+    check_counts(&[
+        ("--steps", args.steps),
+        ("--batch-size", args.batch_size),
+        ("--group-size", args.batching.group_size),
+    ])?;
     check_limit(args.limit)?;
     if args.eval_every == Some(0) {
         bail!("--eval-every must be at least 1 (got 0)");
@@ -195,7 +203,7 @@ fn names(fusions: &[Fusion]) -> String {
 }
 
 fn train_options(args: &ExperimentArgs) -> TrainOptions {
-    TrainOptions {
+    args.batching.apply(TrainOptions {
         steps: args.steps,
         batch_size: args.batch_size,
         lr: args.lr,
@@ -203,7 +211,7 @@ fn train_options(args: &ExperimentArgs) -> TrainOptions {
         seed: args.seed,
         eval_every: args.eval_every.unwrap_or((args.steps / 10).max(1)),
         ..TrainOptions::default()
-    }
+    })
 }
 
 // ---------------------------------------------------------------- data

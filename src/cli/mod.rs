@@ -10,6 +10,7 @@ pub mod eval;
 pub mod experiment;
 pub mod explain;
 pub mod init;
+pub mod recipe;
 pub mod score;
 pub mod train;
 

@@ -9,6 +9,7 @@ use candle_core::DType;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::cli::recipe::BatchingArgs;
 use crate::data::batch::{Dataset, Sampler};
 use crate::data::manifest::load_manifests;
 use crate::data::split::{split_records, training_texts};
@@ -63,16 +64,8 @@ pub struct TrainArgs {
     /// Gaussian pixel noise, as a fraction of the pixel range (augmentation; 0 = off).
     #[arg(long, default_value_t = 0.0)]
     pub augment_noise: f32,
-    /// Weigh the questions so that every answer of a question type has the
-    /// same total weight in the loss, no weight more than this factor from 1
-    /// (0 = off). Against the answer prior: easy-VQA answers "is there a red
-    /// shape?" with "no" 7 times in 8.
-    #[arg(long, default_value_t = 0.0, value_name = "MAX_WEIGHT")]
-    pub balance_answers: f32,
-    /// Examples of the same image put in one batch, so the image is encoded
-    /// once for all of them (1 = every example drawn on its own).
-    #[arg(long, default_value_t = 4)]
-    pub group_size: usize,
+    #[command(flatten)]
+    pub batching: BatchingArgs,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Validate every N steps.
@@ -101,7 +94,7 @@ pub struct TrainArgs {
 pub fn run(args: TrainArgs) -> Result<ExitCode> {
     std::env::set_var("RAYON_NUM_THREADS", args.threads.max(1).to_string());
     if args.batch_size == 0
-        || args.group_size == 0
+        || args.batching.group_size == 0
         || args.eval_every == 0
         || args.checkpoint_every == 0
     {
@@ -149,9 +142,6 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     };
 
     let (mut train, mut problems) = Dataset::build(&train_records, &tokenizer, &cfg)?;
-    if args.balance_answers > 0.0 {
-        train.balance_answers(args.balance_answers.max(1.0));
-    }
     let (val, val_problems) = Dataset::build(&val_records, &tokenizer, &cfg)?;
     problems.extend(val_problems);
     for problem in &problems {
@@ -163,14 +153,15 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let steps = match (args.steps, args.epochs) {
         (Some(s), _) => s,
         (None, Some(e)) => {
-            let per_epoch = Sampler::new(&train, args.batch_size, args.group_size, args.seed)
-                .batches_per_epoch();
+            let per_epoch =
+                Sampler::new(&train, args.batch_size, args.batching.group_size, args.seed)
+                    .batches_per_epoch();
             (e * per_epoch as f64).ceil() as usize
         }
         (None, None) => TrainOptions::default().steps,
     }
     .max(1);
-    let options = TrainOptions {
+    let options = args.batching.apply(TrainOptions {
         steps,
         batch_size: args.batch_size,
         lr: args.lr,
@@ -182,10 +173,9 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         checkpoint_every: args.checkpoint_every,
         augment_shift: args.augment_shift,
         augment_noise: args.augment_noise,
-        group_size: args.group_size,
-        balance_answers: args.balance_answers,
         ..TrainOptions::default()
-    };
+    });
+    options.weigh_examples(&mut train)?;
     let params = {
         let (_, varmap) = crate::model::dir::init_model(&cfg, 0, &candle_core::Device::Cpu)?;
         parameter_count(&varmap, |_| true)

@@ -145,6 +145,27 @@ impl Dataset {
             e.weight = w;
         }
     }
+
+    /// Multiplies the weight of every question of a listed type by its factor
+    /// (`shape = 2` makes each shape question count twice in the loss).
+    /// Returns the listed types that no example has, so a typo can be reported.
+    pub fn weigh_question_types(&mut self, factors: &BTreeMap<String, f32>) -> Vec<String> {
+        for e in &mut self.examples {
+            if let Some(f) = e.question_type.as_ref().and_then(|t| factors.get(t)) {
+                e.weight *= f;
+            }
+        }
+        factors
+            .keys()
+            .filter(|name| {
+                !self
+                    .examples
+                    .iter()
+                    .any(|e| e.question_type.as_deref() == Some(name.as_str()))
+            })
+            .cloned()
+            .collect()
+    }
 }
 
 /// Light augmentation that keeps colours and coarse positions: a shift of a few
