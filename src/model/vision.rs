@@ -11,7 +11,7 @@ use super::{Config, VisionStem};
 
 #[derive(Debug, Clone)]
 enum Stem {
-    Patch(Linear),
+    Patch { embed: Linear, size: usize },
     Conv(Vec<Conv3x3>),
 }
 
@@ -21,7 +21,6 @@ pub struct VisionEncoder {
     pos_embed: Tensor,
     blocks: Vec<EncoderBlock>,
     ln_f: LayerNorm,
-    patch_size: usize,
 }
 
 impl VisionEncoder {
@@ -29,13 +28,10 @@ impl VisionEncoder {
         let stem = match cfg.vision_stem {
             VisionStem::Patch => {
                 let patch_dim = 3 * cfg.patch_size * cfg.patch_size;
-                Stem::Patch(Linear::new(
-                    patch_dim,
-                    cfg.d_model,
-                    true,
-                    cfg,
-                    vb.pp("patch_embed"),
-                )?)
+                Stem::Patch {
+                    embed: Linear::new(patch_dim, cfg.d_model, true, cfg, vb.pp("patch_embed"))?,
+                    size: cfg.patch_size,
+                }
             }
             VisionStem::Conv => {
                 let channels = cfg.conv_stem_channels();
@@ -58,7 +54,6 @@ impl VisionEncoder {
                 .map(|i| EncoderBlock::new(cfg, vb.pp(format!("blocks.{i}"))))
                 .collect::<Result<_>>()?,
             ln_f: LayerNorm::new(cfg, vb.pp("ln_f"))?,
-            patch_size: cfg.patch_size,
         })
     }
 
@@ -66,15 +61,15 @@ impl VisionEncoder {
     pub fn forward(&self, images: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = images.dims4()?;
         let tokens = match &self.stem {
-            Stem::Patch(patch_embed) => {
-                let p = self.patch_size;
+            Stem::Patch { embed, size } => {
+                let p = *size;
                 let (gh, gw) = (h / p, w / p);
                 // [B, 3, gh, p, gw, p] -> [B, gh, gw, 3, p, p] -> [B, Nv, 3·p·p]
                 let patches = images
                     .reshape((b, c, gh, p, gw, p))?
                     .permute((0, 2, 4, 1, 3, 5))?
                     .reshape((b, gh * gw, c * p * p))?;
-                patch_embed.forward(&patches)?
+                embed.forward(&patches)?
             }
             Stem::Conv(convs) => {
                 // channels last: [B, S, S, 3] -> ... -> [B, S/p, S/p, d]
