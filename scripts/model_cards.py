@@ -21,6 +21,7 @@ def train_command(fusion, o):
     flags = (f"--steps {o['steps']} --batch-size {o['batch_size']} --lr {o['lr']:g} --warmup {o['warmup_steps']} "
              f"--group-size {o['group_size']}"
              + (f" --balance-answers {o['balance_answers']:g}" if o.get("balance_answers") else "")
+            + "".join(f" --type-weight '{t}={w:g}'" for t, w in sorted(o.get("type_weights", {}).items()))
              + f" \\\n    --eval-every {o['eval_every']} --checkpoint-every {o['checkpoint_every']} --seed {o['seed']}")
     return [f"fusecap train --data data/scenes/manifest.jsonl data/easy-vqa/manifest.jsonl --fusion {fusion} \\",
             f"    --out runs/scenes-{fusion} {flags}"]
@@ -59,10 +60,14 @@ for fusion in ("concat", "separate", "gated"):
         *(["- Every cross-attention has a learned sink key and value (`cross_attention_sink`)."] if cfg.get("cross_attention_sink") else []),
         "",
         "## Training",
-        f"- {last['step']} steps of up to {opts['batch_size']} examples, drawn as groups of up to {opts['group_size']} examples of one image (the image is encoded once per group), questions and captions in separate batches; "
+        f"- {last['step']} steps of up to {opts['batch_size']} examples, "
+        + ("each drawn on its own" if opts['group_size'] == 1 else f"drawn as groups of up to {opts['group_size']} examples of one image (the image is encoded once per group)")
+        + ", questions and captions in separate batches; "
         f"AdamW (weight decay {opts['weight_decay']:g}, β2 0.98; the fusion gates at 10× the learning rate), warm-up {opts['warmup_steps']} steps then cosine decay from {opts['lr']:g}, gradient clipping at {opts['clip_norm']:g}, no augmentation.",
         "- The loss averages each example's tokens, then the examples"
-        + (f", each question weighted so that every answer of a question type weighs the same in total (`--balance-answers {opts['balance_answers']:g}`: no weight more than {opts['balance_answers']:g}× from 1)." if opts.get("balance_answers") else "."),
+        + (f", each question weighted so that every answer of a question type weighs the same in total (`--balance-answers {opts['balance_answers']:g}`: no weight more than {opts['balance_answers']:g}× from 1)" if opts.get("balance_answers") else "")
+        + "".join(f"; {t} questions weigh {w:g}×" for t, w in sorted(opts.get("type_weights", {}).items()))
+        + ".",
         f"- Wall time {last['elapsed_s'] / 60:.0f} minutes on a 2-core AMD EPYC (no GPU), sharing the two cores with the other two shipped models' runs "
         f"(one thread each; median {sorted(r['samples_per_sec'] for r in log)[len(log) // 2]:.0f} samples/s per run). BENCHMARKS.md has the speed of one run alone.",
         f"- Final training loss {last['loss']:.3f}; validation accuracy (greedy exact match, first 512 held-out examples) by step: "

@@ -336,26 +336,25 @@ fn type_weights_are_recorded_and_a_misspelt_type_is_refused() {
     .expect("state json");
     assert_eq!(state["options"]["type_weights"]["shape"], 2.5);
 
-    let output = train(
-        dir.path(),
-        &manifest,
-        &dir.path().join("typo"),
-        &args(&["--type-weight", "shapes=2"]),
-    );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
+    let refused = |weight: &'static str| {
+        let out = dir.path().join(weight);
+        let output = train(
+            dir.path(),
+            &manifest,
+            &out,
+            &args(&["--type-weight", weight]),
+        );
+        assert!(
+            !output.status.success(),
+            "--type-weight {weight} was accepted"
+        );
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let stderr = refused("shapes=2");
     assert!(
         stderr.contains("shapes") && stderr.contains("relation"),
         "{stderr}"
     );
-
-    let output = train(
-        dir.path(),
-        &manifest,
-        &dir.path().join("syntax"),
-        &args(&["--type-weight", "shape"]),
-    );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
+    let stderr = refused("shape");
     assert!(stderr.contains("TYPE=FACTOR"), "{stderr}");
 }
