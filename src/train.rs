@@ -1,5 +1,5 @@
 //! Training: loss, AdamW, learning-rate schedule, checkpoints and the loop.
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -99,11 +99,7 @@ impl TrainOptions {
         }
         let unknown = train.weigh_question_types(&self.type_weights);
         if !unknown.is_empty() {
-            let known: BTreeSet<&str> = train
-                .examples
-                .iter()
-                .filter_map(|e| e.question_type.as_deref())
-                .collect();
+            let known = train.question_types();
             anyhow::bail!(
                 "no training question has the type(s) {} given a weight; the types are: {}",
                 unknown.join(", "),
@@ -127,7 +123,7 @@ pub fn learning_rate(opts: &TrainOptions, step: usize) -> f64 {
 
 /// Token cross-entropy (with optional label smoothing), averaged within each
 /// example, then over the batch by the examples' weights (all 1 unless the
-/// answers are balanced). A target's length does not weigh: averaged over all
+/// answers are balanced or question types weighted). A target's length does not weigh: averaged over all
 /// tokens, a 20-token scene caption outweighed a one-word answer ten to one.
 pub fn loss(model: &FusionModel, batch: &Batch, label_smoothing: f64) -> Result<Tensor> {
     let logits = model.forward(

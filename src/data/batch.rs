@@ -1,5 +1,5 @@
 //! Training examples, their images held in memory, and batches.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -26,7 +26,8 @@ pub struct Example {
     pub answer: String,
     /// `Some` for VQA examples: the question type, or "vqa" if the record has none.
     pub question_type: Option<String>,
-    /// The example's weight in the loss (1 unless answers are balanced).
+    /// The example's weight in the loss (1 unless answers are balanced or
+    /// question types weighted).
     pub weight: f32,
 }
 
@@ -146,6 +147,14 @@ impl Dataset {
         }
     }
 
+    /// The question types of the examples.
+    pub fn question_types(&self) -> BTreeSet<&str> {
+        self.examples
+            .iter()
+            .filter_map(|e| e.question_type.as_deref())
+            .collect()
+    }
+
     /// Multiplies the weight of every question of a listed type by its factor
     /// (`shape = 2` makes each shape question count twice in the loss).
     /// Returns the listed types that no example has, so a typo can be reported.
@@ -155,14 +164,10 @@ impl Dataset {
                 e.weight *= f;
             }
         }
+        let known = self.question_types();
         factors
             .keys()
-            .filter(|name| {
-                !self
-                    .examples
-                    .iter()
-                    .any(|e| e.question_type.as_deref() == Some(name.as_str()))
-            })
+            .filter(|name| !known.contains(name.as_str()))
             .cloned()
             .collect()
     }
