@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::batch::{Augment, Batch, Dataset, Sampler};
 use crate::generate::{greedy, on_worker, GenerateOptions};
-use crate::model::dir::{init_model, save_model_dir, sorted_vars, write_atomically};
+use crate::model::dir::{
+    init_model, load_weights, save_model_dir, sorted_vars, write_atomically, WEIGHTS_FILE,
+};
 use crate::model::{Config, FusionModel};
 use crate::tokenizer::TextTokenizer;
 
@@ -52,6 +54,9 @@ pub struct TrainOptions {
     pub type_weights: BTreeMap<String, f32>,
     /// Validation examples evaluated at each evaluation.
     pub val_examples: usize,
+    /// A model directory whose weights replace the random initialisation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<PathBuf>,
 }
 
 impl Default for TrainOptions {
@@ -74,6 +79,7 @@ impl Default for TrainOptions {
             balance_answers: 0.0,
             type_weights: BTreeMap::new(),
             val_examples: 512,
+            init_from: None,
         }
     }
 }
@@ -328,6 +334,9 @@ impl TrainRun<'_> {
         std::fs::create_dir_all(&self.out)
             .with_context(|| format!("creating {}", self.out.display()))?;
         let (model, varmap) = init_model(&self.cfg, opts.seed, &device)?;
+        if let (Some(dir), false) = (&opts.init_from, self.resume) {
+            load_weights(&varmap, &dir.join(WEIGHTS_FILE), &device)?;
+        }
         let mut adam = AdamW::new(&varmap, opts.weight_decay)?;
         let checkpoint = self.out.join(CHECKPOINT_FILE);
         let mut start = 0;

@@ -1,5 +1,6 @@
 //! Training: the loss falls, resuming equals not stopping, checkpoints are
-//! atomic, a NaN stops the run, and bad manifest lines are reported and skipped.
+//! atomic, a NaN stops the run, bad manifest lines are reported and skipped, and
+//! a fine-tune starts from its model.
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -357,4 +358,69 @@ fn type_weights_are_recorded_and_a_misspelt_type_is_refused() {
     );
     let stderr = refused("shape");
     assert!(stderr.contains("TYPE=FACTOR"), "{stderr}");
+}
+
+#[test]
+fn fine_tuning_starts_from_the_given_model_and_refuses_another_fusion() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = synth(&dir.path().join("data"), 30);
+    let schedule = ["--batch-size", "16", "--warmup", "2", "--quiet"];
+    let base = dir.path().join("base");
+    let output = train(
+        dir.path(),
+        &manifest,
+        &base,
+        &[
+            &["--fusion", "concat", "--steps", "80", "--lr", "3e-3"][..],
+            &schedule,
+        ]
+        .concat(),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let fine_tune = |fusion: &str, out: &Path| {
+        bin()
+            .args(["train", "--fusion", fusion, "--steps", "3", "--lr", "1e-4"])
+            .args(schedule)
+            .arg("--init")
+            .arg(&base)
+            .arg("--data")
+            .arg(&manifest)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .expect("run train")
+    };
+
+    let tuned = dir.path().join("tuned");
+    let output = fine_tune("concat", &tuned);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mean = |r: &[LogRecord]| r.iter().map(|x| x.loss).sum::<f64>() / r.len() as f64;
+    let (fresh, continued) = (mean(&read_log(&base)[..3]), mean(&read_log(&tuned)));
+    assert!(
+        continued < 0.8 * fresh,
+        "a fine-tune's first losses ({continued:.3}) should be those of a trained model, not of a random one ({fresh:.3})"
+    );
+    let read = |p: std::path::PathBuf| std::fs::read_to_string(p).expect("read");
+    assert_eq!(
+        read(tuned.join("tokenizer.json")),
+        read(base.join("tokenizer.json")),
+        "a fine-tune keeps the model's tokenizer"
+    );
+    assert!(read(tuned.join("train_state.json")).contains("init_from"));
+
+    let output = fine_tune("separate", &dir.path().join("refused"));
+    assert!(
+        !output.status.success(),
+        "a concat model was fine-tuned as separate"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--fusion concat"), "{stderr}");
 }

@@ -13,7 +13,7 @@ use crate::cli::recipe::BatchingArgs;
 use crate::data::batch::{Dataset, Sampler};
 use crate::data::manifest::load_manifests;
 use crate::data::split::{split_records, training_texts};
-use crate::model::dir::{load_config, parameter_count, TOKENIZER_FILE};
+use crate::model::dir::{load_config, parameter_count, CONFIG_FILE, TOKENIZER_FILE};
 use crate::model::{Config, Fusion};
 use crate::tokenizer::TextTokenizer;
 use crate::train::{LogRecord, Outcome, TrainOptions, TrainRun, LOG_FILE};
@@ -23,6 +23,7 @@ use crate::train::{LogRecord, Outcome, TrainOptions, TrainRun, LOG_FILE};
   fusecap train --data data/scenes/manifest.jsonl --fusion concat --out runs/concat --steps 2000
   fusecap train --data data/scenes/manifest.jsonl data/easy-vqa/manifest.jsonl --fusion gated --out runs/gated --epochs 3
   fusecap train --data data/scenes/manifest.jsonl --fusion gated --out runs/gated --steps 2000 --resume
+  fusecap train --data my/manifest.jsonl --fusion separate --init models/scenes-separate --out runs/tuned --steps 1000 --lr 3e-4
 
 Writes a usable model directory to --out at every checkpoint, plus training.jsonl,
 loss.png, checkpoint.safetensors (weights + optimiser) and train_state.json.
@@ -41,6 +42,12 @@ pub struct TrainArgs {
     /// older design (both off), as an old model directory does.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Fine-tune: start from this model directory's weights, with its
+    /// architecture and tokenizer, instead of a random initialisation. The
+    /// optimiser and the learning-rate schedule start afresh; --fusion must
+    /// be the model's.
+    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    pub init: Option<PathBuf>,
     /// Optimiser steps.
     #[arg(long, conflicts_with = "epochs")]
     pub steps: Option<usize>,
@@ -125,20 +132,34 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     }
 
     let tokenizer_path = args.out.join(TOKENIZER_FILE);
-    let tokenizer = if args.resume && tokenizer_path.is_file() {
-        TextTokenizer::load(&tokenizer_path)?
-    } else {
-        let texts = training_texts(&train_records);
-        TextTokenizer::train(texts.iter().map(String::as_str), 1)?
+    let tokenizer = match &args.init {
+        Some(dir) => TextTokenizer::load(&dir.join(TOKENIZER_FILE))?,
+        None if args.resume && tokenizer_path.is_file() => TextTokenizer::load(&tokenizer_path)?,
+        None => {
+            let texts = training_texts(&train_records);
+            TextTokenizer::train(texts.iter().map(String::as_str), 1)?
+        }
     };
     let vocab = tokenizer.vocab_size();
-    let cfg = match &args.config {
-        Some(path) => Config {
+    let cfg = match (&args.init, &args.config) {
+        (Some(dir), _) => {
+            let cfg = load_config(&dir.join(CONFIG_FILE))?;
+            if cfg.fusion != args.fusion {
+                bail!(
+                    "{} is a {} model; pass --fusion {} to fine-tune it",
+                    dir.display(),
+                    cfg.fusion,
+                    cfg.fusion
+                );
+            }
+            cfg
+        }
+        (None, Some(path)) => Config {
             fusion: args.fusion,
             vocab_size: vocab,
             ..load_config(path)?
         },
-        None => Config::small(args.fusion, vocab),
+        (None, None) => Config::small(args.fusion, vocab),
     };
 
     let (mut train, mut problems) = Dataset::build(&train_records, &tokenizer, &cfg)?;
@@ -173,6 +194,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         checkpoint_every: args.checkpoint_every,
         augment_shift: args.augment_shift,
         augment_noise: args.augment_noise,
+        init_from: args.init.clone(),
         ..TrainOptions::default()
     });
     options.weigh_examples(&mut train)?;
