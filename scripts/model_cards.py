@@ -2,6 +2,7 @@
 """Writes models/scenes-*/README.md from the training logs and
 docs/results/{easy-vqa,scenes}-compare.json (scripts/evaluate-shipped-models.sh)."""
 import json
+import os
 
 results = {name: {m["fusion"]: m for m in json.load(open(f"docs/results/{name}-compare.json"))["models"]}
            for name in ("easy-vqa", "scenes")}
@@ -17,33 +18,79 @@ def pct(x):
     return f"{100 * x:.1f}%"
 
 
-def train_command(fusion, o):
+def augmentation(o):
+    parts = ([f"random shifts of up to {o['augment_shift']} pixels (edges replicated)"] if o.get("augment_shift") else []) \
+        + ([f"Gaussian pixel noise of {o['augment_noise']:g} of the range"] if o.get("augment_noise") else [])
+    return " and ".join(parts) if parts else "no augmentation"
+
+
+DATA = "data/scenes/manifest.jsonl data/easy-vqa/manifest.jsonl"
+
+
+def train_command(fusion, o, out, init=None, data=DATA):
     flags = (f"--steps {o['steps']} --batch-size {o['batch_size']} --lr {o['lr']:g} --warmup {o['warmup_steps']} "
              f"--group-size {o['group_size']}"
              + (f" --balance-answers {o['balance_answers']:g}" if o.get("balance_answers") else "")
-            + "".join(f" --type-weight '{t}={w:g}'" for t, w in sorted(o.get("type_weights", {}).items()))
+             + (f" --augment-shift {o['augment_shift']}" if o.get("augment_shift") else "")
+             + (f" --augment-noise {o['augment_noise']:g}" if o.get("augment_noise") else "")
+             + "".join(f" --type-weight '{t}={w:g}'" for t, w in sorted(o.get("type_weights", {}).items()))
              + f" \\\n    --eval-every {o['eval_every']} --checkpoint-every {o['checkpoint_every']} --seed {o['seed']}")
-    return [f"fusecap train --data data/scenes/manifest.jsonl data/easy-vqa/manifest.jsonl --fusion {fusion} \\",
-            f"    --out runs/scenes-{fusion} {flags}"]
+    return [f"fusecap train --data {data} --fusion {fusion} \\",
+            f"    --out {out}" + (f" --init {init}" if init else "") + f" {flags}"]
+
+
+def training_bullets(name, log, opts):
+    last = log[-1]
+    vals = [r for r in log if "val_accuracy" in r]
+    return [
+        f"- {name}{last['step']} steps of up to {opts['batch_size']} examples, "
+        + ("each drawn on its own" if opts['group_size'] == 1 else f"drawn as groups of up to {opts['group_size']} examples of one image (the image is encoded once per group)")
+        + ", questions and captions in separate batches; "
+        f"AdamW (weight decay {opts['weight_decay']:g}, β2 0.98; the fusion gates at 10× the learning rate), warm-up {opts['warmup_steps']} steps then cosine decay from {opts['lr']:g}, gradient clipping at {opts['clip_norm']:g}, "
+        + augmentation(opts) + ". "
+        "The loss averages each example's tokens, then the examples"
+        + (f", each question weighted so that every answer of a question type weighs the same in total (`--balance-answers {opts['balance_answers']:g}`: no weight more than {opts['balance_answers']:g}× from 1)" if opts.get("balance_answers") else "")
+        + "".join(f"; {t} questions weigh {w:g}×" for t, w in sorted(opts.get("type_weights", {}).items()))
+        + ".",
+        f"  Wall time {last['elapsed_s'] / 60:.0f} minutes on a 2-core AMD EPYC (no GPU), sharing the two cores with the other two shipped models' runs "
+        f"(one thread each; median {sorted(r['samples_per_sec'] for r in log)[len(log) // 2]:.0f} samples/s per run). "
+        f"Final training loss {last['loss']:.3f}; validation accuracy (greedy exact match, first 512 held-out examples) by step: "
+        + ", ".join(f"{r['step']}: {pct(r['val_accuracy'])}" for r in vals) + ".",
+    ]
+
+
+def read_run(directory, prefix):
+    log = [json.loads(line) for line in open(f"{directory}/{prefix}training.jsonl")]
+    return log, json.load(open(f"{directory}/{prefix}train_state.json"))["options"]
 
 
 for fusion in ("concat", "separate", "gated"):
-    log = [json.loads(line) for line in open(f"models/scenes-{fusion}/training.jsonl")]
-    cfg = json.load(open(f"models/scenes-{fusion}/config.json"))
-    opts = json.load(open(f"models/scenes-{fusion}/train_state.json"))["options"]
-    last = log[-1]
-    vals = [r for r in log if "val_accuracy" in r]
+    directory = f"models/scenes-{fusion}"
+    cfg = json.load(open(f"{directory}/config.json"))
+    log, opts = read_run(directory, "")
+    two_stages = os.path.exists(f"{directory}/stage1-training.jsonl")
+    if two_stages:
+        log1, opts1 = read_run(directory, "stage1-")
+        commands = train_command(fusion, opts1, f"runs/scenes-{fusion}-stage1") + \
+            train_command(fusion, opts, f"runs/scenes-{fusion}", init=f"runs/scenes-{fusion}-stage1")
+        training = training_bullets("Stage 1, from a random initialisation: ", log1, opts1) + \
+            training_bullets(f"Stage 2, fine-tuning stage 1's model (`--init`, a fresh optimiser and schedule): ", log, opts) + \
+            [f"- In all {log1[-1]['step'] + log[-1]['step']:,} steps, {(log1[-1]['elapsed_s'] + log[-1]['elapsed_s']) / 60:.0f} minutes side by side.",
+             "- `training.jsonl` and `loss.png` are stage 2's log and curve; `stage1-training.jsonl`, `stage1-train_state.json` and `stage1-loss.png` are stage 1's."]
+    else:
+        commands = train_command(fusion, opts, f"runs/scenes-{fusion}")
+        training = training_bullets("", log, opts) + ["- `training.jsonl` is the full log, `loss.png` the curve."]
     ev, sc = results["easy-vqa"][fusion], results["scenes"][fusion]
     lines = [
         f"# scenes-{fusion}",
         "",
         f"fusecap model with **{fusion}** fusion: {FUSION_TEXT[fusion]}.",
-        "Trained from scratch on our synthetic scenes plus easy-VQA, with the same data, seed and step budget as the other two shipped models.",
+        "Trained here, from scratch, on our synthetic scenes plus easy-VQA, with the same data, seed and step budget as the other two shipped models.",
         "",
         "## Reproduce",
         "```sh",
-        "scripts/train-shipped-models.sh      # data + all three models, or just this one:",
-        *train_command(fusion, opts),
+        "scripts/train-shipped-models.sh      # data + all three models, or just this one:" if not two_stages else "scripts/train-shipped-models.sh      # data + all three models, or just this one, in two stages:",
+        *commands,
         "```",
         "The data: `fusecap data synth --out data/scenes --count 3000 --seed 7` (2,700 train / 300 test images, "
         "captions and colour/shape/size/count/exist/position/relation questions) and "
@@ -60,19 +107,7 @@ for fusion in ("concat", "separate", "gated"):
         *(["- Every cross-attention has a learned sink key and value (`cross_attention_sink`)."] if cfg.get("cross_attention_sink") else []),
         "",
         "## Training",
-        f"- {last['step']} steps of up to {opts['batch_size']} examples, "
-        + ("each drawn on its own" if opts['group_size'] == 1 else f"drawn as groups of up to {opts['group_size']} examples of one image (the image is encoded once per group)")
-        + ", questions and captions in separate batches; "
-        f"AdamW (weight decay {opts['weight_decay']:g}, β2 0.98; the fusion gates at 10× the learning rate), warm-up {opts['warmup_steps']} steps then cosine decay from {opts['lr']:g}, gradient clipping at {opts['clip_norm']:g}, no augmentation.",
-        "- The loss averages each example's tokens, then the examples"
-        + (f", each question weighted so that every answer of a question type weighs the same in total (`--balance-answers {opts['balance_answers']:g}`: no weight more than {opts['balance_answers']:g}× from 1)" if opts.get("balance_answers") else "")
-        + "".join(f"; {t} questions weigh {w:g}×" for t, w in sorted(opts.get("type_weights", {}).items()))
-        + ".",
-        f"- Wall time {last['elapsed_s'] / 60:.0f} minutes on a 2-core AMD EPYC (no GPU), sharing the two cores with the other two shipped models' runs "
-        f"(one thread each; median {sorted(r['samples_per_sec'] for r in log)[len(log) // 2]:.0f} samples/s per run). BENCHMARKS.md has the speed of one run alone.",
-        f"- Final training loss {last['loss']:.3f}; validation accuracy (greedy exact match, first 512 held-out examples) by step: "
-        + ", ".join(f"{r['step']}: {pct(r['val_accuracy'])}" for r in vals) + ".",
-        "- `training.jsonl` is the full log, `loss.png` the curve.",
+        *training,
         "",
         "## Evaluation (held-out test splits, never trained on)",
         "Measured with `scripts/evaluate-shipped-models.sh` (`fusecap compare --fusion all --data data/<set>/manifest.jsonl --split test`). "
