@@ -423,4 +423,13 @@ fn fine_tuning_starts_from_the_given_model_and_refuses_another_fusion() {
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--fusion concat"), "{stderr}");
+
+    std::fs::remove_file(base.join("model.safetensors")).expect("remove weights");
+    let output = fine_tune("concat", &dir.path().join("broken"));
+    assert!(
+        !output.status.success(),
+        "a model without weights was fine-tuned"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("model.safetensors"), "{stderr}");
 }

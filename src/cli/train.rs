@@ -13,7 +13,7 @@ use crate::cli::recipe::BatchingArgs;
 use crate::data::batch::{Dataset, Sampler};
 use crate::data::manifest::load_manifests;
 use crate::data::split::{split_records, training_texts};
-use crate::model::dir::{load_config, parameter_count, CONFIG_FILE, TOKENIZER_FILE};
+use crate::model::dir::{load_config, parameter_count, ModelDir, CONFIG_FILE, TOKENIZER_FILE};
 use crate::model::{Config, Fusion};
 use crate::tokenizer::TextTokenizer;
 use crate::train::{LogRecord, Outcome, TrainOptions, TrainRun, LOG_FILE};
@@ -133,7 +133,8 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
 
     let tokenizer_path = args.out.join(TOKENIZER_FILE);
     let tokenizer = match &args.init {
-        Some(dir) => TextTokenizer::load(&dir.join(TOKENIZER_FILE))?,
+        // Loading the whole directory checks its weights before any data is read.
+        Some(dir) => ModelDir::load(dir, &candle_core::Device::Cpu)?.tokenizer,
         None if args.resume && tokenizer_path.is_file() => TextTokenizer::load(&tokenizer_path)?,
         None => {
             let texts = training_texts(&train_records);
