@@ -416,20 +416,17 @@ fn fine_tuning_starts_from_the_given_model_and_refuses_another_fusion() {
     );
     assert!(read(tuned.join("train_state.json")).contains("init_from"));
 
-    let output = fine_tune("separate", &dir.path().join("refused"));
-    assert!(
-        !output.status.success(),
-        "a concat model was fine-tuned as separate"
-    );
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let refused = |fusion: &str, out: &str| {
+        let output = fine_tune(fusion, &dir.path().join(out));
+        assert!(
+            !output.status.success(),
+            "{out}: the fine-tune was accepted"
+        );
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let stderr = refused("separate", "another-fusion");
     assert!(stderr.contains("--fusion concat"), "{stderr}");
-
     std::fs::remove_file(base.join("model.safetensors")).expect("remove weights");
-    let output = fine_tune("concat", &dir.path().join("broken"));
-    assert!(
-        !output.status.success(),
-        "a model without weights was fine-tuned"
-    );
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused("concat", "no-weights");
     assert!(stderr.contains("model.safetensors"), "{stderr}");
 }
