@@ -27,7 +27,7 @@ def augmentation(o):
 DATA = "data/scenes/manifest.jsonl data/easy-vqa/manifest.jsonl"
 
 
-def train_command(fusion, o, out, init=None, data=DATA):
+def train_command(fusion, o, out, init=None):
     flags = (f"--steps {o['steps']} --batch-size {o['batch_size']} --lr {o['lr']:g} --warmup {o['warmup_steps']} "
              f"--group-size {o['group_size']}"
              + (f" --balance-answers {o['balance_answers']:g}" if o.get("balance_answers") else "")
@@ -35,7 +35,7 @@ def train_command(fusion, o, out, init=None, data=DATA):
              + (f" --augment-noise {o['augment_noise']:g}" if o.get("augment_noise") else "")
              + "".join(f" --type-weight '{t}={w:g}'" for t, w in sorted(o.get("type_weights", {}).items()))
              + f" \\\n    --eval-every {o['eval_every']} --checkpoint-every {o['checkpoint_every']} --seed {o['seed']}")
-    return [f"fusecap train --data {data} --fusion {fusion} \\",
+    return [f"fusecap train --data {DATA} --fusion {fusion} \\",
             f"    --out {out}" + (f" --init {init}" if init else "") + f" {flags}"]
 
 
@@ -74,12 +74,12 @@ for fusion in ("concat", "separate", "gated"):
         commands = train_command(fusion, opts1, f"runs/scenes-{fusion}-stage1") + \
             train_command(fusion, opts, f"runs/scenes-{fusion}", init=f"runs/scenes-{fusion}-stage1")
         training = training_bullets("Stage 1, from a random initialisation: ", log1, opts1) + \
-            training_bullets(f"Stage 2, fine-tuning stage 1's model (`--init`, a fresh optimiser and schedule): ", log, opts) + \
-            [f"- In all {log1[-1]['step'] + log[-1]['step']:,} steps, {(log1[-1]['elapsed_s'] + log[-1]['elapsed_s']) / 60:.0f} minutes side by side.",
+            training_bullets("Stage 2, fine-tuning stage 1's model (`--init`, a fresh optimiser and schedule): ", log, opts) + \
+            [f"- In all {log1[-1]['step'] + log[-1]['step']:,} steps, {(log1[-1]['elapsed_s'] + log[-1]['elapsed_s']) / 60:.0f} minutes side by side. BENCHMARKS.md has the speed of one run alone.",
              "- `training.jsonl` and `loss.png` are stage 2's log and curve; `stage1-training.jsonl`, `stage1-train_state.json` and `stage1-loss.png` are stage 1's."]
     else:
         commands = train_command(fusion, opts, f"runs/scenes-{fusion}")
-        training = training_bullets("", log, opts) + ["- `training.jsonl` is the full log, `loss.png` the curve."]
+        training = training_bullets("", log, opts) + ["- BENCHMARKS.md has the speed of one run alone. `training.jsonl` is the full log, `loss.png` the curve."]
     ev, sc = results["easy-vqa"][fusion], results["scenes"][fusion]
     lines = [
         f"# scenes-{fusion}",
@@ -89,7 +89,7 @@ for fusion in ("concat", "separate", "gated"):
         "",
         "## Reproduce",
         "```sh",
-        "scripts/train-shipped-models.sh      # data + all three models, or just this one:" if not two_stages else "scripts/train-shipped-models.sh      # data + all three models, or just this one, in two stages:",
+        "scripts/train-shipped-models.sh      # data + all three models, or just this one" + (", in two stages:" if two_stages else ":"),
         *commands,
         "```",
         "The data: `fusecap data synth --out data/scenes --count 3000 --seed 7` (2,700 train / 300 test images, "

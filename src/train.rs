@@ -129,8 +129,9 @@ pub fn learning_rate(opts: &TrainOptions, step: usize) -> f64 {
 
 /// Token cross-entropy (with optional label smoothing), averaged within each
 /// example, then over the batch by the examples' weights (all 1 unless the
-/// answers are balanced or question types weighted). A target's length does not weigh: averaged over all
-/// tokens, a 20-token scene caption outweighed a one-word answer ten to one.
+/// answers are balanced or question types weighted). A target's length does
+/// not weigh: averaged over all tokens, a 20-token scene caption outweighed a
+/// one-word answer ten to one.
 pub fn loss(model: &FusionModel, batch: &Batch, label_smoothing: f64) -> Result<Tensor> {
     let logits = model.forward(
         &batch.images,

@@ -13,7 +13,7 @@ use crate::cli::recipe::BatchingArgs;
 use crate::data::batch::{Dataset, Sampler};
 use crate::data::manifest::load_manifests;
 use crate::data::split::{split_records, training_texts};
-use crate::model::dir::{load_config, parameter_count, ModelDir, CONFIG_FILE, TOKENIZER_FILE};
+use crate::model::dir::{load_config, parameter_count, ModelDir, TOKENIZER_FILE};
 use crate::model::{Config, Fusion};
 use crate::tokenizer::TextTokenizer;
 use crate::train::{LogRecord, Outcome, TrainOptions, TrainRun, LOG_FILE};
@@ -131,10 +131,23 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         );
     }
 
+    // Loaded whole, so a broken directory is refused before the images are decoded.
+    let init = match &args.init {
+        Some(dir) => Some(ModelDir::load(dir, &candle_core::Device::Cpu)?),
+        None => None,
+    };
+    if let Some(init) = &init {
+        let fusion = init.model.cfg.fusion;
+        if fusion != args.fusion {
+            bail!(
+                "{} is a {fusion} model; pass --fusion {fusion} to fine-tune it",
+                init.path.display()
+            );
+        }
+    }
     let tokenizer_path = args.out.join(TOKENIZER_FILE);
-    let tokenizer = match &args.init {
-        // Loading the whole directory checks its weights before any data is read.
-        Some(dir) => ModelDir::load(dir, &candle_core::Device::Cpu)?.tokenizer,
+    let tokenizer = match &init {
+        Some(init) => init.tokenizer.clone(),
         None if args.resume && tokenizer_path.is_file() => TextTokenizer::load(&tokenizer_path)?,
         None => {
             let texts = training_texts(&train_records);
@@ -142,19 +155,11 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         }
     };
     let vocab = tokenizer.vocab_size();
-    let cfg = match (&args.init, &args.config) {
-        (Some(dir), _) => {
-            let cfg = load_config(&dir.join(CONFIG_FILE))?;
-            if cfg.fusion != args.fusion {
-                bail!(
-                    "{} is a {} model; pass --fusion {} to fine-tune it",
-                    dir.display(),
-                    cfg.fusion,
-                    cfg.fusion
-                );
-            }
-            cfg
-        }
+    let cfg = match (&init, &args.config) {
+        (Some(init), _) => Config {
+            inference: false,
+            ..init.model.cfg.clone()
+        },
         (None, Some(path)) => Config {
             fusion: args.fusion,
             vocab_size: vocab,
