@@ -340,6 +340,26 @@ fn gates_at_zero_cut_both_memories_and_open_gates_use_both() {
 }
 
 #[test]
+fn a_fresh_gated_model_starts_at_the_configured_gate() {
+    let mut cfg = Config::tiny(Fusion::Gated, VOCAB);
+    let gates = |cfg: &Config| {
+        let (model, _) = init_model(cfg, 3, &Device::Cpu).expect("init");
+        model.gate_values().expect("gates")
+    };
+    assert!(gates(&cfg).iter().all(|&(v, t)| v == 0.0 && t == 0.0));
+    cfg.gate_init = 1.0;
+    let open = gates(&cfg);
+    assert_eq!(open.len(), cfg.decoder_layers);
+    for (v, t) in open {
+        assert!((v - 1f32.tanh()).abs() < 1e-6 && (t - 1f32.tanh()).abs() < 1e-6);
+    }
+    let mut json = serde_json::to_value(&cfg).expect("json");
+    json.as_object_mut().expect("object").remove("gate_init");
+    let old: Config = serde_json::from_value(json).expect("config without gate_init");
+    assert_eq!(old.gate_init, 0.0);
+}
+
+#[test]
 fn parameter_counts_follow_the_design() {
     let cfg = Config::tiny(Fusion::Concat, VOCAB);
     let count = |fusion| {

@@ -101,6 +101,11 @@ pub struct Config {
     /// Off in older model directories.
     #[serde(default)]
     pub text_cross_attention: bool,
+    /// The gated strategy's initial `alpha` (gate = `tanh(alpha)`). Flamingo
+    /// starts at 0 so that a pretrained decoder is undisturbed; trained from
+    /// scratch, a closed gate also slows what flows through it.
+    #[serde(default)]
+    pub gate_init: f32,
     /// Not stored: build the model for inference only (contiguous transposed
     /// weights, fused LayerNorm). Such a model gives no gradients.
     #[serde(skip)]
@@ -137,6 +142,7 @@ impl Config {
             caption_prompt: "caption".to_string(),
             cross_attention_sink: true,
             text_cross_attention: true,
+            gate_init: 0.0,
             inference: false,
         }
     }

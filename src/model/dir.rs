@@ -197,7 +197,7 @@ impl ModelDir {
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         if !dir.is_dir() {
             bail!(
-                "model directory {} does not exist; pass --model DIR (a folder with {CONFIG_FILE}, {WEIGHTS_FILE}, {TOKENIZER_FILE}) or make one with `fusecap init`",
+                "model directory {} does not exist; give a folder with {CONFIG_FILE}, {WEIGHTS_FILE} and {TOKENIZER_FILE} (the shipped ones are under models/), or make one with `fusecap init` or `fusecap train`",
                 dir.display()
             );
         }

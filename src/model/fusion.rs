@@ -62,7 +62,8 @@ impl FusionLayer {
             },
             Fusion::Separate | Fusion::Gated => {
                 let gates = if cfg.fusion == Fusion::Gated {
-                    let gate = |name| vb.get_with_hints(1, name, Init::Const(0.0));
+                    let gate =
+                        |name| vb.get_with_hints(1, name, Init::Const(f64::from(cfg.gate_init)));
                     Some((gate("gate_vision")?, gate("gate_text")?))
                 } else {
                     None
