@@ -13,6 +13,7 @@ for data in scenes easy-vqa; do
     --plot "$OUT/$data-per-type.png" --json "$OUT/$data-compare.json" > "$OUT/$data-compare.md"
 done
 for fusion in concat separate gated; do
+  rm -rf "$OUT/explain-$fusion" # one image per answer token: drop an older answer's
   $FUSECAP explain samples/scene-1.png --question "what color is the star?" \
     --fusion "$fusion" --out "$OUT/explain-$fusion" > "$OUT/explain-$fusion.txt"
 done

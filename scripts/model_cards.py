@@ -2,6 +2,7 @@
 """Writes models/scenes-*/README.md from the training logs and
 docs/results/{easy-vqa,scenes}-compare.json (scripts/evaluate-shipped-models.sh)."""
 import json
+import math
 import os
 
 results = {name: {m["fusion"]: m for m in json.load(open(f"docs/results/{name}-compare.json"))["models"]}
@@ -10,7 +11,7 @@ results = {name: {m["fusion"]: m for m in json.load(open(f"docs/results/{name}-c
 FUSION_TEXT = {
     "concat": "one cross-attention per decoder layer over the concatenated [vision; text] memory, with learned modality-type embeddings",
     "separate": "cross-attention to the image, then to the question, each with its own LayerNorm, projections and residual",
-    "gated": "as separate, each cross-attention output scaled by a learned tanh(alpha) gate initialised closed (alpha = 0)",
+    "gated": "as separate, each cross-attention output scaled by a learned tanh(alpha) gate",
 }
 
 
@@ -52,7 +53,7 @@ def training_bullets(name, log, opts):
         + (f", each question weighted so that every answer of a question type weighs the same in total (`--balance-answers {opts['balance_answers']:g}`: no weight more than {opts['balance_answers']:g}× from 1)" if opts.get("balance_answers") else "")
         + "".join(f"; {t} questions weigh {w:g}×" for t, w in sorted(opts.get("type_weights", {}).items()))
         + ".",
-        f"  Wall time {last['elapsed_s'] / 60:.0f} minutes on a 2-core AMD EPYC (no GPU), sharing the two cores with the other two shipped models' runs "
+        f"  Wall time {last['elapsed_s'] / 60:.0f} minutes on a 2-core AMD EPYC (no GPU), sharing the two cores with other training runs "
         f"(one thread each; median {sorted(r['samples_per_sec'] for r in log)[len(log) // 2]:.0f} samples/s per run). "
         f"Final training loss {last['loss']:.3f}; validation accuracy (greedy exact match, first 512 held-out examples) by step: "
         + ", ".join(f"{r['step']}: {pct(r['val_accuracy'])}" for r in vals) + ".",
@@ -75,7 +76,7 @@ for fusion in ("concat", "separate", "gated"):
             train_command(fusion, opts, f"runs/scenes-{fusion}", init=f"runs/scenes-{fusion}-stage1")
         training = training_bullets("Stage 1, from a random initialisation: ", log1, opts1) + \
             training_bullets("Stage 2, fine-tuning stage 1's model (`--init`, a fresh optimiser and schedule): ", log, opts) + \
-            [f"- In all {log1[-1]['step'] + log[-1]['step']:,} steps, {(log1[-1]['elapsed_s'] + log[-1]['elapsed_s']) / 60:.0f} minutes side by side. BENCHMARKS.md has the speed of one run alone.",
+            [f"- In all {log1[-1]['step'] + log[-1]['step']:,} steps, {(log1[-1]['elapsed_s'] + log[-1]['elapsed_s']) / 60:.0f} minutes of wall time on the shared machine. BENCHMARKS.md has the speed of one run alone.",
              "- `training.jsonl` and `loss.png` are stage 2's log and curve; `stage1-training.jsonl`, `stage1-train_state.json` and `stage1-loss.png` are stage 1's."]
     else:
         commands = train_command(fusion, opts, f"runs/scenes-{fusion}")
@@ -84,7 +85,8 @@ for fusion in ("concat", "separate", "gated"):
     lines = [
         f"# scenes-{fusion}",
         "",
-        f"fusecap model with **{fusion}** fusion: {FUSION_TEXT[fusion]}.",
+        f"fusecap model with **{fusion}** fusion: {FUSION_TEXT[fusion]}"
+        + (f", initialised at alpha = {cfg.get('gate_init', 0):g} (gate {math.tanh(cfg.get('gate_init', 0)):.2f})" if fusion == "gated" else "") + ".",
         "Trained here, from scratch, on our synthetic scenes plus easy-VQA, with the same data, seed and step budget as the other two shipped models.",
         "",
         "## Reproduce",

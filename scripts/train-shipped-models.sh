@@ -2,7 +2,9 @@
 # Reproduces models/scenes-{concat,separate,gated}: the data, then the three
 # training runs side by side (one thread each), in two stages, then the
 # shipped files. The architecture is the default one (`Config::small`):
-# 16×16 patches on 64×64 images, d 128, 4/2/2 layers.
+# 16×16 patches on 64×64 images, d 128, 4/2/2 layers, and for gated fusion
+# gates that start at alpha = 1 (`gate_init`; the session-5 gated model,
+# trained with closed gates, stayed at the yes/no colour prior).
 #
 # Stage 1 trains from a random initialisation. Stage 2 fine-tunes stage 1's
 # model (`--init`) with a fresh schedule, images shifted by up to 4 pixels and

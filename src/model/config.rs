@@ -102,8 +102,10 @@ pub struct Config {
     #[serde(default)]
     pub text_cross_attention: bool,
     /// The gated strategy's initial `alpha` (gate = `tanh(alpha)`). Flamingo
-    /// starts at 0 so that a pretrained decoder is undisturbed; trained from
-    /// scratch, a closed gate also slows what flows through it.
+    /// starts at 0 so that a pretrained decoder is undisturbed. We train from
+    /// scratch, and there closed gates kept the yes/no colour questions at the
+    /// answer prior (README, session 6), so the shipped size starts at 1
+    /// (gate 0.76). Older model directories have none: 0.
     #[serde(default)]
     pub gate_init: f32,
     /// Not stored: build the model for inference only (contiguous transposed
@@ -142,7 +144,7 @@ impl Config {
             caption_prompt: "caption".to_string(),
             cross_attention_sink: true,
             text_cross_attention: true,
-            gate_init: 0.0,
+            gate_init: 1.0,
             inference: false,
         }
     }
