@@ -103,9 +103,10 @@ pub struct Config {
     pub text_cross_attention: bool,
     /// The gated strategy's initial `alpha` (gate = `tanh(alpha)`). Flamingo
     /// starts at 0 so that a pretrained decoder is undisturbed. We train from
-    /// scratch, and there closed gates kept the yes/no colour questions at the
-    /// answer prior (README, session 6), so the shipped size starts at 1
-    /// (gate 0.76). Older model directories have none: 0.
+    /// scratch; our closed-gate run stayed at the yes/no colour answer prior
+    /// and the open-gate one did not (README, session 6; one seed each), so
+    /// the shipped size starts at 1 (gate 0.76). Older model directories
+    /// have none: 0.
     #[serde(default)]
     pub gate_init: f32,
     /// Not stored: build the model for inference only (contiguous transposed
