@@ -3,7 +3,6 @@
 docs/results/{easy-vqa,scenes}-compare.json (scripts/evaluate-shipped-models.sh)."""
 import json
 import math
-import os
 
 results = {name: {m["fusion"]: m for m in json.load(open(f"docs/results/{name}-compare.json"))["models"]}
            for name in ("easy-vqa", "scenes")}
@@ -68,30 +67,26 @@ def read_run(directory, prefix):
 for fusion in ("concat", "separate", "gated"):
     directory = f"models/scenes-{fusion}"
     cfg = json.load(open(f"{directory}/config.json"))
+    gate_init = cfg.get("gate_init", 0)
     log, opts = read_run(directory, "")
-    two_stages = os.path.exists(f"{directory}/stage1-training.jsonl")
-    if two_stages:
-        log1, opts1 = read_run(directory, "stage1-")
-        commands = train_command(fusion, opts1, f"runs/scenes-{fusion}-stage1") + \
-            train_command(fusion, opts, f"runs/scenes-{fusion}", init=f"runs/scenes-{fusion}-stage1")
-        training = training_bullets("Stage 1, from a random initialisation: ", log1, opts1) + \
-            training_bullets("Stage 2, fine-tuning stage 1's model (`--init`, a fresh optimiser and schedule): ", log, opts) + \
-            [f"- In all {log1[-1]['step'] + log[-1]['step']:,} steps, {(log1[-1]['elapsed_s'] + log[-1]['elapsed_s']) / 60:.0f} minutes of wall time on the shared machine. BENCHMARKS.md has the speed of one run alone.",
-             "- `training.jsonl` and `loss.png` are stage 2's log and curve; `stage1-training.jsonl`, `stage1-train_state.json` and `stage1-loss.png` are stage 1's."]
-    else:
-        commands = train_command(fusion, opts, f"runs/scenes-{fusion}")
-        training = training_bullets("", log, opts) + ["- BENCHMARKS.md has the speed of one run alone. `training.jsonl` is the full log, `loss.png` the curve."]
+    log1, opts1 = read_run(directory, "stage1-")
+    commands = train_command(fusion, opts1, f"runs/scenes-{fusion}-stage1") + \
+        train_command(fusion, opts, f"runs/scenes-{fusion}", init=f"runs/scenes-{fusion}-stage1")
+    training = training_bullets("Stage 1, from a random initialisation: ", log1, opts1) + \
+        training_bullets("Stage 2, fine-tuning stage 1's model (`--init`, a fresh optimiser and schedule): ", log, opts) + \
+        [f"- In all {log1[-1]['step'] + log[-1]['step']:,} steps, {(log1[-1]['elapsed_s'] + log[-1]['elapsed_s']) / 60:.0f} minutes of wall time on the shared machine. BENCHMARKS.md has the speed of one run alone.",
+         "- `training.jsonl` and `loss.png` are stage 2's log and curve; `stage1-training.jsonl`, `stage1-train_state.json` and `stage1-loss.png` are stage 1's."]
     ev, sc = results["easy-vqa"][fusion], results["scenes"][fusion]
     lines = [
         f"# scenes-{fusion}",
         "",
         f"fusecap model with **{fusion}** fusion: {FUSION_TEXT[fusion]}"
-        + (f", initialised at alpha = {cfg.get('gate_init', 0):g} (gate {math.tanh(cfg.get('gate_init', 0)):.2f})" if fusion == "gated" else "") + ".",
+        + (f", initialised at alpha = {gate_init:g} (gate {math.tanh(gate_init):.2f})" if fusion == "gated" else "") + ".",
         "Trained here, from scratch, on our synthetic scenes plus easy-VQA, with the same data, seed and step budget as the other two shipped models.",
         "",
         "## Reproduce",
         "```sh",
-        "scripts/train-shipped-models.sh      # data + all three models, or just this one" + (", in two stages:" if two_stages else ":"),
+        "scripts/train-shipped-models.sh      # data + all three models, or just this one, in two stages:",
         *commands,
         "```",
         "The data: `fusecap data synth --out data/scenes --count 3000 --seed 7` (2,700 train / 300 test images, "
