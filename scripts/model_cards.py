@@ -24,10 +24,20 @@ def augmentation(o):
     return " and ".join(parts) if parts else "no augmentation"
 
 
-DATA = "data/scenes/manifest.jsonl data/easy-vqa/manifest.jsonl"
+BOTH = "data/scenes/manifest.jsonl data/easy-vqa/manifest.jsonl"
+# Each stage: the prefix of its files in the model directory, the data it trains
+# on, and what it is.
+STAGES = [
+    ("stage1-", BOTH, "Stage 1, from a random initialisation, on both data sets: "),
+    ("stage2-", "data/yes-no-shape-positive/manifest.jsonl",
+     "Stage 2, fine-tuning stage 1's model (`--init`, a fresh optimiser and schedule), on easy-VQA's yes/no shape training questions in their positive form only: "),
+    ("stage3-", "data/yes-no-shape/manifest.jsonl",
+     "Stage 3, fine-tuning stage 2's model, on all of easy-VQA's yes/no shape training questions, the negated ones too: "),
+    ("", BOTH, "Stage 4, fine-tuning stage 3's model, on both data sets again: "),
+]
 
 
-def train_command(fusion, o, out, init=None):
+def train_command(fusion, o, data, out, init=None):
     flags = (f"--steps {o['steps']} --batch-size {o['batch_size']} --lr {o['lr']:g} --warmup {o['warmup_steps']} "
              f"--group-size {o['group_size']}"
              + (f" --balance-answers {o['balance_answers']:g}" if o.get("balance_answers") else "")
@@ -35,7 +45,7 @@ def train_command(fusion, o, out, init=None):
              + (f" --augment-noise {o['augment_noise']:g}" if o.get("augment_noise") else "")
              + "".join(f" --type-weight '{t}={w:g}'" for t, w in sorted(o.get("type_weights", {}).items()))
              + f" \\\n    --eval-every {o['eval_every']} --checkpoint-every {o['checkpoint_every']} --seed {o['seed']}")
-    return [f"fusecap train --data {DATA} --fusion {fusion} \\",
+    return [f"fusecap train --data {data} --fusion {fusion} \\",
             f"    --out {out}" + (f" --init {init}" if init else "") + f" {flags}"]
 
 
@@ -68,14 +78,17 @@ for fusion in ("concat", "separate", "gated"):
     directory = f"models/scenes-{fusion}"
     cfg = json.load(open(f"{directory}/config.json"))
     gate_init = cfg.get("gate_init", 0)
-    log, opts = read_run(directory, "")
-    log1, opts1 = read_run(directory, "stage1-")
-    commands = train_command(fusion, opts1, f"runs/scenes-{fusion}-stage1") + \
-        train_command(fusion, opts, f"runs/scenes-{fusion}", init=f"runs/scenes-{fusion}-stage1")
-    training = training_bullets("Stage 1, from a random initialisation: ", log1, opts1) + \
-        training_bullets("Stage 2, fine-tuning stage 1's model (`--init`, a fresh optimiser and schedule): ", log, opts) + \
-        [f"- In all {log1[-1]['step'] + log[-1]['step']:,} steps, {(log1[-1]['elapsed_s'] + log[-1]['elapsed_s']) / 60:.0f} minutes of wall time on the shared machine. BENCHMARKS.md has the speed of one run alone.",
-         "- `training.jsonl` and `loss.png` are stage 2's log and curve; `stage1-training.jsonl`, `stage1-train_state.json` and `stage1-loss.png` are stage 1's."]
+    runs = [read_run(directory, prefix) for prefix, _, _ in STAGES]
+    outs = [f"runs/scenes-{fusion}-stage{i + 1}" for i in range(len(STAGES) - 1)] + [f"runs/scenes-{fusion}"]
+    commands = [line for i, ((_, data, _), (_, opts)) in enumerate(zip(STAGES, runs))
+                for line in train_command(fusion, opts, data, outs[i], init=outs[i - 1] if i else None)]
+    training = [bullet for (_, _, name), (log, opts) in zip(STAGES, runs)
+                for bullet in training_bullets(name, log, opts)]
+    steps = sum(log[-1]["step"] for log, _ in runs)
+    minutes = sum(log[-1]["elapsed_s"] for log, _ in runs) / 60
+    training += [
+        f"- In all {steps:,} steps, {minutes:.0f} minutes of wall time on the shared machine. BENCHMARKS.md has the speed of one run alone.",
+        "- `training.jsonl` and `loss.png` are stage 4's log and curve; `stageN-training.jsonl`, `stageN-train_state.json` and `stageN-loss.png` are stage N's."]
     ev, sc = results["easy-vqa"][fusion], results["scenes"][fusion]
     lines = [
         f"# scenes-{fusion}",
@@ -86,13 +99,15 @@ for fusion in ("concat", "separate", "gated"):
         "",
         "## Reproduce",
         "```sh",
-        "scripts/train-shipped-models.sh      # data + all three models, or just this one, in two stages:",
+        "scripts/train-shipped-models.sh      # data + all three models, or just this one, in four stages:",
         *commands,
         "```",
         "The data: `fusecap data synth --out data/scenes --count 3000 --seed 7` (2,700 train / 300 test images, "
         "captions and colour/shape/size/count/exist/position/relation questions) and "
         "`fusecap data easy-vqa --from easy_vqa-1.0-py3-none-any.whl --out data/easy-vqa` "
-        "(4,000 train / 1,000 test images, official split). 5% of the training images are held out for validation.",
+        "(4,000 train / 1,000 test images, official split). 5% of the training images are held out for validation. "
+        "Stages 2 and 3 train on subsets of easy-VQA's training split made by `fusecap data filter` "
+        "(`--split train --type \"yes/no shape\"`, for stage 2 also `--without-word not --without-word no`).",
         "",
         "## Model",
         f"- {ev['parameters']:,} parameters, of which {ev['cross_attention_parameters']:,} in cross-attention; stored as f16.",

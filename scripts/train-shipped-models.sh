@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # Reproduces models/scenes-{concat,separate,gated}: the data, then the three
-# training runs side by side (one thread each), in two stages, then the
+# training runs side by side (one thread each), in four stages, then the
 # shipped files. The architecture is the default one (`Config::small`):
 # 16×16 patches on 64×64 images, d 128, 4/2/2 layers, and for gated fusion
 # gates that start at alpha = 1 (`gate_init`; the session-5 gated model,
 # trained with closed gates, stayed at the yes/no colour prior).
 #
-# Stage 1 trains from a random initialisation. Stage 2 fine-tunes stage 1's
-# model (`--init`) with a fresh schedule, images shifted by up to 4 pixels and
-# the yes/no shape questions weighing 4×: those questions are learned last
-# (README, "What was measured in session 5").
+# Stage 1 trains from a random initialisation on both data sets. Stages 2-4
+# fine-tune the stage before (`--init`, a fresh optimiser and schedule), images
+# shifted by up to 4 pixels: stage 2 on easy-VQA's yes/no shape questions in
+# their positive form only ("is there a circle?"), stage 3 on all of them (the
+# negated ones too), stage 4 on both data sets again, the yes/no shape
+# questions weighing 4x. Those questions are an XOR of "the shape matches" and
+# "the question is negated", and with both forms mixed from the start they
+# stayed at the answer prior (README, "What was measured in session 7").
+# 10,000 steps in all, as before.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release
@@ -17,6 +22,9 @@ FUSECAP=${FUSECAP:-target/release/fusecap}
 DATA="data/scenes/manifest.jsonl data/easy-vqa/manifest.jsonl"
 $FUSECAP data synth --out data/scenes --count 3000 --seed 7 --force
 $FUSECAP data easy-vqa --from ../shared/data/easy_vqa-1.0-py3-none-any.whl --out data/easy-vqa --force
+YES_NO_SHAPE=(--from data/easy-vqa/manifest.jsonl --split train --type "yes/no shape" --force)
+$FUSECAP data filter "${YES_NO_SHAPE[@]}" --out data/yes-no-shape-positive --without-word not --without-word no
+$FUSECAP data filter "${YES_NO_SHAPE[@]}" --out data/yes-no-shape
 for fusion in concat separate gated; do
   $FUSECAP train --data $DATA --fusion "$fusion" --out "runs/scenes-$fusion-stage1" \
     --steps 8000 --batch-size 64 --group-size 1 --lr 1e-3 --warmup 200 \
@@ -24,18 +32,30 @@ for fusion in concat separate gated; do
     --eval-every 1000 --checkpoint-every 500 --seed 0 --quiet &
 done
 wait
+# Stages 2-4 of one model, one after another; the three models side by side.
+finish() {
+  local fusion=$1 tuning=(--batch-size 64 --group-size 1 --lr 5e-4 --augment-shift 4 --seed 0 --quiet)
+  $FUSECAP train --data data/yes-no-shape-positive/manifest.jsonl --fusion "$fusion" \
+    --init "runs/scenes-$fusion-stage1" --out "runs/scenes-$fusion-stage2" \
+    --steps 300 --warmup 50 --eval-every 100 --checkpoint-every 100 "${tuning[@]}"
+  $FUSECAP train --data data/yes-no-shape/manifest.jsonl --fusion "$fusion" \
+    --init "runs/scenes-$fusion-stage2" --out "runs/scenes-$fusion-stage3" \
+    --steps 300 --warmup 50 --eval-every 100 --checkpoint-every 100 "${tuning[@]}"
+  $FUSECAP train --data $DATA --fusion "$fusion" \
+    --init "runs/scenes-$fusion-stage3" --out "runs/scenes-$fusion" \
+    --steps 1400 --warmup 100 --type-weight shape=2 --type-weight 'yes/no shape=4' \
+    --eval-every 500 --checkpoint-every 250 "${tuning[@]}"
+}
 for fusion in concat separate gated; do
-  $FUSECAP train --data $DATA --fusion "$fusion" --out "runs/scenes-$fusion" \
-    --init "runs/scenes-$fusion-stage1" \
-    --steps 2000 --batch-size 64 --group-size 1 --lr 5e-4 --warmup 100 --augment-shift 4 \
-    --type-weight shape=2 --type-weight 'yes/no shape=4' \
-    --eval-every 500 --checkpoint-every 250 --seed 0 --quiet &
+  finish "$fusion" &
 done
 wait
 for fusion in concat separate gated; do
   mkdir -p "models/scenes-$fusion"
-  for file in training.jsonl loss.png train_state.json; do
-    cp "runs/scenes-$fusion-stage1/$file" "models/scenes-$fusion/stage1-$file"
+  for stage in 1 2 3; do
+    for file in training.jsonl loss.png train_state.json; do
+      cp "runs/scenes-$fusion-stage$stage/$file" "models/scenes-$fusion/stage$stage-$file"
+    done
   done
   cp "runs/scenes-$fusion"/{config.json,model.safetensors,tokenizer.json,training.jsonl,loss.png,train_state.json} "models/scenes-$fusion/"
 done

@@ -1,9 +1,11 @@
-//! `fusecap data`: make the synthetic data set or import easy-VQA, COCO and VQAv2.
-//! Each subcommand writes `OUT/manifest.jsonl` and prints a summary on stdout.
+//! `fusecap data`: make the synthetic data set, import easy-VQA, COCO and VQAv2,
+//! or filter manifests. Each subcommand writes `OUT/manifest.jsonl` and prints a
+//! summary on stdout.
 
 use crate::data::coco::{convert_coco, CocoOptions, ImportSummary};
 use crate::data::easy_vqa::convert_easy_vqa;
 use crate::data::files::prepare_output;
+use crate::data::filter::{filter_manifests, RecordFilter};
 use crate::data::scene::SceneKind;
 use crate::data::synth::{write_dataset, SynthConfig};
 use crate::data::vqav2::{convert_vqav2, TypeField, Vqav2Options};
@@ -19,7 +21,9 @@ prints a summary (--json for JSON). Exit codes: 0 success, 1 some inputs skipped
 
 Examples:
   fusecap data synth --out data/scenes --count 10000 --seed 1
-  fusecap data easy-vqa --from easy_vqa-1.0-py3-none-any.whl --out data/easy-vqa")]
+  fusecap data easy-vqa --from easy_vqa-1.0-py3-none-any.whl --out data/easy-vqa
+  fusecap data filter --from data/easy-vqa/manifest.jsonl --out data/yes-no-shape \\
+      --split train --type \"yes/no shape\"")]
 pub struct DataArgs {
     #[command(subcommand)]
     pub command: DataCommand,
@@ -39,6 +43,9 @@ pub enum DataCommand {
     /// Convert VQAv2 questions and annotations into VQA records.
     #[command(after_help = VQAV2_HELP)]
     Vqav2(Vqav2Args),
+    /// Write the records of manifests that pass a filter as a new manifest.
+    #[command(after_help = FILTER_HELP)]
+    Filter(FilterArgs),
 }
 
 const SYNTH_HELP: &str = "\
@@ -84,6 +91,47 @@ Examples:
       --annotations v2_mscoco_val2014_annotations.json --images val2014 --out data/vqav2-val
   fusecap data vqav2 --questions q.json --annotations a.json --images imgs --out out \\
       --question-type question-type --split test";
+
+const FILTER_HELP: &str = "\
+Keeps the records that pass every filter given; image paths are rewritten relative to OUT,
+so the images stay where they are. Bad input lines are reported with file and line and
+skipped (exit code 1). Train on the result like any manifest, e.g. for a curriculum stage.
+
+Examples:
+  fusecap data filter --from data/easy-vqa/manifest.jsonl --out data/yes-no-shape \\
+      --split train --type \"yes/no shape\"
+  fusecap data filter --from data/easy-vqa/manifest.jsonl --out data/yes-no-shape-positive \\
+      --split train --type \"yes/no shape\" --without-word not --without-word no
+  fusecap data filter --from data/scenes/manifest.jsonl data/easy-vqa/manifest.jsonl \\
+      --out data/captions --task caption";
+
+#[derive(Args, Debug)]
+pub struct FilterArgs {
+    /// Manifests to read (JSONL).
+    #[arg(long, value_name = "MANIFEST", num_args = 1.., required = true)]
+    pub from: Vec<PathBuf>,
+    /// Folder to write manifest.jsonl into.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Keep this split only (records without a split count as \"train\").
+    #[arg(long)]
+    pub split: Option<String>,
+    /// Keep this task only.
+    #[arg(long, value_parser = ["caption", "vqa"])]
+    pub task: Option<String>,
+    /// Keep questions of this type (repeatable; captions have no type).
+    #[arg(long = "type", value_name = "TYPE")]
+    pub question_types: Vec<String>,
+    /// Drop questions holding this word, in any case (repeatable).
+    #[arg(long, value_name = "WORD")]
+    pub without_word: Vec<String>,
+    /// Overwrite an existing manifest in OUT.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
 
 #[derive(Args, Debug)]
 pub struct SynthArgs {
@@ -211,7 +259,38 @@ pub fn run(args: DataArgs) -> anyhow::Result<ExitCode> {
         DataCommand::EasyVqa(a) => easy_vqa(a),
         DataCommand::Coco(a) => coco(a),
         DataCommand::Vqav2(a) => vqav2(a),
+        DataCommand::Filter(a) => filter(a),
     }
+}
+
+fn filter(a: FilterArgs) -> anyhow::Result<ExitCode> {
+    for path in &a.from {
+        require("--from", path)?;
+    }
+    prepare_output(&a.out, a.force)?;
+    let record_filter = RecordFilter {
+        split: a.split,
+        task: a.task,
+        question_types: a.question_types,
+        without_words: a.without_word,
+    };
+    let s = filter_manifests(&a.from, &record_filter, &a.out)?;
+    for problem in &s.problems {
+        eprintln!("warning: skipped {problem}");
+    }
+    print_summary(a.json, &s, || {
+        format!(
+            "wrote {}: kept {} of {} records",
+            a.out.join("manifest.jsonl").display(),
+            s.kept,
+            s.read
+        )
+    })?;
+    Ok(if s.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_SOME_SKIPPED)
+    })
 }
 
 fn synth(a: SynthArgs) -> anyhow::Result<ExitCode> {

@@ -64,6 +64,12 @@ fn relative_path(base: &Path, target: &Path) -> Option<PathBuf> {
     Some(rel)
 }
 
+/// `path` with `.` removed and `..` applied lexically, so that
+/// `data/subset/../easy-vqa/images/1.png` and `data/easy-vqa/images/1.png` are one path.
+pub fn lexically_normal(path: &Path) -> PathBuf {
+    normal(path).iter().collect()
+}
+
 /// Components with `.` removed and `..` applied lexically.
 fn normal(path: &Path) -> Vec<Component<'_>> {
     let mut out: Vec<Component> = Vec::new();

@@ -4,6 +4,7 @@ pub mod coco;
 pub mod draw;
 pub mod easy_vqa;
 pub mod files;
+pub mod filter;
 pub mod image;
 pub mod manifest;
 pub mod scene;
