@@ -85,7 +85,7 @@ fn words_match_whole_words_in_any_case_and_no_split_counts_as_train() {
         without_words: vec!["no".into()],
         ..RecordFilter::default()
     };
-    filter_manifests(&[manifest.clone()], &filter, &out).unwrap();
+    filter_manifests(std::slice::from_ref(&manifest), &filter, &out).unwrap();
     // "Is No triangle" goes, "notch" and "not" are other words.
     assert_eq!(
         questions(&out.join("manifest.jsonl")),
@@ -147,7 +147,7 @@ fn a_filtered_manifest_holds_out_the_same_images_for_validation() {
         task: Some("vqa".into()),
         ..RecordFilter::default()
     };
-    filter_manifests(&[manifest.clone()], &filter, &out).unwrap();
+    filter_manifests(std::slice::from_ref(&manifest), &filter, &out).unwrap();
 
     let held_out = |path: &Path| -> Vec<String> {
         let m = load_manifest(path).unwrap();
