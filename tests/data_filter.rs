@@ -2,7 +2,7 @@
 
 use fusecap::data::filter::{filter_manifests, RecordFilter};
 use fusecap::data::manifest::{load_manifest, Task};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 fn touch(path: &Path) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -11,7 +11,7 @@ fn touch(path: &Path) {
 
 /// A manifest with one caption, four yes/no shape questions (two negated, one
 /// in the test split), a colour question and a bad line (line 4).
-fn fixture(dir: &Path) -> std::path::PathBuf {
+fn fixture(dir: &Path) -> PathBuf {
     touch(&dir.join("images/a.png"));
     touch(&dir.join("images/b.png"));
     let lines = [
@@ -26,6 +26,12 @@ fn fixture(dir: &Path) -> std::path::PathBuf {
     let manifest = dir.join("m.jsonl");
     std::fs::write(&manifest, lines.join("\n")).unwrap();
     manifest
+}
+
+fn new_folder(parent: &Path, name: &str) -> PathBuf {
+    let folder = parent.join(name);
+    std::fs::create_dir_all(&folder).unwrap();
+    folder
 }
 
 fn questions(manifest: &Path) -> Vec<String> {
@@ -44,8 +50,7 @@ fn questions(manifest: &Path) -> Vec<String> {
 fn only_records_passing_every_criterion_are_written_with_paths_that_still_resolve() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = fixture(dir.path());
-    let out = dir.path().join("derived/positive");
-    std::fs::create_dir_all(&out).unwrap();
+    let out = new_folder(dir.path(), "derived/positive");
     let filter = RecordFilter {
         split: Some("train".into()),
         question_types: vec!["yes/no shape".into()],
@@ -78,8 +83,7 @@ fn only_records_passing_every_criterion_are_written_with_paths_that_still_resolv
 fn words_match_whole_words_in_any_case_and_no_split_counts_as_train() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = fixture(dir.path());
-    let out = dir.path().join("negated-excluded");
-    std::fs::create_dir_all(&out).unwrap();
+    let out = new_folder(dir.path(), "negated-excluded");
     let filter = RecordFilter {
         question_types: vec!["yes/no shape".into()],
         without_words: vec!["no".into()],
@@ -96,8 +100,7 @@ fn words_match_whole_words_in_any_case_and_no_split_counts_as_train() {
         ]
     );
 
-    let train_vqa = dir.path().join("train-vqa");
-    std::fs::create_dir_all(&train_vqa).unwrap();
+    let train_vqa = new_folder(dir.path(), "train-vqa");
     let filter = RecordFilter {
         split: Some("train".into()),
         task: Some("vqa".into()),
@@ -114,8 +117,7 @@ fn words_match_whole_words_in_any_case_and_no_split_counts_as_train() {
 fn a_filter_that_keeps_nothing_is_an_error_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = fixture(dir.path());
-    let out = dir.path().join("empty");
-    std::fs::create_dir_all(&out).unwrap();
+    let out = new_folder(dir.path(), "empty");
     let filter = RecordFilter {
         question_types: vec!["count".into()],
         ..RecordFilter::default()
@@ -141,8 +143,7 @@ fn a_filtered_manifest_holds_out_the_same_images_for_validation() {
     }
     let manifest = dir.path().join("m.jsonl");
     std::fs::write(&manifest, lines.join("\n")).unwrap();
-    let out = dir.path().join("subset");
-    std::fs::create_dir_all(&out).unwrap();
+    let out = new_folder(dir.path(), "subset");
     let filter = RecordFilter {
         task: Some("vqa".into()),
         ..RecordFilter::default()
