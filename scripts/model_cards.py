@@ -49,14 +49,14 @@ def train_command(fusion, o, data, out, init=None):
             f"    --out {out}" + (f" --init {init}" if init else "") + f" {flags}"]
 
 
-def training_bullets(name, log, opts):
+def training_bullets(name, log, opts, captions=True):
     last = log[-1]
     vals = [r for r in log if "val_accuracy" in r]
     return [
         f"- {name}{last['step']} steps of up to {opts['batch_size']} examples, "
         + ("each drawn on its own" if opts['group_size'] == 1 else f"drawn as groups of up to {opts['group_size']} examples of one image (the image is encoded once per group)")
-        + ", questions and captions in separate batches; "
-        f"AdamW (weight decay {opts['weight_decay']:g}, β2 0.98; the fusion gates at 10× the learning rate), warm-up {opts['warmup_steps']} steps then cosine decay from {opts['lr']:g}, gradient clipping at {opts['clip_norm']:g}, "
+        + (", questions and captions in separate batches; " if captions else "; ")
+        + f"AdamW (weight decay {opts['weight_decay']:g}, β2 0.98; the fusion gates at 10× the learning rate), warm-up {opts['warmup_steps']} steps then cosine decay from {opts['lr']:g}, gradient clipping at {opts['clip_norm']:g}, "
         + augmentation(opts) + ". "
         "The loss averages each example's tokens, then the examples"
         + (f", each question weighted so that every answer of a question type weighs the same in total (`--balance-answers {opts['balance_answers']:g}`: no weight more than {opts['balance_answers']:g}× from 1)" if opts.get("balance_answers") else "")
@@ -82,8 +82,8 @@ for fusion in ("concat", "separate", "gated"):
     outs = [f"runs/scenes-{fusion}-stage{i + 1}" for i in range(len(STAGES) - 1)] + [f"runs/scenes-{fusion}"]
     commands = [line for i, ((_, data, _), (_, opts)) in enumerate(zip(STAGES, runs))
                 for line in train_command(fusion, opts, data, outs[i], init=outs[i - 1] if i else None)]
-    training = [bullet for (_, _, name), (log, opts) in zip(STAGES, runs)
-                for bullet in training_bullets(name, log, opts)]
+    training = [bullet for (_, data, name), (log, opts) in zip(STAGES, runs)
+                for bullet in training_bullets(name, log, opts, captions=data == BOTH)]
     steps = sum(log[-1]["step"] for log, _ in runs)
     minutes = sum(log[-1]["elapsed_s"] for log, _ in runs) / 60
     training += [
