@@ -72,10 +72,8 @@ fn only_records_passing_every_criterion_are_written_with_paths_that_still_resolv
     let loaded = load_manifest(&written).unwrap();
     assert_eq!(loaded.records.len(), 1);
     assert!(loaded.problems.is_empty());
-    assert_eq!(
-        std::fs::canonicalize(&loaded.records[0].image).unwrap(),
-        std::fs::canonicalize(dir.path().join("images/a.png")).unwrap()
-    );
+    // Loading normalises `derived/positive/../../images/a.png` to the original's path.
+    assert_eq!(loaded.records[0].image, dir.path().join("images/a.png"));
     assert_eq!(questions(&written), vec!["is there a circle?"]);
 }
 

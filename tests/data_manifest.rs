@@ -125,3 +125,28 @@ fn written_manifests_load_back_and_concatenate() {
     assert_eq!(both.records[2].image, dir.path().join("b/y.png"));
     assert!(load_manifests(&[]).is_err());
 }
+
+#[test]
+fn image_paths_are_normalised_lexically_and_keep_a_leading_parent() {
+    use fusecap::data::files::lexically_normal;
+    let dir = tempfile::tempdir().unwrap();
+    touch(&dir.path().join("images/a.png"));
+    let manifest = dir.path().join("subset/./m.jsonl");
+    std::fs::create_dir_all(dir.path().join("subset")).unwrap();
+    std::fs::write(
+        &manifest,
+        r#"{"image":"../images/./a.png","task":"caption","captions":["a red circle"]}"#,
+    )
+    .unwrap();
+    let m = load_manifest(&manifest).unwrap();
+    assert_eq!(m.records[0].image, dir.path().join("images/a.png"));
+
+    let normal = |p: &str| lexically_normal(Path::new(p));
+    assert_eq!(
+        normal("data/x/../easy-vqa/./1.png"),
+        Path::new("data/easy-vqa/1.png")
+    );
+    assert_eq!(normal("../../a/b/../c.png"), Path::new("../../a/c.png"));
+    assert_eq!(normal("a/../../c.png"), Path::new("../c.png"));
+    assert_eq!(normal("/../a.png"), Path::new("/a.png"));
+}

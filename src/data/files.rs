@@ -70,17 +70,20 @@ pub fn lexically_normal(path: &Path) -> PathBuf {
     normal(path).iter().collect()
 }
 
-/// Components with `.` removed and `..` applied lexically.
+/// Components with `.` removed and `..` applied lexically. A `..` above the
+/// root is dropped; a leading `..` of a relative path is kept.
 fn normal(path: &Path) -> Vec<Component<'_>> {
     let mut out: Vec<Component> = Vec::new();
     for c in path.components() {
         match c {
             Component::CurDir => {}
-            Component::ParentDir => {
-                if matches!(out.last(), Some(Component::Normal(_))) {
+            Component::ParentDir => match out.last() {
+                Some(Component::Normal(_)) => {
                     out.pop();
                 }
-            }
+                None | Some(Component::ParentDir) => out.push(c),
+                Some(_) => {}
+            },
             other => out.push(other),
         }
     }

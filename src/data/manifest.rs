@@ -4,9 +4,12 @@
 //! {"image":"images/00001.png","task":"caption","captions":["a red circle"],"split":"train"}
 //! {"image":"images/00001.png","task":"vqa","question":"what color is the circle?","answer":"red","answers":["red"],"question_type":"color","split":"test"}
 //! ```
-//! Image paths are relative to the folder holding the manifest (absolute paths are kept).
+//! Image paths are relative to the folder holding the manifest (absolute paths are kept),
+//! and normalised lexically, so that one image has one path whichever manifest names it
+//! (`data/subset/../easy-vqa/images/1.png` is `data/easy-vqa/images/1.png`).
 //! A bad line becomes a [`ManifestProblem`]; the other lines still load.
 
+use super::files::lexically_normal;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -32,7 +35,7 @@ pub enum Task {
 /// One loaded, validated manifest line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
-    /// The manifest's folder joined with the line's image path.
+    /// The manifest's folder joined with the line's image path, normalised lexically.
     pub image: PathBuf,
     pub task: Task,
     pub split: Option<String>,
@@ -260,7 +263,7 @@ fn parse_line(
             ))
         }
     };
-    let image = dir.join(&raw.image);
+    let image = lexically_normal(&dir.join(&raw.image));
     let found = *exists
         .entry(image.clone())
         .or_insert_with(|| image.is_file());

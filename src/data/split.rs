@@ -1,6 +1,5 @@
 //! Train / validation / test splits and the text a tokenizer learns from,
 //! shared by `fusecap train` and `fusecap experiment`.
-use super::files::lexically_normal;
 use super::manifest::{Record, Task};
 use crate::tokenizer::DEFAULT_WORDS;
 
@@ -19,15 +18,14 @@ pub struct Splits<'a> {
 
 /// "val" records validate; without any, `val_percent` of the training images
 /// (chosen by a hash of the path, so every question about an image stays on one side,
-/// also in a manifest filtered from this one: the path is normalised first).
+/// also in a manifest filtered from this one: loading normalises the path).
 pub fn split_records(records: &[Record], val_percent: u64) -> Splits<'_> {
     let has_val = records.iter().any(|r| r.in_split("val"));
     let held_out = |r: &Record| {
         if has_val {
             r.in_split("val")
         } else {
-            r.in_split("train")
-                && fnv1a(&lexically_normal(&r.image).to_string_lossy()) % 100 < val_percent
+            r.in_split("train") && fnv1a(&r.image.to_string_lossy()) % 100 < val_percent
         }
     };
     Splits {
