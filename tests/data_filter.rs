@@ -163,3 +163,37 @@ fn a_filtered_manifest_holds_out_the_same_images_for_validation() {
     assert!(!original.is_empty() && original.len() < 40, "{original:?}");
     assert_eq!(held_out(&out.join("manifest.jsonl")), original);
 }
+
+#[test]
+fn answers_and_required_words_select_the_questions_whose_answer_matches_the_scene() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = fixture(dir.path());
+    // Negated questions answered "no": the shape is there.
+    let out = new_folder(dir.path(), "negated-no");
+    let filter = RecordFilter {
+        answers: vec!["no".into()],
+        with_words: vec!["not".into(), "no".into()],
+        ..RecordFilter::default()
+    };
+    filter_manifests(std::slice::from_ref(&manifest), &filter, &out).unwrap();
+    // "a notch" holds neither word; "Is No triangle" is answered "yes".
+    assert_eq!(
+        questions(&out.join("manifest.jsonl")),
+        vec!["is there not a circle?"]
+    );
+
+    let out = new_folder(dir.path(), "yes-or-blue");
+    let filter = RecordFilter {
+        answers: vec!["yes".into(), "blue".into()],
+        ..RecordFilter::default()
+    };
+    filter_manifests(&[manifest], &filter, &out).unwrap();
+    assert_eq!(
+        questions(&out.join("manifest.jsonl")),
+        vec![
+            "is there a circle?",
+            "Is No triangle present?",
+            "what color is the shape?"
+        ]
+    );
+}

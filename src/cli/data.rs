@@ -102,6 +102,8 @@ Examples:
       --split train --type \"yes/no shape\"
   fusecap data filter --from data/easy-vqa/manifest.jsonl --out data/yes-no-shape-positive \\
       --split train --type \"yes/no shape\" --without-word not --without-word no
+  fusecap data filter --from data/easy-vqa/manifest.jsonl --out data/negated-no \\
+      --split train --answer no --with-word not --with-word no
   fusecap data filter --from data/scenes/manifest.jsonl data/easy-vqa/manifest.jsonl \\
       --out data/captions --task caption";
 
@@ -122,6 +124,12 @@ pub struct FilterArgs {
     /// Keep questions of this type (repeatable; captions have no type).
     #[arg(long = "type", value_name = "TYPE")]
     pub question_types: Vec<String>,
+    /// Keep questions with this answer (repeatable; captions have none).
+    #[arg(long, value_name = "ANSWER")]
+    pub answer: Vec<String>,
+    /// Keep only questions holding this word, in any case (repeatable: any of them).
+    #[arg(long, value_name = "WORD")]
+    pub with_word: Vec<String>,
     /// Drop questions holding this word, in any case (repeatable).
     #[arg(long, value_name = "WORD")]
     pub without_word: Vec<String>,
@@ -272,6 +280,8 @@ fn filter(a: FilterArgs) -> anyhow::Result<ExitCode> {
         split: a.split,
         task: a.task,
         question_types: a.question_types,
+        answers: a.answer,
+        with_words: a.with_word,
         without_words: a.without_word,
     };
     let s = filter_manifests(&a.from, &record_filter, &a.out)?;

@@ -1,6 +1,7 @@
-//! A subset of manifests as a new manifest: the records of one split, task or
-//! question type, or the questions without certain words. Curricula are built
-//! from such subsets (the shipped models' yes/no shape stages, README).
+//! A subset of manifests as a new manifest: the records of one split, task,
+//! question type or answer, or the questions with or without certain words.
+//! Curricula are built from such subsets (the shipped models' yes/no stages,
+//! README).
 
 use crate::data::files::manifest_path;
 use crate::data::manifest::{
@@ -18,6 +19,10 @@ pub struct RecordFilter {
     pub task: Option<String>,
     /// Keep questions of these types (captions have none, so they go).
     pub question_types: Vec<String>,
+    /// Keep questions with one of these answers (captions have none, so they go).
+    pub answers: Vec<String>,
+    /// Keep questions holding at least one of these words (whole words, any case).
+    pub with_words: Vec<String>,
     /// Drop questions holding any of these words (whole words, any case).
     pub without_words: Vec<String>,
 }
@@ -27,13 +32,19 @@ impl RecordFilter {
         if self.split.as_deref().is_some_and(|s| !record.in_split(s)) {
             return false;
         }
-        let (task, question, question_type) = match &record.task {
-            Task::Caption { .. } => ("caption", None, None),
+        let (task, question, answer, question_type) = match &record.task {
+            Task::Caption { .. } => ("caption", None, None, None),
             Task::Vqa {
                 question,
+                answer,
                 question_type,
                 ..
-            } => ("vqa", Some(question.as_str()), question_type.as_deref()),
+            } => (
+                "vqa",
+                Some(question.as_str()),
+                Some(answer.as_str()),
+                question_type.as_deref(),
+            ),
         };
         if self.task.as_deref().is_some_and(|t| t != task) {
             return false;
@@ -43,18 +54,22 @@ impl RecordFilter {
         {
             return false;
         }
-        !question.is_some_and(|q| self.has_excluded_word(q))
+        if !self.answers.is_empty() && !answer.is_some_and(|a| self.answers.iter().any(|x| x == a))
+        {
+            return false;
+        }
+        if !self.with_words.is_empty() && !question.is_some_and(|q| holds_any(q, &self.with_words))
+        {
+            return false;
+        }
+        !question.is_some_and(|q| holds_any(q, &self.without_words))
     }
+}
 
-    fn has_excluded_word(&self, question: &str) -> bool {
-        question
-            .split(|c: char| !c.is_alphanumeric() && c != '\'')
-            .any(|word| {
-                self.without_words
-                    .iter()
-                    .any(|w| w.eq_ignore_ascii_case(word))
-            })
-    }
+fn holds_any(question: &str, words: &[String]) -> bool {
+    question
+        .split(|c: char| !c.is_alphanumeric() && c != '\'')
+        .any(|word| words.iter().any(|w| w.eq_ignore_ascii_case(word)))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -81,7 +96,7 @@ pub fn filter_manifests(
         .collect();
     if kept.is_empty() {
         anyhow::bail!(
-            "no record of {} passes the filter: check --split, --task, --type and --without-word",
+            "no record of {} passes the filter: check --split, --task, --type, --answer, --with-word and --without-word",
             inputs
                 .iter()
                 .map(|p| p.display().to_string())
