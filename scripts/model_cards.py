@@ -25,6 +25,7 @@ def augmentation(o):
 
 
 BOTH = "data/scenes/manifest.jsonl data/easy-vqa/manifest.jsonl"
+MATCH = "data/match-positive/manifest.jsonl data/match-negated/manifest.jsonl"
 # Each stage: the prefix of its files in the model directory, the data it trains
 # on, and what it is.
 STAGES = [
@@ -33,7 +34,9 @@ STAGES = [
      "Stage 2, fine-tuning stage 1's model (`--init`, a fresh optimiser and schedule), on easy-VQA's yes/no shape training questions in their positive form only: "),
     ("stage3-", "data/yes-no-shape/manifest.jsonl",
      "Stage 3, fine-tuning stage 2's model, on all of easy-VQA's yes/no shape training questions, the negated ones too: "),
-    ("", BOTH, "Stage 4, fine-tuning stage 3's model, on both data sets again: "),
+    ("stage4-", BOTH, "Stage 4, fine-tuning stage 3's model, on both data sets again: "),
+    ("", f"{BOTH} {MATCH} {MATCH}",
+     "Stage 5, fine-tuning stage 4's model, on both data sets plus, twice more, easy-VQA's yes/no training questions whose asked-for shape or colour is in the image (\"is there a circle?\" answered yes, \"is there not a circle?\" answered no; 12% of the yes/no colour questions, 33% of the yes/no shape ones): "),
 ]
 
 
@@ -83,12 +86,12 @@ for fusion in ("concat", "separate", "gated"):
     commands = [line for i, ((_, data, _), (_, opts)) in enumerate(zip(STAGES, runs))
                 for line in train_command(fusion, opts, data, outs[i], init=outs[i - 1] if i else None)]
     training = [bullet for (_, data, name), (log, opts) in zip(STAGES, runs)
-                for bullet in training_bullets(name, log, opts, captions=data == BOTH)]
+                for bullet in training_bullets(name, log, opts, captions=data.startswith(BOTH))]
     steps = sum(log[-1]["step"] for log, _ in runs)
     minutes = sum(log[-1]["elapsed_s"] for log, _ in runs) / 60
     training += [
         f"- In all {steps:,} steps, {minutes:.0f} minutes of wall time on the shared machine. BENCHMARKS.md has the speed of one run alone.",
-        "- `training.jsonl` and `loss.png` are stage 4's log and curve; `stageN-training.jsonl`, `stageN-train_state.json` and `stageN-loss.png` are stage N's."]
+        "- `training.jsonl` and `loss.png` are stage 5's log and curve; `stageN-training.jsonl`, `stageN-train_state.json` and `stageN-loss.png` are stage N's."]
     ev, sc = results["easy-vqa"][fusion], results["scenes"][fusion]
     lines = [
         f"# scenes-{fusion}",
@@ -99,7 +102,7 @@ for fusion in ("concat", "separate", "gated"):
         "",
         "## Reproduce",
         "```sh",
-        "scripts/train-shipped-models.sh      # data + all three models, or just this one, in four stages:",
+        "scripts/train-shipped-models.sh      # data + all three models, or just this one, in five stages:",
         *commands,
         "```",
         "The data: `fusecap data synth --out data/scenes --count 3000 --seed 7` (2,700 train / 300 test images, "
@@ -107,7 +110,9 @@ for fusion in ("concat", "separate", "gated"):
         "`fusecap data easy-vqa --from easy_vqa-1.0-py3-none-any.whl --out data/easy-vqa` "
         "(4,000 train / 1,000 test images, official split). 5% of the training images are held out for validation. "
         "Stages 2 and 3 train on subsets of easy-VQA's training split made by `fusecap data filter` "
-        "(`--split train --type \"yes/no shape\"`, for stage 2 also `--without-word not --without-word no`).",
+        "(`--split train --type \"yes/no shape\"`, for stage 2 also `--without-word not --without-word no`); "
+        "stage 5's extra manifests too (`--split train --type \"yes/no shape\" --type \"yes/no color\"`, then "
+        "`--answer yes --without-word not --without-word no` and `--answer no --with-word not --with-word no`).",
         "",
         "## Model",
         f"- {ev['parameters']:,} parameters, of which {ev['cross_attention_parameters']:,} in cross-attention; stored as f16.",
