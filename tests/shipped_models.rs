@@ -1,0 +1,42 @@
+//! The shipped models under models/ load and answer easy questions about the
+//! samples: a broken model directory, a config that does not match its weights
+//! or a tokenizer from another run fails here.
+
+use std::process::Command;
+
+fn answer(fusion: &str, image: &str, question: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_fusecap"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["ask", "--fusion", fusion, image, question])
+        .output()
+        .expect("run fusecap");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{fusion}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout.lines().last().unwrap_or_default();
+    line.rsplit('\t').next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn every_shipped_model_answers_colour_and_shape_of_the_single_shape_samples() {
+    for fusion in ["concat", "separate", "gated"] {
+        for (image, colour, shape) in [
+            ("samples/red-circle.png", "red", "circle"),
+            ("samples/green-triangle.png", "green", "triangle"),
+        ] {
+            assert_eq!(
+                answer(fusion, image, "what color is the shape?"),
+                colour,
+                "{fusion} {image}"
+            );
+            assert_eq!(
+                answer(fusion, image, "what shape is this?"),
+                shape,
+                "{fusion} {image}"
+            );
+        }
+    }
+}
