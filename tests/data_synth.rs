@@ -493,15 +493,38 @@ fn images_show_each_object_in_its_colour_on_white() {
 }
 
 #[test]
-fn colours_are_far_apart_and_far_from_white() {
-    let mut rgbs: Vec<[u8; 3]> = Color::ALL.iter().map(|c| c.rgb()).collect();
-    rgbs.push([255, 255, 255]);
-    for (i, a) in rgbs.iter().enumerate() {
-        for b in &rgbs[i + 1..] {
-            let d: f64 = (0..3)
-                .map(|k| (a[k] as f64 - b[k] as f64).powi(2))
-                .sum::<f64>()
-                .sqrt();
+fn easy_images_are_drawn_on_a_tinted_background_like_easy_vqa() {
+    let (dir, _) = make(&SynthConfig {
+        kind: SceneKind::Easy,
+        ..scenes_cfg(20, 4)
+    });
+    let text = std::fs::read_to_string(dir.path().join("scenes.jsonl")).unwrap();
+    let tint = SceneKind::Easy.background();
+    assert_ne!(tint, SceneKind::Scenes.background());
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let img = image::open(dir.path().join(v["image"].as_str().unwrap()))
+            .unwrap()
+            .to_rgb8();
+        // No easy shape reaches a corner.
+        assert_eq!(img.get_pixel(0, 0).0, tint, "{line}");
+        assert_eq!(img.get_pixel(63, 63).0, tint, "{line}");
+    }
+}
+
+#[test]
+fn colours_are_far_apart_and_far_from_both_backgrounds() {
+    let colours: Vec<[u8; 3]> = Color::ALL.iter().map(|c| c.rgb()).collect();
+    let backgrounds = [SceneKind::Scenes.background(), SceneKind::Easy.background()];
+    let distance = |a: &[u8; 3], b: &[u8; 3]| -> f64 {
+        (0..3)
+            .map(|k| (a[k] as f64 - b[k] as f64).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
+    for (i, a) in colours.iter().enumerate() {
+        for b in colours[i + 1..].iter().chain(&backgrounds) {
+            let d = distance(a, b);
             assert!(d >= 80.0, "{a:?} and {b:?} are only {d:.0} apart");
         }
     }

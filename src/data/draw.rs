@@ -5,17 +5,18 @@ use image::{Rgb, RgbImage};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-/// How far (per channel) noise may darken the white background.
+/// How far (per channel) noise may darken the background.
 const NOISE_DEPTH: u8 = 60;
 
 /// Draws `scene` as a `size`×`size` RGB image.
 pub fn render(scene: &Scene, size: u32) -> RgbImage {
-    let mut img = RgbImage::from_pixel(size, size, Rgb([255, 255, 255]));
+    let background = scene.kind.background();
+    let mut img = RgbImage::from_pixel(size, size, Rgb(background));
     if let Some(seed) = scene.noise_seed {
         let mut rng = StdRng::seed_from_u64(seed);
         for pixel in img.pixels_mut() {
-            for channel in pixel.0.iter_mut() {
-                *channel = 255 - rng.random_range(0..=NOISE_DEPTH);
+            for (channel, plain) in pixel.0.iter_mut().zip(background) {
+                *channel = plain.saturating_sub(rng.random_range(0..=NOISE_DEPTH));
             }
         }
     }

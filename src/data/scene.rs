@@ -117,8 +117,20 @@ impl Size {
 pub enum SceneKind {
     /// 1–4 objects on a 3×3 grid.
     Scenes,
-    /// One shape on a white background, like easy-VQA.
+    /// One shape on a light tinted background, like easy-VQA.
     Easy,
+}
+
+impl SceneKind {
+    /// The plain background. Easy scenes are tinted as easy-VQA's images are:
+    /// the shipped models, trained on white scenes and tinted easy-VQA images,
+    /// caption a single shape on white as a scene.
+    pub fn background(self) -> [u8; 3] {
+        match self {
+            SceneKind::Scenes => [255, 255, 255],
+            SceneKind::Easy => [238, 246, 250],
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,7 +151,7 @@ pub struct SceneObject {
 pub struct Scene {
     pub kind: SceneKind,
     pub objects: Vec<SceneObject>,
-    /// Seed of the background noise; `None` draws a plain white background.
+    /// Seed of the background noise; `None` draws a plain background.
     #[serde(default)]
     pub noise_seed: Option<u64>,
 }
