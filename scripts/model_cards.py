@@ -35,8 +35,9 @@ STAGES = [
     ("stage3-", "data/yes-no-shape/manifest.jsonl",
      "Stage 3, fine-tuning stage 2's model, on all of easy-VQA's yes/no shape training questions, the negated ones too: "),
     ("stage4-", BOTH, "Stage 4, fine-tuning stage 3's model, on both data sets again: "),
-    ("", f"{BOTH} {MATCH} {MATCH}",
+    ("stage5-", f"{BOTH} {MATCH} {MATCH}",
      "Stage 5, fine-tuning stage 4's model, on both data sets plus, twice more, easy-VQA's yes/no training questions whose asked-for shape or colour is in the image (\"is there a circle?\" answered yes, \"is there not a circle?\" answered no; 12% of the yes/no colour questions, 33% of the yes/no shape ones): "),
+    ("", f"{BOTH} {MATCH} {MATCH}", "Stage 6, fine-tuning stage 5's model, on stage 5's data again, at a lower learning rate: "),
 ]
 
 
@@ -91,7 +92,7 @@ for fusion in ("concat", "separate", "gated"):
     minutes = sum(log[-1]["elapsed_s"] for log, _ in runs) / 60
     training += [
         f"- In all {steps:,} steps, {minutes:.0f} minutes of wall time on the shared machine. BENCHMARKS.md has the speed of one run alone.",
-        "- `training.jsonl` and `loss.png` are stage 5's log and curve; `stageN-training.jsonl`, `stageN-train_state.json` and `stageN-loss.png` are stage N's."]
+        "- `training.jsonl` and `loss.png` are stage 6's log and curve; `stageN-training.jsonl`, `stageN-train_state.json` and `stageN-loss.png` are stage N's."]
     ev, sc = results["easy-vqa"][fusion], results["scenes"][fusion]
     lines = [
         f"# scenes-{fusion}",
@@ -102,7 +103,7 @@ for fusion in ("concat", "separate", "gated"):
         "",
         "## Reproduce",
         "```sh",
-        "scripts/train-shipped-models.sh      # data + all three models, or just this one, in five stages:",
+        "scripts/train-shipped-models.sh      # data + all three models, or just this one, in six stages:",
         *commands,
         "```",
         "The data: `fusecap data synth --out data/scenes --count 3000 --seed 7` (2,700 train / 300 test images, "
@@ -111,7 +112,7 @@ for fusion in ("concat", "separate", "gated"):
         "(4,000 train / 1,000 test images, official split). 5% of the training images are held out for validation. "
         "Stages 2 and 3 train on subsets of easy-VQA's training split made by `fusecap data filter` "
         "(`--split train --type \"yes/no shape\"`, for stage 2 also `--without-word not --without-word no`); "
-        "stage 5's extra manifests too (`--split train --type \"yes/no shape\" --type \"yes/no color\"`, then "
+        "stages 5 and 6's extra manifests too (`--split train --type \"yes/no shape\" --type \"yes/no color\"`, then "
         "`--answer yes --without-word not --without-word no` and `--answer no --with-word not --with-word no`).",
         "",
         "## Model",
