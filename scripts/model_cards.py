@@ -26,6 +26,8 @@ def augmentation(o):
 
 BOTH = "data/scenes/manifest.jsonl data/easy-vqa/manifest.jsonl"
 MATCH = "data/match-positive/manifest.jsonl data/match-negated/manifest.jsonl"
+# Stages 5 and 6: both data sets, then the in-image yes/no questions twice more.
+BOTH_AND_MATCH = f"{BOTH} {MATCH} {MATCH}"
 # Each stage: the prefix of its files in the model directory, the data it trains
 # on, and what it is.
 STAGES = [
@@ -35,9 +37,9 @@ STAGES = [
     ("stage3-", "data/yes-no-shape/manifest.jsonl",
      "Stage 3, fine-tuning stage 2's model, on all of easy-VQA's yes/no shape training questions, the negated ones too: "),
     ("stage4-", BOTH, "Stage 4, fine-tuning stage 3's model, on both data sets again: "),
-    ("stage5-", f"{BOTH} {MATCH} {MATCH}",
+    ("stage5-", BOTH_AND_MATCH,
      "Stage 5, fine-tuning stage 4's model, on both data sets plus, twice more, easy-VQA's yes/no training questions whose asked-for shape or colour is in the image (\"is there a circle?\" answered yes, \"is there not a circle?\" answered no; 12% of the yes/no colour questions, 33% of the yes/no shape ones): "),
-    ("", f"{BOTH} {MATCH} {MATCH}", "Stage 6, fine-tuning stage 5's model, on stage 5's data again, at a lower learning rate: "),
+    ("", BOTH_AND_MATCH, "Stage 6, fine-tuning stage 5's model, on stage 5's data again, at a lower learning rate: "),
 ]
 
 

@@ -42,26 +42,25 @@ done
 wait
 # Stages 2-6 of one model, one after another; the three models side by side.
 finish() {
-  local fusion=$1 tuning=(--batch-size 64 --group-size 1 --lr 5e-4 --augment-shift 4 --seed 0 --quiet)
+  local fusion=$1 tuning=(--batch-size 64 --group-size 1 --augment-shift 4 --seed 0 --quiet)
   $FUSECAP train --data data/yes-no-shape-positive/manifest.jsonl --fusion "$fusion" \
     --init "runs/scenes-$fusion-stage1" --out "runs/scenes-$fusion-stage2" \
-    --steps 300 --warmup 50 --eval-every 100 --checkpoint-every 100 "${tuning[@]}"
+    --steps 300 --lr 5e-4 --warmup 50 --eval-every 100 --checkpoint-every 100 "${tuning[@]}"
   $FUSECAP train --data data/yes-no-shape/manifest.jsonl --fusion "$fusion" \
     --init "runs/scenes-$fusion-stage2" --out "runs/scenes-$fusion-stage3" \
-    --steps 300 --warmup 50 --eval-every 100 --checkpoint-every 100 "${tuning[@]}"
+    --steps 300 --lr 5e-4 --warmup 50 --eval-every 100 --checkpoint-every 100 "${tuning[@]}"
   $FUSECAP train --data $DATA --fusion "$fusion" \
     --init "runs/scenes-$fusion-stage3" --out "runs/scenes-$fusion-stage4" \
-    --steps 1400 --warmup 100 --type-weight shape=2 --type-weight 'yes/no shape=4' \
+    --steps 1400 --lr 5e-4 --warmup 100 --type-weight shape=2 --type-weight 'yes/no shape=4' \
     --eval-every 500 --checkpoint-every 250 "${tuning[@]}"
-  $FUSECAP train --data $DATA $MATCH $MATCH --fusion "$fusion" \
-    --init "runs/scenes-$fusion-stage4" --out "runs/scenes-$fusion-stage5" \
-    --steps 3000 --warmup 100 --type-weight shape=2 --type-weight 'yes/no shape=4' \
-    --eval-every 1000 --checkpoint-every 250 "${tuning[@]}"
-  # Stage 6: stage 5 again, the tuning flags with lr 3e-4 for 5e-4.
-  $FUSECAP train --data $DATA $MATCH $MATCH --fusion "$fusion" \
-    --init "runs/scenes-$fusion-stage5" --out "runs/scenes-$fusion" \
-    --steps 3000 --warmup 100 --type-weight shape=2 --type-weight 'yes/no shape=4' \
-    --eval-every 1000 --checkpoint-every 250 "${tuning[@]/5e-4/3e-4}"
+  # Stages 5 and 6: the same data and schedule, stage 6 at a lower learning rate.
+  match_stage() { # INIT OUT LR
+    $FUSECAP train --data $DATA $MATCH $MATCH --fusion "$fusion" --init "$1" --out "$2" \
+      --steps 3000 --lr "$3" --warmup 100 --type-weight shape=2 --type-weight 'yes/no shape=4' \
+      --eval-every 1000 --checkpoint-every 250 "${tuning[@]}"
+  }
+  match_stage "runs/scenes-$fusion-stage4" "runs/scenes-$fusion-stage5" 5e-4
+  match_stage "runs/scenes-$fusion-stage5" "runs/scenes-$fusion" 3e-4
 }
 for fusion in concat separate gated; do
   finish "$fusion" &
