@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod data;
+pub mod diff;
 pub mod evaluate;
 pub mod generate;
 pub mod metrics;

@@ -345,10 +345,19 @@ impl TrainRun<'_> {
             let state: TrainState = read_state(&self.out.join(STATE_FILE))?;
             if state.options != *opts || state.train_examples != self.train.examples.len() {
                 bail!(
-                    "{}: --resume needs the same data and options as the interrupted run (it had {} examples and {:?})",
+                    "{}: --resume needs the same data and options as the interrupted run; these differ (interrupted run → now):\n  {}\nresume with the run's options, or start afresh in another --out",
                     self.out.join(STATE_FILE).display(),
-                    state.train_examples,
-                    state.options
+                    crate::diff::changed_fields(&state.options, opts)
+                        .into_iter()
+                        .chain((state.train_examples != self.train.examples.len()).then(|| {
+                            format!(
+                                "training examples: {} → {}",
+                                state.train_examples,
+                                self.train.examples.len()
+                            )
+                        }))
+                        .collect::<Vec<_>>()
+                        .join("\n  ")
                 );
             }
             let tensors = candle_core::safetensors::load(&checkpoint, &device).map_err(|e| {

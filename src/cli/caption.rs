@@ -1,4 +1,5 @@
 //! `fusecap caption`: caption image files and folders.
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -8,7 +9,8 @@ use clap::Args;
 
 use super::common::{exit_code, progress_bar, ModelArgs, OutputArgs, OutputRecord, Printer};
 use super::decode::{print_ranked, run_queries, DecodeArgs};
-use crate::data::image::{has_image_extension, Preprocess};
+use crate::data::image::Preprocess;
+use crate::data::walk::{collect_images, Inputs};
 use crate::generate::{Answer, Query};
 
 #[derive(Args, Debug)]
@@ -25,7 +27,10 @@ use crate::generate::{Answer, Query};
   fusecap caption img.png --stream                 # print words as they are generated
 
 With --num-return N, each image gets N records (rank 1 = best) and --sidecar
-writes the N captions one per line.")]
+writes the N captions one per line. The sidecar of x.png is x.txt; when x.png and
+x.jpg (or any images differing only in extension) are both inputs, neither gets a
+sidecar and each is reported as an error naming the other, so no caption
+overwrites another; rename one of them.")]
 pub struct CaptionArgs {
     /// Image files and folders (searched recursively for known image extensions).
     #[arg(required = true, value_name = "IMAGE_OR_DIR")]
@@ -36,7 +41,8 @@ pub struct CaptionArgs {
     pub output: OutputArgs,
     #[command(flatten)]
     pub decode: DecodeArgs,
-    /// Write IMAGE.txt (same name, .txt extension) next to each image.
+    /// Write IMAGE.txt (same name, .txt extension) next to each image. Images
+    /// that would share one (x.png and x.jpg) get none, and an error naming them.
     #[arg(long)]
     pub sidecar: bool,
     /// Skip images whose sidecar .txt already exists (resume an interrupted run).
@@ -67,42 +73,43 @@ pub fn sidecar_path(image: &Path) -> PathBuf {
     image.with_extension("txt")
 }
 
-/// Expands folders into their image files; returns the sorted, de-duplicated
-/// list and the inputs that do not exist.
-pub fn collect_images(inputs: &[PathBuf]) -> (Vec<PathBuf>, Vec<PathBuf>) {
-    let mut files = Vec::new();
-    let mut missing = Vec::new();
-    for input in inputs {
-        if input.is_dir() {
-            walk(input, &mut files);
-        } else if input.exists() {
-            files.push(input.clone());
-        } else {
-            missing.push(input.clone());
+/// The images of `files` that share their sidecar with another image
+/// (`x.png` and `x.jpg` both write `x.txt`), each with the error to report.
+fn sidecar_collisions(files: &[PathBuf]) -> HashMap<PathBuf, String> {
+    let mut by_sidecar: HashMap<PathBuf, Vec<&PathBuf>> = HashMap::new();
+    for file in files {
+        by_sidecar.entry(sidecar_path(file)).or_default().push(file);
+    }
+    let mut collisions = HashMap::new();
+    for (sidecar, images) in by_sidecar.into_iter().filter(|(_, v)| v.len() > 1) {
+        let names: Vec<String> = images.iter().map(|p| p.display().to_string()).collect();
+        for image in images {
+            collisions.insert(
+                image.clone(),
+                format!(
+                    "{}: no sidecar written, because {} would all write {}; rename all but one of them",
+                    image.display(),
+                    names.join(" and "),
+                    sidecar.display()
+                ),
+            );
         }
     }
-    files.sort();
-    files.dedup();
-    (files, missing)
-}
-
-fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            walk(&path, files);
-        } else if has_image_extension(&path) {
-            files.push(path);
-        }
-    }
+    collisions
 }
 
 pub fn run(args: CaptionArgs) -> Result<ExitCode> {
     args.decode.check(args.output.format)?;
-    let (mut files, missing) = collect_images(&args.inputs);
+    let Inputs {
+        mut files,
+        problems,
+    } = collect_images(&args.inputs);
+    // Over every input, before sharding: two machines must not share a sidecar either.
+    let collisions = if args.sidecar || args.skip_existing {
+        sidecar_collisions(&files)
+    } else {
+        HashMap::new()
+    };
     if let Some((k, n)) = args.shard {
         files = files
             .into_iter()
@@ -113,7 +120,7 @@ pub fn run(args: CaptionArgs) -> Result<ExitCode> {
     }
     let total = files.len();
     if args.skip_existing {
-        files.retain(|f| !sidecar_path(f).exists());
+        files.retain(|f| collisions.contains_key(f) || !sidecar_path(f).exists());
         if !args.output.quiet && files.len() < total {
             eprintln!(
                 "skipping {} image(s) that already have a sidecar",
@@ -121,10 +128,10 @@ pub fn run(args: CaptionArgs) -> Result<ExitCode> {
             );
         }
     }
-    if args.decode.stream && files.len() + missing.len() != 1 {
+    if args.decode.stream && files.len() + problems.len() != 1 {
         bail!(
             "--stream prints one caption as it is generated, so it needs exactly one image (got {}); drop --stream to caption several",
-            files.len() + missing.len()
+            files.len() + problems.len()
         );
     }
     let (md, device) = args.model.load()?;
@@ -137,12 +144,11 @@ pub fn run(args: CaptionArgs) -> Result<ExitCode> {
     let format = args.output.format;
     let mut printer = Printer::new(format);
     let progress = progress_bar(files.len(), args.output.quiet);
-    for path in &missing {
-        let error = format!("{}: no such file or folder", path.display());
+    for problem in &problems {
         printer.print(
             &OutputRecord {
-                image: path.display().to_string(),
-                error: Some(error),
+                image: problem.path.display().to_string(),
+                error: Some(problem.to_string()),
                 ..base.clone()
             },
             &progress,
@@ -186,9 +192,12 @@ pub fn run(args: CaptionArgs) -> Result<ExitCode> {
         for (path, answers) in loaded.into_iter().zip(results) {
             let mut error = None;
             if args.sidecar {
-                error = write_sidecar(path, &answers)
-                    .err()
-                    .map(|e| format!("{e:#}"));
+                error = match collisions.get(path) {
+                    Some(collision) => Some(collision.clone()),
+                    None => write_sidecar(path, &answers)
+                        .err()
+                        .map(|e| format!("{e:#}")),
+                };
             }
             for (i, answer) in answers.iter().enumerate() {
                 let mut record = OutputRecord {
@@ -217,10 +226,10 @@ pub fn run(args: CaptionArgs) -> Result<ExitCode> {
         eprintln!(
             "{} of {} input(s) failed",
             printer.failures,
-            files.len() + missing.len()
+            files.len() + problems.len()
         );
     }
-    if files.is_empty() && missing.is_empty() && total == 0 {
+    if files.is_empty() && problems.is_empty() && total == 0 {
         return Err(anyhow!(
             "no image files found in the given inputs (known extensions: {})",
             crate::data::image::IMAGE_EXTENSIONS.join(", ")

@@ -146,7 +146,7 @@ pub struct SynthArgs {
     /// Folder to write the data set into.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Number of images.
+    /// Number of images (at most 1,000,000).
     #[arg(long, default_value_t = 1000)]
     pub count: usize,
     /// Random seed; the same seed gives identical files.
@@ -303,7 +303,16 @@ fn filter(a: FilterArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Most images `data synth` makes in one data set: its manifest is built in memory.
+pub const MAX_SYNTH_COUNT: usize = 1_000_000;
+
 fn synth(a: SynthArgs) -> anyhow::Result<ExitCode> {
+    if a.count > MAX_SYNTH_COUNT {
+        anyhow::bail!(
+            "--count {} is above the limit of {MAX_SYNTH_COUNT} images per data set; make several with different --seed and --out, and train on their manifests together",
+            a.count
+        );
+    }
     prepare_output(&a.out, a.force)?;
     let cfg = SynthConfig {
         count: a.count,

@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use crate::data::manifest::{load_manifest, Record, Task};
+use crate::data::manifest::{load_manifest, parse_object, Record, Task};
 use crate::metrics::{caption_scores, vqa_scores, CaptionScores, VqaItem, VqaScores};
 
 /// How many examples of each kind of problem to print.
@@ -183,7 +183,7 @@ fn read_predictions(path: &Path) -> Result<Predictions> {
 }
 
 fn parse_prediction(line: &str, line_no: usize, cwd: &Path) -> Result<Prediction, String> {
-    let parsed: PredictionLine = serde_json::from_str(line).map_err(|e| {
+    let parsed: PredictionLine = parse_object(line).map_err(|e| {
         format!("not a prediction record ({e}); expected {{\"image\": ..., \"output\": ...}}")
     })?;
     let is_error = parsed.output.is_none() && parsed.error.is_some();
@@ -399,11 +399,13 @@ fn report_matching(
             );
         }
     }
-    if !matching.duplicates.is_empty() {
+    if let Some(&first) = matching.duplicates.first() {
         eprintln!(
-            "warning: {} prediction(s) repeat an earlier image/question and were ignored (first: line {})",
+            "warning: {} prediction(s) in {} repeat an earlier image/question and were ignored (first: {}:{})",
             matching.duplicates.len(),
-            predictions.lines[matching.duplicates[0]].line
+            args.predictions.display(),
+            args.predictions.display(),
+            predictions.lines[first].line
         );
     }
     if !matching.missing.is_empty() {

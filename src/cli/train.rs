@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::DType;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -16,7 +16,9 @@ use crate::data::split::{split_records, training_texts};
 use crate::model::dir::{load_config, parameter_count, ModelDir, TOKENIZER_FILE};
 use crate::model::{Config, Fusion};
 use crate::tokenizer::TextTokenizer;
-use crate::train::{LogRecord, Outcome, TrainOptions, TrainRun, LOG_FILE};
+use crate::train::{
+    LogRecord, Outcome, TrainOptions, TrainRun, CHECKPOINT_FILE, LOG_FILE, STATE_FILE,
+};
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
@@ -87,6 +89,10 @@ pub struct TrainArgs {
     /// Continue from the checkpoint in --out.
     #[arg(long)]
     pub resume: bool,
+    /// Train into a non-empty --out anyway, replacing the model and the run
+    /// there (other files in it are kept).
+    #[arg(long, conflicts_with = "resume")]
+    pub force: bool,
     /// Store model.safetensors as f16 (half the size) or f32.
     #[arg(long, default_value = "f16", value_parser = ["f16", "f32"])]
     pub save_dtype: String,
@@ -99,6 +105,7 @@ pub struct TrainArgs {
 }
 
 pub fn run(args: TrainArgs) -> Result<ExitCode> {
+    check_out(&args)?;
     std::env::set_var("RAYON_NUM_THREADS", args.threads.max(1).to_string());
     if args.batch_size == 0
         || args.batching.group_size == 0
@@ -287,4 +294,44 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             Ok(ExitCode::from(130))
         }
     }
+}
+
+/// Refuses to train into a non-empty --out unless the run continues there
+/// (--resume) or replaces it (--force), which also drops the old run's
+/// checkpoint, so that a later --resume cannot pick it up.
+fn check_out(args: &TrainArgs) -> Result<()> {
+    let out = &args.out;
+    if out.exists() && !out.is_dir() {
+        bail!(
+            "--out {} is a file: give a folder for the model",
+            out.display()
+        );
+    }
+    if args.resume {
+        return Ok(());
+    }
+    let mut entries = match std::fs::read_dir(out) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read --out {}", out.display())),
+    };
+    if entries.next().is_none() {
+        return Ok(());
+    }
+    if !args.force {
+        bail!(
+            "--out {} is not empty (it may hold a model or a run): pass --resume to continue the run in it, --force to replace it, or choose another --out",
+            out.display()
+        );
+    }
+    for stale in [CHECKPOINT_FILE, STATE_FILE] {
+        match std::fs::remove_file(out.join(stale)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e)
+                    .with_context(|| format!("cannot remove {}", out.join(stale).display()))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }

@@ -11,6 +11,7 @@
 
 use super::files::lexically_normal;
 use anyhow::{bail, Context};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
@@ -224,13 +225,32 @@ pub fn write_manifest(path: &Path, records: &[ManifestLine]) -> anyhow::Result<(
     })
 }
 
+/// The longest JSONL line read: far above any real record, low enough that
+/// one runaway line cannot take the memory of the machine.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Parses one JSONL line, which must be a JSON object: serde would also read
+/// a struct from an array (`["x.png", "caption"]`) by position.
+pub fn parse_object<T: DeserializeOwned>(line: &str) -> Result<T, String> {
+    if line.len() > MAX_LINE_BYTES {
+        return Err(format!(
+            "the line is {} bytes long, above the limit of {MAX_LINE_BYTES}",
+            line.len()
+        ));
+    }
+    if !line.trim_start().starts_with('{') {
+        return Err("the line is not a JSON object ({\"field\": value, ...})".to_string());
+    }
+    serde_json::from_str(line).map_err(|e| e.to_string())
+}
+
 fn parse_line(
     line: &str,
     dir: &Path,
     exists: &mut HashMap<PathBuf, bool>,
 ) -> Result<(PathBuf, Task, Option<String>), String> {
     let raw: ManifestLine =
-        serde_json::from_str(line).map_err(|e| format!("not a valid manifest record: {e}"))?;
+        parse_object(line).map_err(|e| format!("not a valid manifest record: {e}"))?;
     if raw.image.trim().is_empty() {
         return Err("\"image\" is empty".into());
     }

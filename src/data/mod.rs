@@ -12,3 +12,4 @@ pub mod split;
 pub mod synth;
 pub mod synth_text;
 pub mod vqav2;
+pub mod walk;

@@ -157,14 +157,25 @@ pub fn generate_item(cfg: &SynthConfig, index: usize) -> (Scene, Vec<Qa>) {
     (scene, questions)
 }
 
-/// Which images are in the test split: exactly round(count × test_fraction) of them.
+/// Which images are in the test split. Image `i`'s place depends on the seed,
+/// `i` and the fraction only, never on `count`, so the test images of a data
+/// set stay test images in a larger one of the same seed (or its training
+/// images would be a smaller one's test images). Images go in blocks of 100,
+/// round(100 × test_fraction) of each block chosen at random, so the share is
+/// exact for whole blocks.
 pub fn test_split(cfg: &SynthConfig) -> Vec<bool> {
-    let n_test = ((cfg.count as f64) * cfg.test_fraction).round() as usize;
-    let mut order: Vec<usize> = (0..cfg.count).collect();
-    order.shuffle(&mut image_rng(cfg.seed, u64::MAX));
+    const BLOCK: usize = 100;
+    let per_block = (BLOCK as f64 * cfg.test_fraction).round() as usize;
     let mut is_test = vec![false; cfg.count];
-    for &i in order.iter().take(n_test) {
-        is_test[i] = true;
+    for (block, flags) in is_test.chunks_mut(BLOCK).enumerate() {
+        let mut order: Vec<usize> = (0..BLOCK).collect();
+        // Stream indices count down from the top, far from any image's own.
+        order.shuffle(&mut image_rng(cfg.seed, u64::MAX - block as u64));
+        for &offset in order.iter().take(per_block) {
+            if let Some(flag) = flags.get_mut(offset) {
+                *flag = true;
+            }
+        }
     }
     is_test
 }

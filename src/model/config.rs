@@ -183,7 +183,59 @@ impl Config {
 
     /// Checks the invariants the model code relies on; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
+        // Limits far above any model this code trains on a CPU, checked before
+        // anything is allocated: a typo such as `"d_model": 1000000000` must
+        // get a message, not an abort of the allocator.
+        const MAX_WIDTH: usize = 8192;
+        const MAX_LAYERS: usize = 64;
+        const MAX_SEQUENCE: usize = 1024;
+        const MAX_VOCAB: usize = 1 << 20;
+        const MAX_PARAMETERS: u128 = 1_000_000_000;
         let mut errors = Vec::new();
+        let mut range = |name: &str, value: usize, min: usize, max: usize| {
+            if !(min..=max).contains(&value) {
+                errors.push(format!("{name} ({value}) must be from {min} to {max}"));
+            }
+        };
+        range("d_model", self.d_model, 1, MAX_WIDTH);
+        range("d_ff", self.d_ff, 1, 4 * MAX_WIDTH);
+        range("n_heads", self.n_heads, 1, MAX_WIDTH);
+        range("vision_layers", self.vision_layers, 0, MAX_LAYERS);
+        range("text_layers", self.text_layers, 0, MAX_LAYERS);
+        range("decoder_layers", self.decoder_layers, 0, MAX_LAYERS);
+        range("vocab_size", self.vocab_size, 1, MAX_VOCAB);
+        range("image_size", self.image_size, 1, 4096);
+        range("patch_size", self.patch_size, 1, 4096);
+        range("max_text_len", self.max_text_len, 1, MAX_SEQUENCE);
+        range("max_decode_len", self.max_decode_len, 2, MAX_SEQUENCE);
+        if self.patch_size > 0 && self.image_size / self.patch_size > 64 {
+            errors.push(format!(
+                "image_size / patch_size ({} / {}) must be at most 64 patches per side",
+                self.image_size, self.patch_size
+            ));
+        }
+        if errors.is_empty() {
+            // Every weight matrix, generously rounded up; u128 cannot overflow here.
+            let d = self.d_model as u128;
+            let block = 4 * d * d + 2 * d * self.d_ff as u128;
+            let layers = (self.vision_layers + self.text_layers + self.decoder_layers) as u128;
+            let cross = 4 * d * d * (self.text_layers + 2 * self.decoder_layers) as u128;
+            let tokens = (self.num_patches() + self.max_text_len + self.max_decode_len) as u128;
+            let embeddings = d * (3 * self.vocab_size as u128 + tokens)
+                + 3 * d * (self.patch_size as u128).pow(2);
+            let parameters = layers * block + cross + embeddings;
+            if parameters > MAX_PARAMETERS {
+                errors.push(format!(
+                    "the model would have about {parameters} parameters, above the limit of {MAX_PARAMETERS}; lower d_model, d_ff, the layer counts or vocab_size"
+                ));
+            }
+        }
+        if !self.gate_init.is_finite() {
+            errors.push(format!(
+                "gate_init ({}) must be a finite number",
+                self.gate_init
+            ));
+        }
         if self.n_heads == 0 || !self.d_model.is_multiple_of(self.n_heads) {
             errors.push(format!(
                 "d_model ({}) must be a multiple of n_heads ({})",
@@ -217,11 +269,11 @@ impl Config {
                 ));
             }
         }
-        if self.image_std.iter().any(|s| *s <= 0.0) {
-            errors.push("image_std values must be positive".to_string());
+        if self.image_std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            errors.push("image_std values must be positive finite numbers".to_string());
         }
-        if self.max_decode_len < 2 || self.max_text_len < 1 {
-            errors.push("max_decode_len must be ≥ 2 and max_text_len ≥ 1".to_string());
+        if self.image_mean.iter().any(|m| !m.is_finite()) {
+            errors.push("image_mean values must be finite numbers".to_string());
         }
         if errors.is_empty() {
             Ok(())

@@ -94,13 +94,24 @@ pub fn inference_model(cfg: &Config, varmap: &VarMap, device: &Device) -> Result
 }
 
 /// Writes `file` by writing a temporary file beside it and renaming it into place,
-/// so a crash never leaves a half-written file under the real name.
+/// so a crash never leaves a half-written file under the real name. The file
+/// gets the mode the process umask gives a new file, even when `write` puts a
+/// private (0600) temporary file in place, as the safetensors writer does.
 pub fn write_atomically(file: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let tmp = file.with_extension(format!(
         "{}.tmp",
         file.extension().and_then(|e| e.to_str()).unwrap_or("")
     ));
-    write(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    let permissions = std::fs::File::create(&tmp)
+        .and_then(|f| f.metadata())
+        .map(|m| m.permissions())
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    if let Err(e) = write(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.context(format!("writing {}", tmp.display())));
+    }
+    std::fs::set_permissions(&tmp, permissions)
+        .with_context(|| format!("setting the permissions of {}", tmp.display()))?;
     std::fs::rename(&tmp, file)
         .with_context(|| format!("renaming {} to {}", tmp.display(), file.display()))
 }
@@ -169,7 +180,20 @@ pub fn load_weights(varmap: &VarMap, path: &Path, device: &Device) -> Result<()>
                 var.dims(),
                 t.dims()
             )),
-            Some(_) => {}
+            Some(t) if !matches!(t.dtype(), DType::F32 | DType::F16 | DType::BF16) => problems
+                .push(format!(
+                    "tensor {name}: stored as {:?}; weights must be f32, f16 or bf16",
+                    t.dtype()
+                )),
+            Some(t) => {
+                let bad = non_finite(t)?;
+                if bad > 0 {
+                    problems.push(format!(
+                        "tensor {name}: {bad} of its {} values are NaN or infinite",
+                        t.elem_count()
+                    ));
+                }
+            }
         }
     }
     let expected: std::collections::HashSet<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
@@ -181,7 +205,7 @@ pub fn load_weights(varmap: &VarMap, path: &Path, device: &Device) -> Result<()>
     problems.extend(unexpected.iter().map(|k| format!("unexpected tensor {k}")));
     if !problems.is_empty() {
         bail!(
-            "{}: the weights do not match config.json ({} problem(s)):\n  {}\nwas the model saved with another fusion or size?",
+            "{}: the weights do not match config.json ({} problem(s)):\n  {}\nwas the model saved with another fusion or size, or is the file damaged?",
             path.display(),
             problems.len(),
             problems.join("\n  ")
@@ -191,6 +215,12 @@ pub fn load_weights(varmap: &VarMap, path: &Path, device: &Device) -> Result<()>
         var.set(&tensors[&name].to_dtype(DType::F32)?)?;
     }
     Ok(())
+}
+
+/// How many values of a floating-point tensor are NaN or infinite.
+fn non_finite(t: &Tensor) -> Result<usize> {
+    let values = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    Ok(values.iter().filter(|v| !v.is_finite()).count())
 }
 
 impl ModelDir {
