@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use super::common::{exit_code, progress_bar, ModelArgs, OutputArgs, OutputRecord, Printer};
-use super::decode::{print_ranked, run_queries, DecodeArgs};
+use super::decode::{print_ranked, run_queries, warn_truncation, DecodeArgs};
 use crate::data::image::Preprocess;
 use crate::generate::Query;
 
@@ -62,6 +62,7 @@ pub fn run(args: AskArgs) -> Result<ExitCode> {
         (None, None) => bail!("give a question or --questions FILE"),
     };
     let (md, device) = args.model.load()?;
+    warn_truncation(&md, &questions, args.decode.max_new_tokens)?;
     let image = args.image.display().to_string();
     let base = OutputRecord {
         image: image.clone(),

@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
 use super::common::{exit_code, progress_bar, ModelArgs, OutputArgs, OutputRecord, Printer};
-use super::decode::{print_ranked, run_queries, DecodeArgs};
+use super::decode::{print_ranked, run_queries, warn_truncation, DecodeArgs};
 use crate::data::image::Preprocess;
 use crate::data::walk::{collect_images, Inputs};
 use crate::generate::{Answer, Query};
@@ -135,6 +135,7 @@ pub fn run(args: CaptionArgs) -> Result<ExitCode> {
         );
     }
     let (md, device) = args.model.load()?;
+    warn_truncation(&md, &[], args.decode.max_new_tokens)?;
     let base = OutputRecord {
         task: "caption",
         fusion: md.model.cfg.fusion.to_string(),

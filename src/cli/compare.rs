@@ -148,7 +148,8 @@ pub fn run(args: CompareArgs) -> Result<ExitCode> {
     check_limit(args.limit)?;
     let device = parse_device(&args.device)?;
     let dirs = model_dirs(&args)?;
-    let manifest = load_manifest(&args.data)?;
+    // A record whose image is missing is scored as a failure, not dropped.
+    let manifest = load_manifest(&args.data)?.with_missing_images();
     warn_problems(&args.data, &manifest.problems);
     let records = select_records(&manifest, &args.data, &args.split, args.limit)?;
     if args.plot.is_some() && !records.iter().any(|r| matches!(r.task, Task::Vqa { .. })) {

@@ -121,6 +121,38 @@ impl DecodeArgs {
     }
 }
 
+/// Warns on stderr about input the model will not see: tokens of a question
+/// beyond its `max_text_len`, and a `--max-new-tokens` above its `max_decode_len`.
+pub fn warn_truncation(md: &ModelDir, questions: &[String], max_new_tokens: usize) -> Result<()> {
+    let cfg = &md.model.cfg;
+    if max_new_tokens > cfg.max_decode_len {
+        eprintln!(
+            "warning: --max-new-tokens {max_new_tokens} is above what {} can generate: outputs stop at {} tokens (max_decode_len in its config.json)",
+            md.name, cfg.max_decode_len
+        );
+    }
+    for question in questions {
+        let tokens = md.tokenizer.encode(question)?.len();
+        if tokens > cfg.max_text_len {
+            eprintln!(
+                "warning: the question {:?} is {tokens} tokens long; {} reads only its first {} (max_text_len in its config.json) and ignores the rest",
+                shorten(question, 60),
+                md.name,
+                cfg.max_text_len
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `text` cut to `max` characters, with "…" when cut.
+fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
 /// An output record with its rank among the sequences returned for one input.
 #[derive(Serialize)]
 struct RankedRecord<'a> {

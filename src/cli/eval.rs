@@ -87,7 +87,9 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     ])?;
     check_limit(args.limit)?;
     let (md, device) = args.model.load()?;
-    let manifest = load_manifest(&args.data)?;
+    super::decode::warn_truncation(&md, &[], args.max_new_tokens)?;
+    // A record whose image is missing is scored as a failure, not dropped.
+    let manifest = load_manifest(&args.data)?.with_missing_images();
     warn_problems(&args.data, &manifest.problems);
     let records = select_records(&manifest, &args.data, &args.split, args.limit)?;
     if !args.quiet {

@@ -11,6 +11,7 @@ use image::RgbImage;
 use serde::Serialize;
 
 use super::common::ModelArgs;
+use super::decode::warn_truncation;
 use super::eval::write_json;
 use crate::data::image::{decode_rgb, Preprocess};
 use crate::evaluate::{decoding_steps, gates, step_attention, Gate, Layers, StepAttention};
@@ -111,9 +112,19 @@ pub struct ExplainReport {
 
 pub fn run(args: ExplainArgs) -> Result<ExitCode> {
     let (md, device) = args.model.load()?;
+    let questions: Vec<String> = args.question.iter().cloned().collect();
+    warn_truncation(&md, &questions, args.max_new_tokens)?;
     let cfg = &md.model.cfg;
     let layers = check_layer(&md, args.layer)?;
-    let original = decode_rgb(&args.image)?;
+    // As in `ask` and `caption`: an unreadable input is a failed input (exit
+    // 1), not a fatal error of the run.
+    let original = match decode_rgb(&args.image) {
+        Ok(image) => image,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(ExitCode::from(super::EXIT_SOME_FAILED));
+        }
+    };
     let preprocess = Preprocess::from_config(cfg);
     let text = args
         .question

@@ -70,6 +70,41 @@ impl fmt::Display for ManifestProblem {
 pub struct Manifest {
     pub records: Vec<Record>,
     pub problems: Vec<ManifestProblem>,
+    /// Valid records whose image was not found, each with the index in
+    /// `records` it would have had. Each is also one of `problems`.
+    pub missing_images: Vec<(usize, Record)>,
+}
+
+impl Manifest {
+    /// This manifest with the records whose image is missing put back in
+    /// their places (and out of `problems`), for an evaluation that must
+    /// count them as failures instead of scoring only the records it can run.
+    pub fn with_missing_images(self) -> Manifest {
+        let mut missing = self.missing_images.into_iter().peekable();
+        let mut records = Vec::with_capacity(self.records.len() + missing.len());
+        let mut sources = std::collections::HashSet::new();
+        for (index, record) in self.records.into_iter().enumerate() {
+            while let Some((_, r)) = missing.next_if(|(before, _)| *before <= index) {
+                sources.insert(r.source.clone());
+                records.push(r);
+            }
+            records.push(record);
+        }
+        for (_, r) in missing {
+            sources.insert(r.source.clone());
+            records.push(r);
+        }
+        let problems = self
+            .problems
+            .into_iter()
+            .filter(|p| !sources.contains(&format!("{}:{}", p.file.display(), p.line)))
+            .collect();
+        Manifest {
+            records,
+            problems,
+            missing_images: Vec::new(),
+        }
+    }
 }
 
 /// One manifest line as written to disk: mirrors the JSON, image path relative to the manifest.
@@ -146,18 +181,35 @@ pub fn load_manifest(path: &Path) -> anyhow::Result<Manifest> {
             continue;
         }
         let line_no = index + 1;
-        match parse_line(line, dir, &mut exists) {
-            Ok((image, task, split)) => manifest.records.push(Record {
-                image,
-                task,
-                split,
-                source: format!("{}:{}", path.display(), line_no),
-            }),
-            Err(message) => manifest.problems.push(ManifestProblem {
-                file: path.to_path_buf(),
-                line: line_no,
-                message,
-            }),
+        let problem = |message| ManifestProblem {
+            file: path.to_path_buf(),
+            line: line_no,
+            message,
+        };
+        match parse_line(line, dir) {
+            Ok((image, task, split)) => {
+                let record = Record {
+                    image,
+                    task,
+                    split,
+                    source: format!("{}:{}", path.display(), line_no),
+                };
+                let found = *exists
+                    .entry(record.image.clone())
+                    .or_insert_with(|| record.image.is_file());
+                if found {
+                    manifest.records.push(record);
+                } else {
+                    manifest.problems.push(problem(format!(
+                        "image {} not found (paths are relative to the manifest's folder)",
+                        record.image.display()
+                    )));
+                    manifest
+                        .missing_images
+                        .push((manifest.records.len(), record));
+                }
+            }
+            Err(message) => manifest.problems.push(problem(message)),
         }
     }
     if manifest.records.is_empty() {
@@ -191,6 +243,12 @@ pub fn load_manifests(paths: &[PathBuf]) -> anyhow::Result<Manifest> {
     let mut all = Manifest::default();
     for path in paths {
         let m = load_manifest(path)?;
+        let offset = all.records.len();
+        all.missing_images.extend(
+            m.missing_images
+                .into_iter()
+                .map(|(before, record)| (offset + before, record)),
+        );
         all.records.extend(m.records);
         all.problems.extend(m.problems);
     }
@@ -244,11 +302,7 @@ pub fn parse_object<T: DeserializeOwned>(line: &str) -> Result<T, String> {
     serde_json::from_str(line).map_err(|e| e.to_string())
 }
 
-fn parse_line(
-    line: &str,
-    dir: &Path,
-    exists: &mut HashMap<PathBuf, bool>,
-) -> Result<(PathBuf, Task, Option<String>), String> {
+fn parse_line(line: &str, dir: &Path) -> Result<(PathBuf, Task, Option<String>), String> {
     let raw: ManifestLine =
         parse_object(line).map_err(|e| format!("not a valid manifest record: {e}"))?;
     if raw.image.trim().is_empty() {
@@ -283,17 +337,7 @@ fn parse_line(
             ))
         }
     };
-    let image = lexically_normal(&dir.join(&raw.image));
-    let found = *exists
-        .entry(image.clone())
-        .or_insert_with(|| image.is_file());
-    if !found {
-        return Err(format!(
-            "image {} not found (paths are relative to the manifest's folder)",
-            image.display()
-        ));
-    }
-    Ok((image, task, raw.split))
+    Ok((lexically_normal(&dir.join(&raw.image)), task, raw.split))
 }
 
 fn non_empty(value: Option<String>, field: &str) -> Result<String, String> {

@@ -14,7 +14,7 @@ use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
 
 use crate::model::dir::ModelDir;
-use crate::model::{pad_tokens, CrossKv, FusionModel, Memory, SelfCache};
+use crate::model::{pad_tokens, Config, CrossKv, FusionModel, Memory, SelfCache};
 
 #[derive(Debug, Clone)]
 pub struct GenerateOptions {
@@ -60,6 +60,9 @@ impl Default for GenerateOptions {
 impl GenerateOptions {
     /// Checks the combination of options; the message names the option at fault.
     pub fn validate(&self) -> Result<()> {
+        if self.max_new_tokens == 0 {
+            bail!("--max-new-tokens 0 would give every input an empty output: use at least 1");
+        }
         if self.beams == 0 {
             bail!("--beams 0: use 1 for greedy search or more for beam search");
         }
@@ -102,6 +105,38 @@ impl GenerateOptions {
     fn max_steps(&self, model: &FusionModel) -> usize {
         self.max_new_tokens.min(model.cfg.max_decode_len)
     }
+
+    /// How many inputs one decoding pass of a `cfg` model may hold within
+    /// [`DECODE_MEMORY_BYTES`]; errs, naming the limit, when one input alone
+    /// (its beams or samples) needs more.
+    pub fn inputs_per_pass(&self, cfg: &Config) -> Result<usize> {
+        let row = row_bytes(cfg);
+        let per_input = self.beams.max(self.num_return).saturating_mul(row);
+        if per_input > DECODE_MEMORY_BYTES {
+            bail!(
+                "--beams {} with --num-return {} needs about {} MiB of decoder memory per input with this model, above the limit of {} MiB: use at most {} beams (or samples)",
+                self.beams,
+                self.num_return,
+                per_input >> 20,
+                DECODE_MEMORY_BYTES >> 20,
+                DECODE_MEMORY_BYTES / row
+            );
+        }
+        Ok(DECODE_MEMORY_BYTES / per_input)
+    }
+}
+
+/// The decoder memory one decoding pass may use, over all its rows (inputs ×
+/// beams or samples); larger batches are split into several passes.
+pub const DECODE_MEMORY_BYTES: usize = 2 << 30;
+
+/// Estimated peak bytes of one decoder row. Measured on the shipped model,
+/// `caption` of 4 images with `--beams 1000` peaked at 4.9 GB, 1.2 MB a row:
+/// about 15 times the row's self-attention cache at full length, which the
+/// step-by-step growth and beam reordering of the cache copy many times.
+fn row_bytes(cfg: &Config) -> usize {
+    let cache = 2 * cfg.decoder_layers.max(1) * cfg.d_model * cfg.max_decode_len;
+    4 * (16 * cache + 8 * cfg.vocab_size)
 }
 
 /// One generated sequence: tokens without BOS/EOS, and its total log-probability
@@ -354,30 +389,37 @@ pub fn answer_batch(
 
 /// Encodes a batch of queries and decodes them; returns up to
 /// `opts.num_return` answers per query, best first.
+/// The queries go through the decoder in as many passes as
+/// [`GenerateOptions::inputs_per_pass`] needs.
 pub fn answer_queries(
     md: &ModelDir,
     queries: &[Query],
     opts: &GenerateOptions,
     device: &Device,
-    on_token: Option<&mut OnToken>,
+    mut on_token: Option<&mut OnToken>,
 ) -> Result<Vec<Vec<Answer>>> {
-    on_worker(|| {
-        let memory = encode_queries(md, queries, device)?;
-        generate(&md.model, &memory, opts, on_token)
-    })?
-    .into_iter()
-    .map(|seqs| {
-        seqs.into_iter()
-            .map(|g| {
-                Ok(Answer {
-                    text: md.tokenizer.decode(&g.tokens)?,
-                    tokens: g.tokens,
-                    logprob: g.logprob,
-                })
-            })
-            .collect()
-    })
-    .collect()
+    let per_pass = opts.inputs_per_pass(&md.model.cfg)?;
+    let mut answers = Vec::with_capacity(queries.len());
+    for part in queries.chunks(per_pass) {
+        let generated = on_worker(|| {
+            let memory = encode_queries(md, part, device)?;
+            generate(&md.model, &memory, opts, on_token.as_deref_mut())
+        })?;
+        for seqs in generated {
+            answers.push(
+                seqs.into_iter()
+                    .map(|g| {
+                        Ok(Answer {
+                            text: md.tokenizer.decode(&g.tokens)?,
+                            tokens: g.tokens,
+                            logprob: g.logprob,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            );
+        }
+    }
+    Ok(answers)
 }
 
 /// Runs both encoders on a batch of queries.
