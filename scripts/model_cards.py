@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Writes models/scenes-*/README.md from the training logs and
-docs/results/{easy-vqa,scenes}-compare.json (scripts/evaluate-shipped-models.sh)."""
+"""Writes models/scenes-*/README.md from the training runs that
+scripts/train-shipped-models.sh leaves in runs/ (every stage's training.jsonl and
+train_state.json) and docs/results/{easy-vqa,scenes}-compare.json
+(scripts/evaluate-shipped-models.sh)."""
 import json
 import math
 
@@ -28,18 +30,17 @@ BOTH = "data/scenes/manifest.jsonl data/easy-vqa/manifest.jsonl"
 MATCH = "data/match-positive/manifest.jsonl data/match-negated/manifest.jsonl"
 # Stages 5 and 6: both data sets, then the in-image yes/no questions twice more.
 BOTH_AND_MATCH = f"{BOTH} {MATCH} {MATCH}"
-# Each stage: the prefix of its files in the model directory, the data it trains
-# on, and what it is.
+# Each stage: the data it trains on, and what it is.
 STAGES = [
-    ("stage1-", BOTH, "Stage 1, from a random initialisation, on both data sets: "),
-    ("stage2-", "data/yes-no-shape-positive/manifest.jsonl",
+    (BOTH, "Stage 1, from a random initialisation, on both data sets: "),
+    ("data/yes-no-shape-positive/manifest.jsonl",
      "Stage 2, fine-tuning stage 1's model (`--init`, a fresh optimiser and schedule), on easy-VQA's yes/no shape training questions in their positive form only: "),
-    ("stage3-", "data/yes-no-shape/manifest.jsonl",
+    ("data/yes-no-shape/manifest.jsonl",
      "Stage 3, fine-tuning stage 2's model, on all of easy-VQA's yes/no shape training questions, the negated ones too: "),
-    ("stage4-", BOTH, "Stage 4, fine-tuning stage 3's model, on both data sets again: "),
-    ("stage5-", BOTH_AND_MATCH,
+    (BOTH, "Stage 4, fine-tuning stage 3's model, on both data sets again: "),
+    (BOTH_AND_MATCH,
      "Stage 5, fine-tuning stage 4's model, on both data sets plus, twice more, easy-VQA's yes/no training questions whose asked-for shape or colour is in the image (\"is there a circle?\" answered yes, \"is there not a circle?\" answered no; 12% of the yes/no colour questions, 33% of the yes/no shape ones): "),
-    ("", BOTH_AND_MATCH, "Stage 6, fine-tuning stage 5's model, on stage 5's data again, at a lower learning rate: "),
+    (BOTH_AND_MATCH, "Stage 6, fine-tuning stage 5's model, on stage 5's data again, at a lower learning rate: "),
 ]
 
 
@@ -75,26 +76,26 @@ def training_bullets(name, log, opts, captions=True):
     ]
 
 
-def read_run(directory, prefix):
-    log = [json.loads(line) for line in open(f"{directory}/{prefix}training.jsonl")]
-    return log, json.load(open(f"{directory}/{prefix}train_state.json"))["options"]
+def read_run(directory):
+    log = [json.loads(line) for line in open(f"{directory}/training.jsonl")]
+    return log, json.load(open(f"{directory}/train_state.json"))["options"]
 
 
 for fusion in ("concat", "separate", "gated"):
     directory = f"models/scenes-{fusion}"
     cfg = json.load(open(f"{directory}/config.json"))
     gate_init = cfg.get("gate_init", 0)
-    runs = [read_run(directory, prefix) for prefix, _, _ in STAGES]
     outs = [f"runs/scenes-{fusion}-stage{i + 1}" for i in range(len(STAGES) - 1)] + [f"runs/scenes-{fusion}"]
-    commands = [line for i, ((_, data, _), (_, opts)) in enumerate(zip(STAGES, runs))
+    runs = [read_run(out) for out in outs]
+    commands = [line for i, ((data, _), (_, opts)) in enumerate(zip(STAGES, runs))
                 for line in train_command(fusion, opts, data, outs[i], init=outs[i - 1] if i else None)]
-    training = [bullet for (_, data, name), (log, opts) in zip(STAGES, runs)
+    training = [bullet for (data, name), (log, opts) in zip(STAGES, runs)
                 for bullet in training_bullets(name, log, opts, captions=data.startswith(BOTH))]
     steps = sum(log[-1]["step"] for log, _ in runs)
     minutes = sum(log[-1]["elapsed_s"] for log, _ in runs) / 60
     training += [
         f"- In all {steps:,} steps, {minutes:.0f} minutes of wall time on the shared machine. BENCHMARKS.md has the speed of one run alone.",
-        "- `training.jsonl` and `loss.png` are stage 6's log and curve; `stageN-training.jsonl`, `stageN-train_state.json` and `stageN-loss.png` are stage N's."]
+        f"- `training.jsonl` and `loss.png` are stage 6's log and curve; the script leaves stage N's log and options in `runs/scenes-{fusion}-stageN/`."]
     ev, sc = results["easy-vqa"][fusion], results["scenes"][fusion]
     lines = [
         f"# scenes-{fusion}",
@@ -150,7 +151,7 @@ for fusion in ("concat", "separate", "gated"):
          if ev['vqa']['accuracy'] < 0.97 else f"- easy-VQA accuracy is {pct(ev['vqa']['accuracy'])}. ")
         + f"Per type: colour {pct(ev['vqa_per_type']['color']['accuracy'])}, shape {pct(ev['vqa_per_type']['shape']['accuracy'])}, "
         f"yes/no colour {pct(ev['vqa_per_type']['yes/no color']['accuracy'])}, yes/no shape {pct(ev['vqa_per_type']['yes/no shape']['accuracy'])}. "
-        "Answering the yes/no questions from the question's wording alone, ignoring the image, gives 88.1% (colour) and 67.6% (shape) on this test split. See the README.",
+        "Answering the yes/no questions from the question's wording alone, ignoring the image, gives 88.1% (colour) and 67.6% (shape) on this test split ([findings](../../docs/findings.md)).",
         "- easy-VQA's BLEU-4 is 0 because the model captions with the shortest reference phrasing (\"a blue rectangle\"), which has no 4-grams; use the exact-match rate.",
         "- On the synthetic scenes, position, relation and shape questions are far from solved at this budget.",
         "- Trained on 64×64 synthetic images of flat shapes: it knows nothing about photographs.",

@@ -3,8 +3,11 @@
 # training runs side by side (one thread each), in six stages, then the
 # shipped files. The architecture is the default one (`Config::small`):
 # 16×16 patches on 64×64 images, d 128, 4/2/2 layers, and for gated fusion
-# gates that start at alpha = 1 (`gate_init`; the session-5 gated model,
-# trained with closed gates, stayed at the yes/no colour prior).
+# gates that start at alpha = 1 (`gate_init`; a gated model trained with
+# closed gates stayed at the yes/no colour prior, docs/findings.md).
+#
+# Needs the easy-VQA wheel: EASY_VQA_WHEEL=path/to/easy_vqa-1.0-py3-none-any.whl,
+# by default in the current folder (`pip download easy-vqa==1.0 --no-deps`).
 #
 # Stage 1 trains from a random initialisation on both data sets. Stages 2-4
 # fine-tune the stage before (`--init`, a fresh optimiser and schedule), images
@@ -13,19 +16,20 @@
 # negated ones too), stage 4 on both data sets again, the yes/no shape
 # questions weighing 4x. Those questions are an XOR of "the shape matches" and
 # "the question is negated", and with both forms mixed from the start they
-# stayed at the answer prior (README, "What was measured in session 7").
+# stayed at the answer prior (docs/findings.md).
 # Stage 5 trains on both data sets plus, twice more, the yes/no questions whose
 # asked-for shape or colour is in the image: only 12% of the yes/no colour
-# questions are, and the models had learned to miss them (README, "What was
-# measured in session 8"). Stage 6 is stage 5 again at lr 3e-4. 16,000 steps
-# in all.
+# questions are, and the models had learned to miss them (docs/findings.md).
+# Stage 6 is stage 5 again at lr 3e-4. 16,000 steps in all. Every stage's run
+# stays in runs/ (scripts/model_cards.py reads their logs); the model
+# directories get the files a user needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release
 FUSECAP=${FUSECAP:-target/release/fusecap}
 DATA="data/scenes/manifest.jsonl data/easy-vqa/manifest.jsonl"
 $FUSECAP data synth --out data/scenes --count 3000 --seed 7 --force
-$FUSECAP data easy-vqa --from ../shared/data/easy_vqa-1.0-py3-none-any.whl --out data/easy-vqa --force
+$FUSECAP data easy-vqa --from "${EASY_VQA_WHEEL:-easy_vqa-1.0-py3-none-any.whl}" --out data/easy-vqa --force
 YES_NO_SHAPE=(--from data/easy-vqa/manifest.jsonl --split train --type "yes/no shape" --force)
 $FUSECAP data filter "${YES_NO_SHAPE[@]}" --out data/yes-no-shape-positive --without-word not --without-word no
 $FUSECAP data filter "${YES_NO_SHAPE[@]}" --out data/yes-no-shape
@@ -68,10 +72,5 @@ done
 wait
 for fusion in concat separate gated; do
   mkdir -p "models/scenes-$fusion"
-  for stage in 1 2 3 4 5; do
-    for file in training.jsonl loss.png train_state.json; do
-      cp "runs/scenes-$fusion-stage$stage/$file" "models/scenes-$fusion/stage$stage-$file"
-    done
-  done
-  cp "runs/scenes-$fusion"/{config.json,model.safetensors,tokenizer.json,training.jsonl,loss.png,train_state.json} "models/scenes-$fusion/"
+  cp "runs/scenes-$fusion"/{config.json,model.safetensors,tokenizer.json,training.jsonl,loss.png} "models/scenes-$fusion/"
 done

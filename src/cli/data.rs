@@ -115,7 +115,7 @@ pub struct FilterArgs {
     /// Folder to write manifest.jsonl into.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Keep this split only (records without a split count as \"train\").
+    /// Keep this split only (records without a split count as "train").
     #[arg(long)]
     pub split: Option<String>,
     /// Keep this task only.

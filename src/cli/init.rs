@@ -14,7 +14,7 @@ use crate::tokenizer::TextTokenizer;
 pub enum Size {
     /// For tests: d 32, 16×16 images.
     Tiny,
-    /// The shipped size: d 128, 64×64 images, patch 8.
+    /// The shipped size: d 128, 64×64 images, 16×16 patches.
     Small,
 }
 

@@ -31,7 +31,7 @@ Writes a usable model directory to --out at every checkpoint, plus training.json
 loss.png, checkpoint.safetensors (weights + optimiser) and train_state.json.
 Ctrl-C saves a checkpoint and stops; --resume continues exactly where it stopped.")]
 pub struct TrainArgs {
-    /// JSONL manifests; records with split \"train\" (or none) are trained on, \"val\" validates.
+    /// JSONL manifests; records with split "train" (or none) are trained on, "val" validates.
     #[arg(long, required = true, num_args = 1.., value_name = "MANIFEST")]
     pub data: Vec<PathBuf>,
     #[arg(long, value_enum)]
@@ -83,7 +83,7 @@ pub struct TrainArgs {
     /// Checkpoint every N steps (and at the end, and on Ctrl-C).
     #[arg(long, default_value_t = 250)]
     pub checkpoint_every: usize,
-    /// Percentage of training images held out for validation when no \"val\" split exists.
+    /// Percentage of training images held out for validation when no "val" split exists.
     #[arg(long, default_value_t = 5)]
     pub val_percent: u64,
     /// Continue from the checkpoint in --out.

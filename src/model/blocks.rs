@@ -68,7 +68,7 @@ impl Module for Linear {
 }
 
 /// LayerNorm. Training uses plain tensor ops: candle-nn's fused version records
-/// no gradient (see CANDLE-NOTES.md), which would silently freeze training.
+/// no gradient (see docs/candle-notes.md), which would silently freeze training.
 /// Inference uses the fused one, which is faster.
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
