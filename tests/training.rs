@@ -152,6 +152,7 @@ fn run_in_process(
         save_dtype: DType::F32,
         stop: &stop,
         on_step: &mut on_step,
+        threads: 1,
     }
     .run()
     .expect("train")
