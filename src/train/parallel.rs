@@ -47,21 +47,23 @@ impl DataParallel {
         let total_weight = batch.weights.sum_all()?;
         let examples = batch.image_of.dim(0)?;
         let shards = self.threads().min(examples).max(1);
-        let results = self.pool.broadcast(|ctx| -> Result<Option<(f64, Option<GradStore>)>> {
-            if ctx.index() >= shards {
-                return Ok(None);
-            }
-            let part = shard(batch, shard_range(examples, shards, ctx.index()))?;
-            let loss_t = loss(&part, &total_weight)?;
-            let loss_v = loss_t.to_scalar::<f32>()? as f64;
-            // A shard that is not finite makes the step fail: skip its backward.
-            let grads = if loss_v.is_finite() {
-                Some(loss_t.backward()?)
-            } else {
-                None
-            };
-            Ok(Some((loss_v, grads)))
-        });
+        let results = self
+            .pool
+            .broadcast(|ctx| -> Result<Option<(f64, Option<GradStore>)>> {
+                if ctx.index() >= shards {
+                    return Ok(None);
+                }
+                let part = shard(batch, shard_range(examples, shards, ctx.index()))?;
+                let loss_t = loss(&part, &total_weight)?;
+                let loss_v = loss_t.to_scalar::<f32>()? as f64;
+                // A shard that is not finite makes the step fail: skip its backward.
+                let grads = if loss_v.is_finite() {
+                    Some(loss_t.backward()?)
+                } else {
+                    None
+                };
+                Ok(Some((loss_v, grads)))
+            });
         let mut loss_v = 0.0;
         let mut sum: Option<GradStore> = None;
         let mut all_finite = true;
@@ -102,9 +104,7 @@ fn shard(batch: &Batch, range: Range<usize>) -> Result<Batch> {
         .collect();
     let device = batch.images.device();
     Ok(Batch {
-        images: batch
-            .images
-            .index_select(&Tensor::new(kept, device)?, 0)?,
+        images: batch.images.index_select(&Tensor::new(kept, device)?, 0)?,
         image_of: Tensor::new(local, device)?,
         text_ids: rows(&batch.text_ids)?,
         text_valid: rows(&batch.text_valid)?,
