@@ -13,12 +13,15 @@ use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
 use crate::data::batch::{Augment, Batch, Dataset, Sampler};
-use crate::generate::{greedy, on_worker, GenerateOptions};
+use crate::generate::{greedy, GenerateOptions};
 use crate::model::dir::{
     init_model, load_weights, save_model_dir, sorted_vars, write_atomically, WEIGHTS_FILE,
 };
 use crate::model::{Config, FusionModel};
 use crate::tokenizer::TextTokenizer;
+
+mod parallel;
+pub use parallel::DataParallel;
 
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 pub const STATE_FILE: &str = "train_state.json";
@@ -133,6 +136,18 @@ pub fn learning_rate(opts: &TrainOptions, step: usize) -> f64 {
 /// not weigh: averaged over all tokens, a 20-token scene caption outweighed a
 /// one-word answer ten to one.
 pub fn loss(model: &FusionModel, batch: &Batch, label_smoothing: f64) -> Result<Tensor> {
+    loss_over(model, batch, label_smoothing, &batch.weights.sum_all()?)
+}
+
+/// `loss`, with the weighted sum divided by `total_weight` instead of the
+/// batch's own weight sum: for a shard of a batch, the whole batch's, so that
+/// the shards' losses add up to the batch's.
+fn loss_over(
+    model: &FusionModel,
+    batch: &Batch,
+    label_smoothing: f64,
+    total_weight: &Tensor,
+) -> Result<Tensor> {
     let logits = model.forward(
         &batch.images,
         &batch.image_of,
@@ -155,7 +170,7 @@ pub fn loss(model: &FusionModel, batch: &Batch, label_smoothing: f64) -> Result<
         .sum(1)?
         .div(&batch.target_mask.sum(1)?)?;
     let weighted = (per_example * &batch.weights)?.sum_all()?;
-    Ok(weighted.broadcast_div(&batch.weights.sum_all()?)?)
+    Ok(weighted.broadcast_div(total_weight)?)
 }
 
 /// AdamW with its moment estimates exposed, so they can be checkpointed.
@@ -323,6 +338,10 @@ pub struct TrainRun<'a> {
     pub stop: &'a AtomicBool,
     /// Called after every step with the latest record.
     pub on_step: &'a mut dyn FnMut(&LogRecord),
+    /// Worker threads that share each batch (`DataParallel`). Results differ
+    /// between thread counts only in float rounding; a resume is exact when
+    /// it uses the same count.
+    pub threads: usize,
 }
 
 impl TrainRun<'_> {
@@ -339,6 +358,7 @@ impl TrainRun<'_> {
             load_weights(&varmap, &dir.join(WEIGHTS_FILE), &device)?;
         }
         let mut adam = AdamW::new(&varmap, opts.weight_decay)?;
+        let workers = DataParallel::new(self.threads)?;
         let checkpoint = self.out.join(CHECKPOINT_FILE);
         let mut start = 0;
         if self.resume {
@@ -413,7 +433,7 @@ impl TrainRun<'_> {
                         .map_err(|_| anyhow!("the data loader stopped"))??;
                     let lr = learning_rate(opts, step);
                     let (loss_v, grad_norm) =
-                        on_worker(|| train_step(&model, &mut adam, &batch, lr, opts))?;
+                        train_step(&workers, &model, &mut adam, &batch, lr, opts)?;
                     let Some(grad_norm) = grad_norm else {
                         bail!(
                         "the loss became {loss_v} at step {}; training stopped. The last good checkpoint (step {last_good}) is kept in {}. Lower --lr or raise --warmup and resume from it with --resume",
@@ -476,19 +496,22 @@ impl TrainRun<'_> {
 /// A loss that is not finite is returned without a step (norm `None`), so the
 /// weights keep their last good values.
 fn train_step(
+    workers: &DataParallel,
     model: &FusionModel,
     adam: &mut AdamW,
     batch: &Batch,
     lr: f64,
     opts: &TrainOptions,
 ) -> Result<(f64, Option<f64>)> {
-    let loss_t = loss(model, batch, opts.label_smoothing)?;
-    let loss_v = loss_t.to_scalar::<f32>()? as f64;
-    if !loss_v.is_finite() {
-        return Ok((loss_v, None));
+    let (loss_v, grads) = workers.loss_and_grads(batch, |shard, total_weight| {
+        loss_over(model, shard, opts.label_smoothing, total_weight)
+    })?;
+    match grads {
+        Some(grads) if loss_v.is_finite() => {
+            Ok((loss_v, Some(adam.step(&grads, lr, opts.clip_norm)?)))
+        }
+        _ => Ok((loss_v, None)),
     }
-    let grads = loss_t.backward()?;
-    Ok((loss_v, Some(adam.step(&grads, lr, opts.clip_norm)?)))
 }
 
 fn read_state(path: &Path) -> Result<TrainState> {

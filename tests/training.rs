@@ -104,13 +104,15 @@ fn training_reduces_the_loss() {
     );
 }
 
-/// Runs `steps` steps in-process, stopping after `stop_after` if given.
+/// Runs `steps` steps in-process on `threads` workers, stopping after
+/// `stop_after` if given.
 fn run_in_process(
     out: &Path,
     manifest: &Path,
     steps: usize,
     stop_after: Option<usize>,
     resume: bool,
+    threads: usize,
 ) -> Outcome {
     let loaded = load_manifest(manifest).expect("manifest");
     let records: Vec<_> = loaded
@@ -152,6 +154,7 @@ fn run_in_process(
         save_dtype: DType::F32,
         stop: &stop,
         on_step: &mut on_step,
+        threads,
     }
     .run()
     .expect("train")
@@ -164,35 +167,18 @@ fn resuming_gives_the_same_result_as_an_uninterrupted_run() {
     let straight = dir.path().join("straight");
     let resumed = dir.path().join("resumed");
     assert_eq!(
-        run_in_process(&straight, &manifest, 12, None, false),
+        run_in_process(&straight, &manifest, 12, None, false, 1),
         Outcome::Finished
     );
     assert_eq!(
-        run_in_process(&resumed, &manifest, 12, Some(5), false),
+        run_in_process(&resumed, &manifest, 12, Some(5), false, 1),
         Outcome::Interrupted { step: 5 }
     );
     assert_eq!(
-        run_in_process(&resumed, &manifest, 12, None, true),
+        run_in_process(&resumed, &manifest, 12, None, true, 1),
         Outcome::Finished
     );
-    let a =
-        candle_core::safetensors::load(straight.join(CHECKPOINT_FILE), &Device::Cpu).expect("a");
-    let b = candle_core::safetensors::load(resumed.join(CHECKPOINT_FILE), &Device::Cpu).expect("b");
-    assert_eq!(a.len(), b.len());
-    for (name, ta) in &a {
-        let diff = (ta.to_dtype(DType::F32).expect("f32")
-            - b[name].to_dtype(DType::F32).expect("f32"))
-        .expect("sub")
-        .abs()
-        .expect("abs")
-        .flatten_all()
-        .expect("flat")
-        .max(0)
-        .expect("max")
-        .to_scalar::<f32>()
-        .expect("scalar");
-        assert_eq!(diff, 0.0, "{name} differs after resume");
-    }
+    assert_same_checkpoint(&straight, &resumed);
     let log = read_log(&resumed);
     assert_eq!(
         log.iter().map(|r| r.step).collect::<Vec<_>>(),
@@ -201,12 +187,67 @@ fn resuming_gives_the_same_result_as_an_uninterrupted_run() {
     );
 }
 
+/// Every tensor of the two runs' checkpoints (weights, moments, step) is bit for bit the same.
+fn assert_same_checkpoint(a: &Path, b: &Path) {
+    let a = candle_core::safetensors::load(a.join(CHECKPOINT_FILE), &Device::Cpu).expect("a");
+    let b = candle_core::safetensors::load(b.join(CHECKPOINT_FILE), &Device::Cpu).expect("b");
+    assert_eq!(a.len(), b.len());
+    for (name, ta) in &a {
+        let bytes = |t: &candle_core::Tensor| {
+            t.flatten_all()
+                .and_then(|t| t.to_dtype(DType::F32))
+                .and_then(|t| t.to_vec1::<f32>())
+                .expect("values")
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>()
+        };
+        assert!(bytes(ta) == bytes(&b[name]), "{name} differs");
+    }
+}
+
+#[test]
+fn data_parallel_training_follows_the_single_thread_loss_curve_and_resumes_exactly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = synth(&dir.path().join("data"), 30);
+    let (one, three, resumed) = (
+        dir.path().join("one"),
+        dir.path().join("three"),
+        dir.path().join("resumed"),
+    );
+    run_in_process(&one, &manifest, 12, None, false, 1);
+    // Batches of 8 on three workers: shards of 2, 3 and 3 examples, whose
+    // losses only add up to the batch's when each is divided by the whole
+    // batch's weight.
+    run_in_process(&three, &manifest, 12, None, false, 3);
+    let (a, b) = (read_log(&one), read_log(&three));
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        let close = |p: f64, q: f64| (p - q).abs() <= 1e-4 * p.abs().max(1.0);
+        assert!(
+            close(x.loss, y.loss) && close(x.grad_norm, y.grad_norm),
+            "step {}: loss {} vs {}, gradient norm {} vs {}",
+            x.step,
+            x.loss,
+            y.loss,
+            x.grad_norm,
+            y.grad_norm
+        );
+    }
+    assert_eq!(
+        run_in_process(&resumed, &manifest, 12, Some(5), false, 3),
+        Outcome::Interrupted { step: 5 }
+    );
+    run_in_process(&resumed, &manifest, 12, None, true, 3);
+    assert_same_checkpoint(&three, &resumed);
+}
+
 #[test]
 fn a_crash_between_write_and_rename_keeps_the_old_checkpoint() {
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = synth(&dir.path().join("data"), 20);
     let out = dir.path().join("model");
-    run_in_process(&out, &manifest, 4, None, false);
+    run_in_process(&out, &manifest, 4, None, false, 1);
     let checkpoint = out.join(CHECKPOINT_FILE);
     let before = std::fs::read(&checkpoint).expect("checkpoint");
     // The writer dies after writing half a file, before the rename.

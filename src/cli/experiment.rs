@@ -18,7 +18,7 @@ use super::compare::{
     compare, plot_accuracy, render_markdown, CompareOptions, CompareReport, FusionList,
 };
 use super::eval::{check_counts, check_limit, warn_problems, write_json, write_text};
-use crate::cli::recipe::BatchingArgs;
+use crate::cli::recipe::{BatchingArgs, ThreadsArgs};
 use crate::data::batch::Dataset;
 use crate::data::manifest::{load_manifests, Record};
 use crate::data::split::{split_records, training_texts, Splits};
@@ -95,9 +95,8 @@ pub struct ExperimentArgs {
     /// Records on which the strategies disagree to show in the comparison.
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub disagreements: usize,
-    /// CPU threads for the math (one is fastest at the shipped size).
-    #[arg(long, default_value_t = 1)]
-    pub threads: usize,
+    #[command(flatten)]
+    pub threads: ThreadsArgs,
     /// Keep the strategies already trained in --out and continue an interrupted one.
     #[arg(long)]
     pub resume: bool,
@@ -107,7 +106,7 @@ pub struct ExperimentArgs {
 }
 
 pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
-    std::env::set_var("RAYON_NUM_THREADS", args.threads.max(1).to_string());
+    args.threads.apply()?;
     check_args(&args)?;
     let manifest = load_manifests(&args.data)?;
     for path in &args.data {
@@ -326,6 +325,7 @@ impl TrainJob<'_> {
             save_dtype: DType::F32,
             stop: self.stop,
             on_step: &mut on_step,
+            threads: self.args.threads.count()?,
         }
         .run()?;
         bar.finish_and_clear();

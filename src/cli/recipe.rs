@@ -1,4 +1,6 @@
-//! How examples are batched and weighed: options shared by `train` and `experiment`.
+//! How examples are batched and weighed, and how many threads train:
+//! options shared by `train` and `experiment`.
+use anyhow::{bail, Result};
 use clap::Args;
 
 use crate::train::TrainOptions;
@@ -41,5 +43,35 @@ fn parse_type_weight(text: &str) -> Result<(String, f32), String> {
     match factor.trim().parse::<f32>() {
         Ok(f) if f.is_finite() && f > 0.0 => Ok((name.trim().to_string(), f)),
         _ => Err(format!("the factor in {text:?} must be a positive number")),
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ThreadsArgs {
+    /// Worker threads that share each batch, each doing its arithmetic on
+    /// one thread (faster than candle's own threading at this size, see
+    /// BENCHMARKS.md). Default: every core. Use 1 to train runs side by side.
+    /// Thread counts differ only in float rounding; a --resume is exact with
+    /// the same count.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+impl ThreadsArgs {
+    /// The number of training threads.
+    pub fn count(&self) -> Result<usize> {
+        match self.threads {
+            Some(0) => bail!("--threads 0: give at least 1 (the default is every core)"),
+            Some(n) => Ok(n),
+            None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        }
+    }
+
+    /// Checks the count and sets candle's own threading to one thread per
+    /// worker, which must happen before the first tensor operation.
+    pub fn apply(&self) -> Result<usize> {
+        let count = self.count()?;
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+        Ok(count)
     }
 }

@@ -9,7 +9,7 @@ use candle_core::DType;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::cli::recipe::BatchingArgs;
+use crate::cli::recipe::{BatchingArgs, ThreadsArgs};
 use crate::data::batch::{Dataset, Sampler};
 use crate::data::manifest::load_manifests;
 use crate::data::split::{split_records, training_texts};
@@ -96,17 +96,15 @@ pub struct TrainArgs {
     /// Store model.safetensors as f16 (half the size) or f32.
     #[arg(long, default_value = "f16", value_parser = ["f16", "f32"])]
     pub save_dtype: String,
-    /// CPU threads for the math. One is faster than two at the shipped size
-    /// (see BENCHMARKS.md), so two runs can train side by side on two cores.
-    #[arg(long, default_value_t = 1)]
-    pub threads: usize,
+    #[command(flatten)]
+    pub threads: ThreadsArgs,
     #[arg(long, short)]
     pub quiet: bool,
 }
 
 pub fn run(args: TrainArgs) -> Result<ExitCode> {
     check_out(&args)?;
-    std::env::set_var("RAYON_NUM_THREADS", args.threads.max(1).to_string());
+    let threads = args.threads.apply()?;
     if args.batch_size == 0
         || args.batching.group_size == 0
         || args.eval_every == 0
@@ -275,6 +273,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         },
         stop: &stop,
         on_step: &mut on_step,
+        threads,
     }
     .run()?;
     bar.finish_and_clear();

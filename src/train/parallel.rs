@@ -1,0 +1,152 @@
+//! Data-parallel training steps: each batch is cut into one contiguous shard
+//! of examples per worker thread, every worker runs forward and backward on
+//! its shard, and the shards' gradients are summed in shard order.
+//!
+//! At the shipped size candle's per-op threading makes training slower at two
+//! threads than at one (BENCHMARKS.md), so each worker does its arithmetic on
+//! one thread (`RAYON_NUM_THREADS=1`, set by the CLI) and the cores share the
+//! batch instead.
+use std::ops::Range;
+
+use anyhow::{Context, Result};
+use candle_core::backprop::GradStore;
+use candle_core::Tensor;
+
+use crate::data::batch::Batch;
+
+/// A pool of training workers, one shard of each batch per worker.
+pub struct DataParallel {
+    pool: rayon::ThreadPool,
+}
+
+impl DataParallel {
+    pub fn new(threads: usize) -> Result<Self> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .thread_name(|i| format!("fusecap-train-{i}"))
+            .build()
+            .context("starting the training threads")?;
+        Ok(DataParallel { pool })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// The loss of `batch` and, when it is finite, its gradient.
+    ///
+    /// `loss(shard, total_weight)` must return the shard's weighted loss
+    /// divided by `total_weight`, the whole batch's weight sum, so that the
+    /// shards' losses and gradients add up to the whole batch's. One worker
+    /// computes exactly what a single-threaded step does; more differ from it
+    /// only in the order of float additions.
+    pub fn loss_and_grads<F>(&self, batch: &Batch, loss: F) -> Result<(f64, Option<GradStore>)>
+    where
+        F: Fn(&Batch, &Tensor) -> Result<Tensor> + Sync,
+    {
+        let total_weight = batch.weights.sum_all()?;
+        let examples = batch.image_of.dim(0)?;
+        let shards = self.threads().min(examples).max(1);
+        let results = self
+            .pool
+            .broadcast(|ctx| -> Result<Option<(f64, Option<GradStore>)>> {
+                if ctx.index() >= shards {
+                    return Ok(None);
+                }
+                let part = shard(batch, shard_range(examples, shards, ctx.index()))?;
+                let loss_t = loss(&part, &total_weight)?;
+                let loss_v = loss_t.to_scalar::<f32>()? as f64;
+                // A shard that is not finite makes the step fail: skip its backward.
+                let grads = if loss_v.is_finite() {
+                    Some(loss_t.backward()?)
+                } else {
+                    None
+                };
+                Ok(Some((loss_v, grads)))
+            });
+        let mut loss_v = 0.0;
+        let mut sum: Option<GradStore> = None;
+        let mut all_finite = true;
+        for result in results {
+            let Some((shard_loss, grads)) = result? else {
+                continue;
+            };
+            loss_v += shard_loss;
+            match (grads, sum.as_mut()) {
+                (None, _) => all_finite = false,
+                (Some(grads), None) => sum = Some(grads),
+                (Some(grads), Some(total)) => add_grads(total, grads)?,
+            }
+        }
+        Ok((loss_v, sum.filter(|_| all_finite)))
+    }
+}
+
+/// Examples of shard `index` of `shards`: contiguous, sizes differing by at most one.
+fn shard_range(examples: usize, shards: usize, index: usize) -> Range<usize> {
+    examples * index / shards..examples * (index + 1) / shards
+}
+
+/// The examples `range` of `batch`, with only the images they ask about.
+fn shard(batch: &Batch, range: Range<usize>) -> Result<Batch> {
+    let rows = |t: &Tensor| t.narrow(0, range.start, range.len());
+    let image_of = rows(&batch.image_of)?.to_vec1::<u32>()?;
+    let mut kept: Vec<u32> = Vec::new();
+    let local: Vec<u32> = image_of
+        .iter()
+        .map(|&row| match kept.iter().position(|&k| k == row) {
+            Some(i) => i as u32,
+            None => {
+                kept.push(row);
+                kept.len() as u32 - 1
+            }
+        })
+        .collect();
+    let device = batch.images.device();
+    Ok(Batch {
+        images: batch.images.index_select(&Tensor::new(kept, device)?, 0)?,
+        image_of: Tensor::new(local, device)?,
+        text_ids: rows(&batch.text_ids)?,
+        text_valid: rows(&batch.text_valid)?,
+        decoder_input: rows(&batch.decoder_input)?,
+        decoder_target: rows(&batch.decoder_target)?,
+        target_mask: rows(&batch.target_mask)?,
+        weights: rows(&batch.weights)?,
+    })
+}
+
+/// Adds every gradient of `more` to `total`'s.
+fn add_grads(total: &mut GradStore, more: GradStore) -> Result<()> {
+    let ids: Vec<_> = more.get_ids().copied().collect();
+    for id in ids {
+        let Some(g) = more.get_id(id) else { continue };
+        let sum = match total.get_id(id) {
+            Some(t) => (t + g)?,
+            None => g.clone(),
+        };
+        total.insert_id(id, sum);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_cover_every_example_once_in_order() {
+        for examples in [1, 2, 7, 64] {
+            for shards in 1..=examples.min(5) {
+                let covered: Vec<usize> = (0..shards)
+                    .flat_map(|i| shard_range(examples, shards, i))
+                    .collect();
+                assert_eq!(covered, (0..examples).collect::<Vec<_>>());
+                let sizes: Vec<usize> = (0..shards)
+                    .map(|i| shard_range(examples, shards, i).len())
+                    .collect();
+                let (min, max) = (sizes.iter().min(), sizes.iter().max());
+                assert!(max.zip(min).is_some_and(|(a, b)| a - b <= 1), "{sizes:?}");
+            }
+        }
+    }
+}
