@@ -29,19 +29,30 @@ pub const UNTYPED_VQA: &str = "vqa";
 
 // ---------------------------------------------------------------- records
 
+/// The share of training images `fusecap train` validates on, by default.
+pub const DEFAULT_VAL_PERCENT: u64 = 5;
+
 /// The records of `split`, at most `limit` of them, in manifest order.
 /// Errs, naming the splits the manifest does have, when the split is empty.
+/// A manifest without "val" records still has a validation split: the
+/// training images that `fusecap train` holds out by default.
 pub fn select_records<'a>(
     manifest: &'a Manifest,
     path: &Path,
     split: &str,
     limit: Option<usize>,
 ) -> Result<Vec<&'a Record>> {
-    let mut records: Vec<&Record> = manifest
-        .records
-        .iter()
-        .filter(|r| r.in_split(split))
-        .collect();
+    let labelled_val = manifest.records.iter().any(|r| r.in_split("val"));
+    let mut records: Vec<&Record> = if split == "val" && !labelled_val {
+        // What `fusecap train` holds out for validation by default.
+        crate::data::split::split_records(&manifest.records, DEFAULT_VAL_PERCENT).val
+    } else {
+        manifest
+            .records
+            .iter()
+            .filter(|r| r.in_split(split))
+            .collect()
+    };
     if records.is_empty() {
         bail!(
             "{}: no records in split \"{split}\" (the manifest has {}); pass --split with one of those",

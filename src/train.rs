@@ -13,6 +13,7 @@ use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
 use crate::data::batch::{Augment, Batch, Dataset, Sampler};
+use crate::data::stream::{mixed_step, StreamOptions};
 use crate::generate::{greedy, GenerateOptions};
 use crate::model::dir::{
     init_model, load_weights, save_model_dir, sorted_vars, write_atomically, WEIGHTS_FILE,
@@ -57,6 +58,9 @@ pub struct TrainOptions {
     pub type_weights: BTreeMap<String, f32>,
     /// Validation examples evaluated at each evaluation.
     pub val_examples: usize,
+    /// Multi-object scenes drawn afresh for every step, mixed into each batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamOptions>,
     /// A model directory whose weights replace the random initialisation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_from: Option<PathBuf>,
@@ -82,6 +86,7 @@ impl Default for TrainOptions {
             balance_answers: 0.0,
             type_weights: BTreeMap::new(),
             val_examples: 512,
+            stream: None,
             init_from: None,
         }
     }
@@ -403,19 +408,28 @@ impl TrainRun<'_> {
         let total = opts.steps;
         let cfg = self.cfg.clone();
         let train = self.train;
+        let tokenizer = &self.tokenizer;
+        let stream = opts.stream.clone();
+        let streamed = stream.as_ref().map_or(0, |s| s.per_batch(bs));
         let clock = Instant::now();
         let outcome = std::thread::scope(|scope| -> Result<Outcome> {
             scope.spawn(move || {
-                let sampler = Sampler::new(train, bs, group_size, seed);
-                for (step, indices) in (start..total).zip(sampler.batches_from(start)) {
-                    let batch = Batch::new(
-                        train,
-                        &indices,
-                        &cfg,
-                        augment,
-                        seed.wrapping_add(step as u64 * 7919),
-                        &Device::Cpu,
-                    );
+                let sampler = Sampler::new(train, (bs - streamed).max(1), group_size, seed);
+                for (step, mut indices) in (start..total).zip(sampler.batches_from(start)) {
+                    let augment_seed = seed.wrapping_add(step as u64 * 7919);
+                    let batch = match &stream {
+                        None => {
+                            Batch::new(train, &indices, &cfg, augment, augment_seed, &Device::Cpu)
+                        }
+                        Some(stream) => {
+                            indices.truncate(bs - streamed);
+                            mixed_step(train, &indices, stream, step, streamed, tokenizer, &cfg)
+                                .and_then(|ds| {
+                                    let all: Vec<usize> = (0..ds.examples.len()).collect();
+                                    Batch::new(&ds, &all, &cfg, augment, augment_seed, &Device::Cpu)
+                                })
+                        }
+                    };
                     if tx.send(batch).is_err() {
                         return;
                     }

@@ -5,8 +5,10 @@ use candle_nn::VarMap;
 use fusecap::generate::{greedy, GenerateOptions};
 use fusecap::model::attention::attention;
 use fusecap::model::dir::{init_model, parameter_count, save_weights, sorted_vars};
-use fusecap::model::vision::Conv3x3;
-use fusecap::model::{pad_tokens, Config, Fusion, FusionModel, Memory, SelfCache, VisionStem};
+use fusecap::model::vision::{sincos_2d, Conv3x3};
+use fusecap::model::{
+    pad_tokens, Config, Fusion, FusionModel, Memory, SelfCache, VisionPositions, VisionStem,
+};
 use rand::{Rng, SeedableRng};
 
 const VOCAB: usize = 40;
@@ -443,11 +445,20 @@ fn loading_names_every_mismatched_tensor() {
 fn every_parameter_gets_a_finite_nonzero_gradient() {
     let kinds = Fusion::ALL
         .into_iter()
-        .map(|f| (f, VisionStem::Patch))
-        .chain([(Fusion::Concat, VisionStem::Conv)]);
-    for (fusion, stem) in kinds {
+        .map(|f| (f, VisionStem::Patch, VisionPositions::Learned))
+        .chain([
+            (Fusion::Concat, VisionStem::Conv, VisionPositions::Learned),
+            (Fusion::Gated, VisionStem::Patch, VisionPositions::SinCos2d),
+            (
+                Fusion::Separate,
+                VisionStem::Conv,
+                VisionPositions::SinCos2d,
+            ),
+        ]);
+    for (fusion, stem, positions) in kinds {
         let cfg = Config {
             vision_stem: stem,
+            vision_positions: positions,
             ..Config::tiny(fusion, VOCAB)
         };
         let (model, varmap) = init_model(&cfg, 91, &Device::Cpu).expect("init");
@@ -563,10 +574,12 @@ fn configs_without_the_newer_fields_build_the_older_model() {
         assert_eq!(fields.remove(field), Some(true.into()), "{field}");
     }
     assert_eq!(fields.remove("vision_stem"), Some("patch".into()));
+    assert_eq!(fields.remove("vision_positions"), Some("learned".into()));
     assert_eq!(fields.remove("gate_init"), Some(1.0.into()));
     let old: Config = serde_json::from_value(json).expect("old config");
     assert!(!old.cross_attention_sink && !old.text_cross_attention);
     assert_eq!(old.vision_stem, VisionStem::Patch);
+    assert_eq!(old.vision_positions, VisionPositions::Learned);
     assert_eq!(
         old.gate_init, 0.0,
         "older model directories had closed gates"
@@ -588,4 +601,79 @@ fn configs_without_the_newer_fields_build_the_older_model() {
     for part in ["sink", "image_attn", "ln_image"] {
         assert_eq!(count(&older, part), 0, "{part}");
     }
+}
+
+/// The fixed 2-D positions: the first half of the channels depends on the
+/// row alone, the second on the column alone, and no two cells share a code.
+#[test]
+fn sin_cos_positions_code_row_and_column_apart() {
+    let (side, d) = (6, 32);
+    let table = sincos_2d(side, d, DType::F32, &Device::Cpu)
+        .expect("table")
+        .to_vec2::<f32>()
+        .expect("rows");
+    assert_eq!(table.len(), side * side);
+    let cell = |r: usize, c: usize| &table[r * side + c];
+    for r in 0..side {
+        for c in 0..side {
+            assert_eq!(
+                cell(r, c)[..d / 2],
+                cell(r, 0)[..d / 2],
+                "row half of ({r}, {c})"
+            );
+            assert_eq!(
+                cell(r, c)[d / 2..],
+                cell(0, c)[d / 2..],
+                "column half of ({r}, {c})"
+            );
+        }
+    }
+    for a in 0..table.len() {
+        for b in a + 1..table.len() {
+            let distance: f32 = table[a]
+                .iter()
+                .zip(&table[b])
+                .map(|(x, y)| (x - y).abs())
+                .sum();
+            assert!(distance > 1e-3, "cells {a} and {b} share a position code");
+        }
+    }
+}
+
+/// A model with fixed positions stores no position table, encodes to one
+/// token per grid cell, and reloads to the same logits.
+#[test]
+fn a_sin_cos_model_has_no_position_parameters_and_round_trips() {
+    let cfg = Config {
+        vision_positions: VisionPositions::SinCos2d,
+        image_size: 24,
+        patch_size: 4,
+        ..Config::tiny(Fusion::Concat, VOCAB)
+    };
+    let (model, varmap) = init_model(&cfg, 5, &Device::Cpu).expect("init");
+    let names: Vec<String> = sorted_vars(&varmap).into_iter().map(|(n, _)| n).collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with("vision.pos_embed")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.starts_with("text.pos_embed")),
+        "{names:?}"
+    );
+    let memory = encode(&model, &images(&cfg, 2, 1), &questions(2, 3, 1), 3);
+    assert_eq!(memory.vision.dims(), &[2, 36, cfg.d_model]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("w.safetensors");
+    save_weights(&varmap, &path, DType::F32).expect("save");
+    let (reloaded, fresh) = init_model(&cfg, 6, &Device::Cpu).expect("init");
+    fusecap::model::dir::load_weights(&fresh, &path, &Device::Cpu).expect("load");
+    let again = encode(&reloaded, &images(&cfg, 2, 1), &questions(2, 3, 1), 3);
+    let tokens = ids(&[vec![1, 5], vec![1, 6]]);
+    assert_eq!(
+        max_abs_diff(
+            &logits(&model, &memory, &tokens),
+            &logits(&reloaded, &again, &tokens)
+        ),
+        0.0
+    );
 }

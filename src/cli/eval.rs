@@ -35,6 +35,7 @@ pub struct EvalArgs {
     #[arg(long, value_name = "MANIFEST")]
     pub data: PathBuf,
     /// Evaluate the records of this split (records without a split count as "train").
+    /// "val" in a manifest without "val" records is what `train` holds out from "train".
     #[arg(long, default_value = "test", value_name = "NAME")]
     pub split: String,
     /// Evaluate only the first N records of the split.

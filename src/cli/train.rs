@@ -13,6 +13,7 @@ use crate::cli::recipe::{BatchingArgs, ThreadsArgs};
 use crate::data::batch::{Dataset, Sampler};
 use crate::data::manifest::load_manifests;
 use crate::data::split::{split_records, training_texts};
+use crate::data::stream::{self, StreamOptions};
 use crate::model::dir::{load_config, parameter_count, ModelDir, TOKENIZER_FILE};
 use crate::model::{Config, Fusion};
 use crate::tokenizer::TextTokenizer;
@@ -75,6 +76,11 @@ pub struct TrainArgs {
     pub augment_noise: f32,
     #[command(flatten)]
     pub batching: BatchingArgs,
+    /// Share of each batch that is multi-object scenes drawn afresh for every
+    /// step (seeded by --seed, so a resume sees the same ones); 0 = off.
+    /// Half the validation examples are then scenes from another stream.
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
+    pub stream_share: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Validate every N steps.
@@ -111,6 +117,13 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         || args.checkpoint_every == 0
     {
         bail!("--batch-size, --group-size, --eval-every and --checkpoint-every must be at least 1");
+    }
+    let stream_options = (args.stream_share != 0.0).then(|| StreamOptions {
+        seed: args.seed,
+        share: args.stream_share,
+    });
+    if let Some(s) = &stream_options {
+        s.validate().map_err(anyhow::Error::msg)?;
     }
     let manifest = load_manifests(&args.data)?;
     for problem in &manifest.problems {
@@ -155,7 +168,10 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         Some(init) => init.tokenizer.clone(),
         None if args.resume && tokenizer_path.is_file() => TextTokenizer::load(&tokenizer_path)?,
         None => {
-            let texts = training_texts(&train_records);
+            let mut texts = training_texts(&train_records);
+            if stream_options.is_some() {
+                texts.extend(stream::vocabulary_texts());
+            }
             TextTokenizer::train(texts.iter().map(String::as_str), 1)?
         }
     };
@@ -174,7 +190,16 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     };
 
     let (mut train, mut problems) = Dataset::build(&train_records, &tokenizer, &cfg)?;
-    let (val, val_problems) = Dataset::build(&val_records, &tokenizer, &cfg)?;
+    let (manifest_val, val_problems) = Dataset::build(&val_records, &tokenizer, &cfg)?;
+    let val = match &stream_options {
+        None => manifest_val,
+        Some(s) => {
+            let half = TrainOptions::default().val_examples / 2;
+            let mut val = stream::validation_set(s, half, &tokenizer, &cfg)?;
+            val.append(manifest_val);
+            val
+        }
+    };
     problems.extend(val_problems);
     for problem in &problems {
         eprintln!("warning: {problem}");
@@ -206,6 +231,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         augment_shift: args.augment_shift,
         augment_noise: args.augment_noise,
         init_from: args.init.clone(),
+        stream: stream_options,
         ..TrainOptions::default()
     });
     options.weigh_examples(&mut train)?;

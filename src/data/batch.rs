@@ -110,6 +110,18 @@ impl Dataset {
         }
         Ok((ds, problems))
     }
+    /// Adds `other`'s images and examples after this data set's.
+    pub fn append(&mut self, other: Dataset) {
+        let offset = self.images.len();
+        self.images.extend(other.images);
+        self.image_paths.extend(other.image_paths);
+        self.examples
+            .extend(other.examples.into_iter().map(|e| Example {
+                image: e.image + offset,
+                ..e
+            }));
+    }
+
     /// Weighs each question so that, within its question type, every answer
     /// carries the same total weight, as if the answers were balanced.
     /// Weights are clipped to [1/`max_weight`, `max_weight`]; captions keep 1.

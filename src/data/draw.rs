@@ -8,15 +8,46 @@ use rand::{Rng, SeedableRng};
 /// How far (per channel) noise may darken the background.
 const NOISE_DEPTH: u8 = 60;
 
-/// Draws `scene` as a `size`×`size` RGB image.
+/// What the objects are drawn on: a linear blend from `from` to `to`, down
+/// the image or across it. `from == to` is a plain background.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backdrop {
+    pub from: [u8; 3],
+    pub to: [u8; 3],
+    pub horizontal: bool,
+}
+
+impl Backdrop {
+    pub fn plain(rgb: [u8; 3]) -> Self {
+        Backdrop {
+            from: rgb,
+            to: rgb,
+            horizontal: false,
+        }
+    }
+
+    fn at(&self, x: u32, y: u32, size: u32) -> [u8; 3] {
+        let along = if self.horizontal { x } else { y };
+        let t = along as f32 / (size.max(2) - 1) as f32;
+        std::array::from_fn(|c| {
+            (self.from[c] as f32 + t * (self.to[c] as f32 - self.from[c] as f32)).round() as u8
+        })
+    }
+}
+
+/// Draws `scene` as a `size`×`size` RGB image on its kind's plain background.
 pub fn render(scene: &Scene, size: u32) -> RgbImage {
-    let background = scene.kind.background();
-    let mut img = RgbImage::from_pixel(size, size, Rgb(background));
+    render_on(scene, size, &Backdrop::plain(scene.kind.background()))
+}
+
+/// Draws `scene` on `backdrop`, darkened by the scene's noise if it has any.
+pub fn render_on(scene: &Scene, size: u32, backdrop: &Backdrop) -> RgbImage {
+    let mut img = RgbImage::from_fn(size, size, |x, y| Rgb(backdrop.at(x, y, size)));
     if let Some(seed) = scene.noise_seed {
         let mut rng = StdRng::seed_from_u64(seed);
         for pixel in img.pixels_mut() {
-            for (channel, plain) in pixel.0.iter_mut().zip(background) {
-                *channel = plain.saturating_sub(rng.random_range(0..=NOISE_DEPTH));
+            for channel in pixel.0.iter_mut() {
+                *channel = channel.saturating_sub(rng.random_range(0..=NOISE_DEPTH));
             }
         }
     }

@@ -9,6 +9,7 @@ pub mod image;
 pub mod manifest;
 pub mod scene;
 pub mod split;
+pub mod stream;
 pub mod synth;
 pub mod synth_text;
 pub mod vqav2;

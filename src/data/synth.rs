@@ -138,7 +138,7 @@ pub fn random_easy_scene(rng: &mut impl Rng, noise: bool) -> Scene {
 }
 
 /// The random stream of image `index`: independent of every other image.
-fn image_rng(seed: u64, index: u64) -> StdRng {
+pub(crate) fn image_rng(seed: u64, index: u64) -> StdRng {
     // splitmix64 of (seed, index), so nearby seeds and indices give unrelated streams.
     let mut z = seed ^ index.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

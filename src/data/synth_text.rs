@@ -438,3 +438,89 @@ fn relation_questions(scene: &Scene) -> Vec<Qa> {
     }
     out
 }
+
+/// A question's template: the question with every colour, shape, size and
+/// position word replaced by a placeholder, so that "what color is the red
+/// star?" and "what color is the blue circle?" share one.
+pub fn template(question: &str) -> String {
+    question
+        .trim_end_matches('?')
+        .split(' ')
+        .map(|word| {
+            if Color::ALL.iter().any(|c| c.name() == word) {
+                "<color>"
+            } else if Shape::SCENE
+                .iter()
+                .any(|s| s.name() == word || s.plural() == word)
+            {
+                "<shape>"
+            } else if matches!(word, "small" | "large") {
+                "<size>"
+            } else if matches!(word, "top" | "bottom" | "left" | "right" | "center") {
+                "<position>"
+            } else {
+                word
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// One question about `scene`, drawn so that every question type is equally
+/// likely, then every template of that type, then every answer of that
+/// template. So "how many red shapes?" is answered "two" as often as the
+/// scene allows, and not only "zero".
+///
+/// "is there a red circle?" answered "no" is asked, where the scene allows,
+/// about a colour and a shape that are both present on different objects:
+/// the question can then only be answered by binding the colour to its object.
+pub fn sample_balanced_question(scene: &Scene, rng: &mut impl Rng) -> Option<Qa> {
+    let hard_negatives = has_split_pair(scene);
+    let mut by_type: BTreeMap<&'static str, BTreeMap<String, Vec<Qa>>> = BTreeMap::new();
+    for qa in candidate_questions(scene) {
+        let easy_negative =
+            is_conjunction(&qa.question) && qa.answer == "no" && !splits_binding(scene, &qa);
+        if hard_negatives && easy_negative {
+            continue;
+        }
+        by_type
+            .entry(qa.question_type)
+            .or_default()
+            .entry(template(&qa.question))
+            .or_default()
+            .push(qa);
+    }
+    let types: Vec<&&'static str> = by_type.keys().collect();
+    let chosen_type = **types.choose(rng)?;
+    let templates: Vec<&Vec<Qa>> = by_type[chosen_type].values().collect();
+    let mut group = (*templates.choose(rng)?).clone();
+    take_balanced(&mut group, rng)
+}
+
+/// "is there a <color> <shape>?"
+fn is_conjunction(question: &str) -> bool {
+    template(question) == "is there a <color> <shape>"
+}
+
+/// Is the question's colour on one object and its shape on another?
+fn splits_binding(scene: &Scene, qa: &Qa) -> bool {
+    let words: Vec<&str> = qa.question.trim_end_matches('?').split(' ').collect();
+    let (Some(color), Some(shape)) = (words.get(3), words.get(4)) else {
+        return false;
+    };
+    let has_color = scene.objects.iter().any(|o| o.color.name() == *color);
+    let has_shape = scene.objects.iter().any(|o| o.shape.name() == *shape);
+    has_color && has_shape
+}
+
+/// Does the scene have a colour and a shape that are present, but never together?
+fn has_split_pair(scene: &Scene) -> bool {
+    scene.objects.iter().any(|a| {
+        scene.objects.iter().any(|b| {
+            !scene
+                .objects
+                .iter()
+                .any(|o| o.color == a.color && o.shape == b.shape)
+        })
+    })
+}

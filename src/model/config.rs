@@ -52,6 +52,19 @@ pub enum VisionStem {
     Conv,
 }
 
+/// Where the vision tokens learn their place in the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VisionPositions {
+    /// A learned table, one row per token: no 2-D structure of its own.
+    #[default]
+    Learned,
+    /// Fixed 2-D sine-cosine features: half the channels encode the row,
+    /// half the column, so "left of" is the same direction in every row.
+    #[serde(rename = "sin-cos-2d")]
+    SinCos2d,
+}
+
 /// The feed-forward non-linearity. ReLU is ~40× cheaper than GELU in candle on CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -76,6 +89,9 @@ pub struct Config {
     /// Older model directories have none: they use patches.
     #[serde(default)]
     pub vision_stem: VisionStem,
+    /// Older model directories have none: a learned table.
+    #[serde(default)]
+    pub vision_positions: VisionPositions,
     pub resize: ResizeMode,
     pub image_mean: [f32; 3],
     pub image_std: [f32; 3],
@@ -133,6 +149,7 @@ impl Config {
             image_size: 64,
             patch_size: 16,
             vision_stem: VisionStem::Patch,
+            vision_positions: VisionPositions::Learned,
             resize: ResizeMode::Stretch,
             image_mean: [0.5, 0.5, 0.5],
             image_std: [0.25, 0.25, 0.25],
@@ -178,7 +195,12 @@ impl Config {
     }
 
     pub fn num_patches(&self) -> usize {
-        (self.image_size / self.patch_size).pow(2)
+        self.grid_side().pow(2)
+    }
+
+    /// Tokens per side of the vision token grid.
+    pub fn grid_side(&self) -> usize {
+        self.image_size / self.patch_size
     }
 
     /// Checks the invariants the model code relies on; the message names the field.
@@ -254,6 +276,12 @@ impl Config {
             errors.push(format!(
                 "patch_size ({}) must be a power of two, at least 2, with vision_stem \"conv\"",
                 self.patch_size
+            ));
+        }
+        if self.vision_positions == VisionPositions::SinCos2d && !self.d_model.is_multiple_of(4) {
+            errors.push(format!(
+                "d_model ({}) must be a multiple of 4 with vision_positions \"sin-cos-2d\"",
+                self.d_model
             ));
         }
         for (name, id) in [

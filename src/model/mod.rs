@@ -12,7 +12,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 pub use attention::KeyMask;
-pub use config::{Activation, Config, Fusion, ResizeMode, VisionStem};
+pub use config::{Activation, Config, Fusion, ResizeMode, VisionPositions, VisionStem};
 pub use decoder::{Decoder, SelfCache};
 pub use fusion::{CrossKv, CrossWeights, FusionLayer, Memory};
 use text::TextEncoder;

@@ -7,7 +7,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::{Module, VarBuilder};
 
 use super::blocks::{embedding_table, EncoderBlock, LayerNorm, Linear};
-use super::{Config, VisionStem};
+use super::{Config, VisionPositions, VisionStem};
 
 #[derive(Debug, Clone)]
 enum Stem {
@@ -49,7 +49,14 @@ impl VisionEncoder {
         };
         Ok(VisionEncoder {
             stem,
-            pos_embed: embedding_table(cfg.num_patches(), cfg.d_model, "pos_embed", &vb)?,
+            pos_embed: match cfg.vision_positions {
+                VisionPositions::Learned => {
+                    embedding_table(cfg.num_patches(), cfg.d_model, "pos_embed", &vb)?
+                }
+                VisionPositions::SinCos2d => {
+                    sincos_2d(cfg.grid_side(), cfg.d_model, vb.dtype(), vb.device())?
+                }
+            },
             blocks: (0..cfg.vision_layers)
                 .map(|i| EncoderBlock::new(cfg, vb.pp(format!("blocks.{i}"))))
                 .collect::<Result<_>>()?,
@@ -90,6 +97,34 @@ impl VisionEncoder {
         }
         self.ln_f.forward(&x)
     }
+}
+
+/// Fixed 2-D positions for a `side`×`side` grid in row-major order: the
+/// first half of the `d` channels are sines and cosines of the row at
+/// `d/4` frequencies, the second half the same of the column.
+/// [side², d]. Not a parameter: nothing is stored for it.
+pub fn sincos_2d(
+    side: usize,
+    d: usize,
+    dtype: candle_core::DType,
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    let quarter = d / 4;
+    let features = |coordinate: usize| {
+        (0..quarter).flat_map(move |k| {
+            let frequency = 1.0 / 100f32.powf(k as f32 / quarter.max(1) as f32);
+            let angle = coordinate as f32 * frequency;
+            [angle.sin(), angle.cos()]
+        })
+    };
+    let mut table = Vec::with_capacity(side * side * d);
+    for row in 0..side {
+        for col in 0..side {
+            table.extend(features(row));
+            table.extend(features(col));
+        }
+    }
+    Tensor::from_vec(table, (side * side, d), device)?.to_dtype(dtype)
 }
 
 /// A 3×3 convolution with stride 2 and zero padding 1 on channels-last maps:

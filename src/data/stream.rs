@@ -1,0 +1,210 @@
+//! Scenes drawn on the fly during training, so that no two steps see the same
+//! image: each batch mixes manifest examples with fresh multi-object scenes.
+//!
+//! Streamed item `i` depends only on (seed, i), so a resumed run sees the same
+//! items. The scenes vary their background (white, light tints, gradients,
+//! speckle noise) so that neither the task nor the caption style can be read
+//! off it, and their questions are balanced by type, template and answer
+//! (`synth_text::sample_balanced_question`).
+use anyhow::Result;
+use image::RgbImage;
+use rand::seq::IndexedRandom;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::batch::{Dataset, Example};
+use super::draw::{render_on, Backdrop};
+use super::image::Preprocess;
+use super::synth::{image_rng, random_scene};
+use super::synth_text::{candidate_questions, captions, sample_balanced_question};
+use crate::model::Config;
+use crate::tokenizer::TextTokenizer;
+
+/// The side, in pixels, scenes are drawn at before the model's resize; the
+/// same as `fusecap data synth`'s default, so streamed and evaluated scenes
+/// go through the same resize.
+const DRAW_SIZE: u32 = 64;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamOptions {
+    pub seed: u64,
+    /// Share of each training batch that is streamed scenes, in (0, 1].
+    pub share: f64,
+}
+
+impl StreamOptions {
+    /// Streamed examples in a batch of `batch_size`.
+    pub fn per_batch(&self, batch_size: usize) -> usize {
+        ((batch_size as f64 * self.share).round() as usize).clamp(1, batch_size)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.share > 0.0 && self.share <= 1.0) {
+            return Err(format!(
+                "--stream-share {} is out of range: use a value above 0 and at most 1",
+                self.share
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One streamed example before tokenisation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamedItem {
+    pub image: RgbImage,
+    /// `None`: a caption, asked with the caption prompt.
+    pub question: Option<String>,
+    pub answer: String,
+    pub question_type: Option<&'static str>,
+}
+
+/// Item `index` of the stream with `seed`: a question, or a caption if
+/// `caption` is set (or the scene has no question).
+pub fn streamed_item(seed: u64, index: u64, caption: bool) -> StreamedItem {
+    let mut rng = image_rng(seed, index);
+    let noise = rng.random_bool(0.25);
+    let scene = random_scene(&mut rng, noise);
+    let backdrop = random_backdrop(&mut rng);
+    let image = render_on(&scene, DRAW_SIZE, &backdrop);
+    let question = if caption {
+        None
+    } else {
+        sample_balanced_question(&scene, &mut rng)
+    };
+    match question {
+        Some(qa) => StreamedItem {
+            image,
+            question: Some(qa.question),
+            answer: qa.answer,
+            question_type: Some(qa.question_type),
+        },
+        None => {
+            let all = captions(&scene);
+            let answer = all.choose(&mut rng).cloned().unwrap_or_default();
+            StreamedItem {
+                image,
+                question: None,
+                answer,
+                question_type: None,
+            }
+        }
+    }
+}
+
+/// White 30% of the time; otherwise a light tint, or a light gradient down
+/// or across. Every channel stays at 200 or above, far from the eight
+/// object colours.
+fn random_backdrop(rng: &mut impl Rng) -> Backdrop {
+    fn light(rng: &mut impl Rng) -> [u8; 3] {
+        std::array::from_fn(|_| rng.random_range(200..=255))
+    }
+    let roll: f64 = rng.random();
+    if roll < 0.3 {
+        Backdrop::plain([255; 3])
+    } else if roll < 0.65 {
+        Backdrop::plain(light(rng))
+    } else {
+        let (from, to) = (light(rng), light(rng));
+        Backdrop {
+            from,
+            to,
+            horizontal: rng.random_bool(0.5),
+        }
+    }
+}
+
+/// Adds `item` to `ds` as the model will see it.
+pub fn push_item(
+    ds: &mut Dataset,
+    item: StreamedItem,
+    tokenizer: &TextTokenizer,
+    cfg: &Config,
+) -> Result<()> {
+    let preprocess = Preprocess::from_config(cfg);
+    let text = match &item.question {
+        Some(q) => tokenizer.encode(q)?,
+        None => tokenizer.encode(&cfg.caption_prompt)?,
+    };
+    let mut target = tokenizer.encode(&item.answer)?;
+    target.truncate(cfg.max_decode_len - 1);
+    ds.images.push(preprocess.resized(&item.image));
+    ds.image_paths.push(Default::default());
+    ds.examples.push(Example {
+        image: ds.images.len() - 1,
+        text,
+        target,
+        answer: item.answer.to_lowercase(),
+        question_type: item.question_type.map(str::to_string),
+        weight: 1.0,
+    });
+    Ok(())
+}
+
+/// The training examples of one step: `indices` of `train`, plus `count`
+/// streamed items of the same kind (questions, or captions if the manifest
+/// part is captions). Item numbers are `step × count + j`, so every step
+/// draws new scenes.
+pub fn mixed_step(
+    train: &Dataset,
+    indices: &[usize],
+    opts: &StreamOptions,
+    step: usize,
+    count: usize,
+    tokenizer: &TextTokenizer,
+    cfg: &Config,
+) -> Result<Dataset> {
+    let mut ds = Dataset::default();
+    let mut rows = std::collections::HashMap::new();
+    for &i in indices {
+        let e = &train.examples[i];
+        let image = *rows.entry(e.image).or_insert_with(|| {
+            ds.images.push(train.images[e.image].clone());
+            ds.image_paths.push(train.image_paths[e.image].clone());
+            ds.images.len() - 1
+        });
+        ds.examples.push(Example { image, ..e.clone() });
+    }
+    let caption = indices
+        .first()
+        .is_some_and(|&i| train.examples[i].question_type.is_none());
+    for j in 0..count {
+        let index = (step * count + j) as u64;
+        push_item(
+            &mut ds,
+            streamed_item(opts.seed, index, caption),
+            tokenizer,
+            cfg,
+        )?;
+    }
+    Ok(ds)
+}
+
+/// `count` held-out streamed questions, from another stream than training's.
+pub fn validation_set(
+    opts: &StreamOptions,
+    count: usize,
+    tokenizer: &TextTokenizer,
+    cfg: &Config,
+) -> Result<Dataset> {
+    let mut ds = Dataset::default();
+    for i in 0..count as u64 {
+        push_item(&mut ds, streamed_item(!opts.seed, i, false), tokenizer, cfg)?;
+    }
+    Ok(ds)
+}
+
+/// Every word the stream can produce, as texts a tokenizer can learn from.
+pub fn vocabulary_texts() -> Vec<String> {
+    let mut out = Vec::new();
+    for i in 0..500 {
+        let mut rng = image_rng(0, i);
+        let scene = random_scene(&mut rng, false);
+        out.extend(captions(&scene));
+        for qa in candidate_questions(&scene) {
+            out.push(qa.question);
+            out.push(qa.answer);
+        }
+    }
+    out
+}

@@ -1,0 +1,241 @@
+//! Scenes drawn on the fly for training: deterministic per item, varied
+//! backgrounds, questions balanced by type, template and answer, binding
+//! negatives, and exact resume of a run that streams them.
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::{DType, Device};
+use fusecap::data::stream::{mixed_step, streamed_item, validation_set, StreamOptions};
+use fusecap::data::synth::random_scene;
+use fusecap::data::synth_text::{candidate_questions, sample_balanced_question, template};
+use fusecap::model::{Config, Fusion};
+use fusecap::tokenizer::TextTokenizer;
+use fusecap::train::{LogRecord, Outcome, TrainOptions, TrainRun, CHECKPOINT_FILE};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+fn tokenizer() -> TextTokenizer {
+    let texts = fusecap::data::stream::vocabulary_texts();
+    TextTokenizer::train(texts.iter().map(String::as_str), 1).expect("tokenizer")
+}
+
+#[test]
+fn an_item_depends_only_on_seed_and_index() {
+    let a = streamed_item(4, 17, false);
+    assert_eq!(a, streamed_item(4, 17, false));
+    assert_ne!(a.image, streamed_item(4, 18, false).image);
+    assert_ne!(a.image, streamed_item(5, 17, false).image);
+    let caption = streamed_item(4, 17, true);
+    assert_eq!(
+        caption.image, a.image,
+        "the kind of example does not change the scene"
+    );
+    assert!(caption.question.is_none() && caption.question_type.is_none());
+    assert!(a.question.is_some());
+}
+
+#[test]
+fn backgrounds_vary_between_white_tints_gradients_and_noise() {
+    let (mut white, mut tinted, mut gradient, mut noisy) = (0, 0, 0, 0);
+    for i in 0..300 {
+        let image = streamed_item(1, i, false).image;
+        let corners = [
+            image.get_pixel(0, 0).0,
+            image.get_pixel(63, 0).0,
+            image.get_pixel(0, 63).0,
+        ];
+        // Objects never reach the image's corners.
+        let same = corners.iter().all(|c| *c == corners[0]);
+        let light = corners.iter().flatten().all(|&v| v >= 200);
+        if !light {
+            noisy += 1;
+        } else if !same {
+            gradient += 1;
+        } else if corners[0] == [255; 3] {
+            white += 1;
+        } else {
+            tinted += 1;
+        }
+    }
+    for (name, n) in [
+        ("white", white),
+        ("tinted", tinted),
+        ("gradient", gradient),
+        ("noisy", noisy),
+    ] {
+        assert!(n >= 30, "{name}: {n} of 300 (white {white}, tinted {tinted}, gradient {gradient}, noisy {noisy})");
+    }
+}
+
+#[test]
+fn balanced_questions_are_valid_and_spread_over_types_templates_and_answers() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut types: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut colour_counts: BTreeSet<String> = BTreeSet::new();
+    let (mut conj_yes, mut conj_no) = (0, 0);
+    let n = 3000;
+    for _ in 0..n {
+        let scene = random_scene(&mut rng, false);
+        let qa = sample_balanced_question(&scene, &mut rng).expect("a question");
+        assert!(
+            candidate_questions(&scene).contains(&qa),
+            "{qa:?} is not a valid question of its scene"
+        );
+        *types.entry(qa.question_type).or_default() += 1;
+        match template(&qa.question).as_str() {
+            "how many <color> shapes are there" => {
+                colour_counts.insert(qa.answer.clone());
+            }
+            "is there a <color> <shape>" if qa.answer == "yes" => conj_yes += 1,
+            "is there a <color> <shape>" => conj_no += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(types.len(), 7, "{types:?}");
+    for (t, k) in &types {
+        assert!(*k > n / 10, "{t}: {k} of {n} ({types:?})");
+    }
+    assert!(
+        colour_counts.contains("two"),
+        "colour counts asked: {colour_counts:?}"
+    );
+    let share = conj_yes as f64 / (conj_yes + conj_no) as f64;
+    assert!(
+        (0.35..0.65).contains(&share),
+        "yes {conj_yes}, no {conj_no}"
+    );
+}
+
+#[test]
+fn a_conjunction_answered_no_splits_its_colour_and_shape_where_the_scene_can() {
+    let mut rng = StdRng::seed_from_u64(2);
+    let mut hard = 0;
+    for _ in 0..4000 {
+        let scene = random_scene(&mut rng, false);
+        let Some(qa) = sample_balanced_question(&scene, &mut rng) else {
+            continue;
+        };
+        if template(&qa.question) != "is there a <color> <shape>" || qa.answer != "no" {
+            continue;
+        }
+        let words: Vec<&str> = qa.question.trim_end_matches('?').split(' ').collect();
+        let colour_present = scene.objects.iter().any(|o| o.color.name() == words[3]);
+        let shape_present = scene.objects.iter().any(|o| o.shape.name() == words[4]);
+        let splittable = scene.objects.iter().any(|a| {
+            scene.objects.iter().any(|b| {
+                !scene
+                    .objects
+                    .iter()
+                    .any(|o| o.color == a.color && o.shape == b.shape)
+            })
+        });
+        if splittable {
+            assert!(
+                colour_present && shape_present,
+                "{:?}: an easy negative where a binding one exists",
+                qa.question
+            );
+            hard += 1;
+        }
+    }
+    assert!(hard > 20, "only {hard} binding negatives");
+}
+
+#[test]
+fn a_mixed_step_holds_the_manifest_examples_then_new_scenes_of_the_same_kind() {
+    let tokenizer = tokenizer();
+    let cfg = Config::tiny(Fusion::Concat, tokenizer.vocab_size());
+    let opts = StreamOptions {
+        seed: 3,
+        share: 0.5,
+    };
+    let manifest = validation_set(&opts, 6, &tokenizer, &cfg).expect("questions");
+    let step = mixed_step(&manifest, &[0, 2, 4], &opts, 7, 3, &tokenizer, &cfg).expect("step");
+    assert_eq!(step.examples.len(), 6);
+    for (k, &i) in [0, 2, 4].iter().enumerate() {
+        assert_eq!(step.examples[k].text, manifest.examples[i].text);
+        assert_eq!(
+            step.images[step.examples[k].image],
+            manifest.images[manifest.examples[i].image]
+        );
+    }
+    assert!(step.examples.iter().all(|e| e.question_type.is_some()));
+    let again = mixed_step(&manifest, &[0, 2, 4], &opts, 7, 3, &tokenizer, &cfg).expect("step");
+    let next = mixed_step(&manifest, &[0, 2, 4], &opts, 8, 3, &tokenizer, &cfg).expect("step");
+    assert_eq!(again.images, step.images, "a step is reproducible");
+    assert_ne!(
+        next.images[3..],
+        step.images[3..],
+        "each step draws new scenes"
+    );
+}
+
+fn run(out: &Path, steps: usize, stop_after: Option<usize>, resume: bool) -> Outcome {
+    let tokenizer = tokenizer();
+    let cfg = Config::tiny(Fusion::Separate, tokenizer.vocab_size());
+    let stream = StreamOptions {
+        seed: 11,
+        share: 0.5,
+    };
+    let train = validation_set(&stream, 16, &tokenizer, &cfg).expect("manifest part");
+    let val = validation_set(&stream, 4, &tokenizer, &cfg).expect("val");
+    let stop = AtomicBool::new(false);
+    let mut on_step = |r: &LogRecord| {
+        if Some(r.step) == stop_after {
+            stop.store(true, Ordering::SeqCst);
+        }
+    };
+    TrainRun {
+        out: out.to_path_buf(),
+        cfg,
+        tokenizer,
+        train: &train,
+        val: &val,
+        options: TrainOptions {
+            steps,
+            batch_size: 8,
+            warmup_steps: 2,
+            eval_every: 100,
+            checkpoint_every: 100,
+            stream: Some(stream),
+            ..TrainOptions::default()
+        },
+        resume,
+        save_dtype: DType::F32,
+        threads: 1,
+        stop: &stop,
+        on_step: &mut on_step,
+    }
+    .run()
+    .expect("train")
+}
+
+#[test]
+fn a_streaming_run_resumes_exactly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (straight, resumed) = (dir.path().join("a"), dir.path().join("b"));
+    assert_eq!(run(&straight, 8, None, false), Outcome::Finished);
+    assert_eq!(
+        run(&resumed, 8, Some(3), false),
+        Outcome::Interrupted { step: 3 }
+    );
+    assert_eq!(run(&resumed, 8, None, true), Outcome::Finished);
+    let load = |dir: &Path| {
+        candle_core::safetensors::load(dir.join(CHECKPOINT_FILE), &Device::Cpu).expect("load")
+    };
+    let (a, b) = (load(&straight), load(&resumed));
+    assert_eq!(a.len(), b.len());
+    for (name, ta) in &a {
+        let values = |t: &candle_core::Tensor| {
+            t.to_dtype(DType::F32)
+                .and_then(|t| t.flatten_all())
+                .and_then(|t| t.to_vec1::<f32>())
+                .expect("values")
+        };
+        assert!(
+            values(ta) == values(&b[name]),
+            "{name} differs after resume"
+        );
+    }
+}
