@@ -2,6 +2,7 @@
 //! encoder–decoder transformer whose cross-attention fusion is a choice.
 
 pub mod cli;
+pub mod binding;
 pub mod data;
 pub mod diff;
 pub mod evaluate;

@@ -8,6 +8,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::common::{exit_code, progress_bar, ModelArgs};
+use crate::binding::{binding_report, scenes_beside, BindingReport};
 use crate::data::manifest::{load_manifest, ManifestProblem};
 use crate::evaluate::{
     evaluate, metrics, parameter_counts, select_records, worst, EvalOptions, Metrics, Prediction,
@@ -72,6 +73,9 @@ pub struct EvalReport {
     pub failed: usize,
     #[serde(flatten)]
     pub metrics: Metrics,
+    /// Accuracy by object count, where the manifest has a `scenes.jsonl` beside it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binding: Option<BindingReport>,
     /// Mean encode + greedy decode time per image.
     pub ms_per_image: f64,
     pub batch_size: usize,
@@ -112,6 +116,8 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     bar.finish_and_clear();
     warn_failures(&evaluation.predictions);
     let failed = evaluation.failures();
+    let binding = scenes_beside(&args.data)?
+        .and_then(|scenes| binding_report(&evaluation.predictions, &scenes));
     let report = EvalReport {
         model: md.name.clone(),
         path: md.path.display().to_string(),
@@ -122,6 +128,7 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         records: records.len(),
         failed,
         metrics: metrics(&evaluation.predictions),
+        binding,
         ms_per_image: evaluation.ms_per_image(),
         batch_size: args.batch_size,
         max_new_tokens: args.max_new_tokens,
@@ -165,6 +172,9 @@ pub fn render(report: &EvalReport) -> String {
         }
     );
     render_metrics(&mut out, &report.metrics);
+    if let Some(binding) = &report.binding {
+        render_binding(&mut out, binding);
+    }
     let _ = writeln!(
         out,
         "\nspeed: {:.2} ms/image (batch {}, greedy, up to {} tokens, encoders included)",
@@ -173,6 +183,26 @@ pub fn render(report: &EvalReport) -> String {
     render_worst(&mut out, "answers", &report.worst_answers, "accuracy");
     render_worst(&mut out, "captions", &report.worst_captions, "CIDEr-D");
     out
+}
+
+fn render_binding(out: &mut String, b: &BindingReport) {
+    let cell = |s: &crate::binding::Share| {
+        if s.n == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.4} ({})", s.accuracy, s.n)
+        }
+    };
+    let _ = writeln!(out, "\nby objects in the scene (accuracy, n)");
+    let _ = writeln!(out, "    {:<10}  {:<14}  2 or more", "type", "1 object");
+    for (kind, (one, several)) in &b.per_type {
+        let _ = writeln!(out, "    {kind:<10}  {:<14}  {}", cell(one), cell(several));
+    }
+    let _ = writeln!(
+        out,
+        "  \"is there a <color> <shape>?\" with the colour and the shape on different objects: {}",
+        cell(&b.split_conjunctions)
+    );
 }
 
 fn render_metrics(out: &mut String, m: &Metrics) {

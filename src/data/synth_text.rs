@@ -479,7 +479,7 @@ pub fn sample_balanced_question(scene: &Scene, rng: &mut impl Rng) -> Option<Qa>
     let mut by_type: BTreeMap<&'static str, BTreeMap<String, Vec<Qa>>> = BTreeMap::new();
     for qa in candidate_questions(scene) {
         let easy_negative =
-            is_conjunction(&qa.question) && qa.answer == "no" && !splits_binding(scene, &qa);
+            is_conjunction(&qa.question) && qa.answer == "no" && !splits_binding(scene, &qa.question);
         if hard_negatives && easy_negative {
             continue;
         }
@@ -503,14 +503,29 @@ fn is_conjunction(question: &str) -> bool {
 }
 
 /// Is the question's colour on one object and its shape on another?
-fn splits_binding(scene: &Scene, qa: &Qa) -> bool {
-    let words: Vec<&str> = qa.question.trim_end_matches('?').split(' ').collect();
+fn splits_binding(scene: &Scene, question: &str) -> bool {
+    let words: Vec<&str> = question.trim_end_matches('?').split(' ').collect();
     let (Some(color), Some(shape)) = (words.get(3), words.get(4)) else {
         return false;
     };
     let has_color = scene.objects.iter().any(|o| o.color.name() == *color);
     let has_shape = scene.objects.iter().any(|o| o.shape.name() == *shape);
     has_color && has_shape
+}
+
+/// "is there a <color> <shape>?" where the scene holds that colour and that
+/// shape, but on different objects: only an answer that binds them says "no".
+pub fn is_split_conjunction(scene: &Scene, question: &str) -> bool {
+    let words: Vec<&str> = question.trim_end_matches('?').split(' ').collect();
+    let (Some(color), Some(shape)) = (words.get(3), words.get(4)) else {
+        return false;
+    };
+    is_conjunction(question)
+        && splits_binding(scene, question)
+        && !scene
+            .objects
+            .iter()
+            .any(|o| o.color.name() == *color && o.shape.name() == *shape)
 }
 
 /// Does the scene have a colour and a shape that are present, but never together?
