@@ -98,13 +98,20 @@ impl TextTokenizer {
         self.inner.get_vocab_size(true)
     }
 
-    /// Token ids without special tokens; unknown words map to [UNK].
+    /// Token ids without special tokens; unknown words map to [UNK]. The
+    /// tokenizer matches its special tokens in the text itself, so a text
+    /// holding "[EOS]" or "[PAD]" gets [UNK] there, never the special id.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let encoding = self
             .inner
             .encode(text, false)
             .map_err(|e| anyhow!("tokenizing {text:?}: {e}"))?;
-        Ok(encoding.get_ids().to_vec())
+        let unk = SPECIAL_TOKENS.len() as u32 - 1;
+        Ok(encoding
+            .get_ids()
+            .iter()
+            .map(|&id| if id < unk { unk } else { id })
+            .collect())
     }
 
     /// Text for `ids`, special tokens dropped.
@@ -153,4 +160,18 @@ fn with_sorted_vocab(tokenizer: &Tokenizer) -> Result<Tokenizer> {
     json.to_string()
         .parse::<Tokenizer>()
         .map_err(|e| anyhow!("rebuilding the tokenizer: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn special_tokens_in_the_text_encode_as_unknown() {
+        let tok = TextTokenizer::default_vocabulary().expect("vocabulary");
+        let ids = tok.encode("[EOS] red [PAD][BOS]").expect("encode");
+        let red = tok.encode("red").expect("encode")[0];
+        assert!(red as usize >= SPECIAL_TOKENS.len());
+        assert_eq!(ids, vec![3, red, 3, 3]);
+    }
 }

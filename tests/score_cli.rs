@@ -94,7 +94,7 @@ fn perfect_captions_score_bleu_one_and_paths_are_canonicalised() {
 #[test]
 fn vqa_accuracy_per_type_and_errors_count_as_empty() {
     let dir = fixture(concat!(
-        r#"{"image":"data/images/1.png","question":"What color is the circle?","output":"Red."}"#,
+        r#"{"image":"data/images/1.png","question":"What color is the circle?","output":" red "}"#,
         "\n",
         r#"{"image":"data/images/2.png","question":"how many squares?","output":"one"}"#,
         "\n",
@@ -103,8 +103,10 @@ fn vqa_accuracy_per_type_and_errors_count_as_empty() {
     ));
     let (out, json) = scores_json(dir.path(), &[]);
     let vqa = &json["vqa"];
-    // 10 of 10 humans say "red" → 1; "one" normalises to "1" → 1; the error is an
-    // empty answer → 0. Overall 2/3.
+    // 10 of 10 humans say "red", and " red " stripped is "red" → 1 (humans that
+    // agree are compared without further normalisation, as the official
+    // evaluation does: "Red." would score 0); "one" normalises to "1" against
+    // the single answer → 1; the error is an empty answer → 0. Overall 2/3.
     assert_eq!(vqa["n"], 3);
     assert!((num(&vqa["accuracy"]) - 2.0 / 3.0).abs() < 1e-12, "{vqa}");
     assert_eq!(vqa["per_type"]["color"][0], 1.0);

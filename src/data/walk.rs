@@ -139,7 +139,7 @@ mod tests {
         for name in ["a", "b", "sub/up"] {
             std::os::unix::fs::symlink(&root, root.join(name)).expect("symlink");
         }
-        let inputs = collect_images(&[root.clone()]);
+        let inputs = collect_images(std::slice::from_ref(&root));
         assert_eq!(
             inputs.files,
             vec![root.join("red.png"), root.join("sub/blue.jpg")]
