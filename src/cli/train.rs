@@ -118,7 +118,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     {
         bail!("--batch-size, --group-size, --eval-every and --checkpoint-every must be at least 1");
     }
-    let stream_options = (args.stream_share != 0.0).then(|| StreamOptions {
+    let stream_options = (args.stream_share != 0.0).then_some(StreamOptions {
         seed: args.seed,
         share: args.stream_share,
     });
