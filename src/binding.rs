@@ -48,7 +48,11 @@ pub fn scenes_beside(manifest: &Path) -> Result<Option<HashMap<PathBuf, Scene>>>
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let mut scenes = HashMap::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let line: SceneLine = serde_json::from_str(line).with_context(|| {
             format!(
                 "{}:{}: not a scene line as `fusecap data synth` writes them",

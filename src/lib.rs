@@ -1,8 +1,8 @@
 //! fusecap: caption images and answer questions about them with an
 //! encoder–decoder transformer whose cross-attention fusion is a choice.
 
-pub mod cli;
 pub mod binding;
+pub mod cli;
 pub mod data;
 pub mod diff;
 pub mod evaluate;

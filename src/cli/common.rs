@@ -216,3 +216,11 @@ pub fn exit_code(failures: usize) -> std::process::ExitCode {
         std::process::ExitCode::from(super::EXIT_SOME_FAILED)
     }
 }
+
+/// Refuses a flag under its earlier name, naming the one that replaced it.
+pub fn refuse_renamed(old: &str, new: &str, given: bool) -> Result<()> {
+    if given {
+        bail!("{old} was renamed {new}: use {new} with the same value");
+    }
+    Ok(())
+}

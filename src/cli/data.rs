@@ -2,6 +2,7 @@
 //! or filter manifests. Each subcommand writes `OUT/manifest.jsonl` and prints a
 //! summary on stdout.
 
+use super::common::refuse_renamed;
 use crate::data::coco::{convert_coco, CocoOptions, ImportSummary};
 use crate::data::easy_vqa::convert_easy_vqa;
 use crate::data::files::prepare_output;
@@ -22,7 +23,7 @@ prints a summary (--json for JSON). Exit codes: 0 success, 1 some inputs skipped
 Examples:
   fusecap data synth --out data/scenes --count 10000 --seed 1
   fusecap data easy-vqa --from easy_vqa-1.0-py3-none-any.whl --out data/easy-vqa
-  fusecap data filter --from data/easy-vqa/manifest.jsonl --out data/yes-no-shape \\
+  fusecap data filter --data data/easy-vqa/manifest.jsonl --out data/yes-no-shape \\
       --split train --type \"yes/no shape\"")]
 pub struct DataArgs {
     #[command(subcommand)]
@@ -57,7 +58,7 @@ grid. Question types: color, shape, size, count, exist, position, relation (over
 
 Examples:
   fusecap data synth --out data/scenes --count 10000 --seed 1
-  fusecap data synth --out data/noisy --count 2000 --seed 2 --noise --size 96
+  fusecap data synth --out data/noisy --count 2000 --seed 2 --noise --image-size 96
   fusecap data synth --out data/easy --count 5000 --kind easy --test-fraction 0.2";
 
 const EASY_VQA_HELP: &str = "\
@@ -98,20 +99,23 @@ so the images stay where they are. Bad input lines are reported with file and li
 skipped (exit code 1). Train on the result like any manifest, e.g. for a curriculum stage.
 
 Examples:
-  fusecap data filter --from data/easy-vqa/manifest.jsonl --out data/yes-no-shape \\
+  fusecap data filter --data data/easy-vqa/manifest.jsonl --out data/yes-no-shape \\
       --split train --type \"yes/no shape\"
-  fusecap data filter --from data/easy-vqa/manifest.jsonl --out data/yes-no-shape-positive \\
+  fusecap data filter --data data/easy-vqa/manifest.jsonl --out data/yes-no-shape-positive \\
       --split train --type \"yes/no shape\" --without-word not --without-word no
-  fusecap data filter --from data/easy-vqa/manifest.jsonl --out data/negated-no \\
+  fusecap data filter --data data/easy-vqa/manifest.jsonl --out data/negated-no \\
       --split train --answer no --with-word not --with-word no
-  fusecap data filter --from data/scenes/manifest.jsonl data/easy-vqa/manifest.jsonl \\
+  fusecap data filter --data data/scenes/manifest.jsonl data/easy-vqa/manifest.jsonl \\
       --out data/captions --task caption";
 
 #[derive(Args, Debug)]
 pub struct FilterArgs {
     /// Manifests to read (JSONL).
-    #[arg(long, value_name = "MANIFEST", num_args = 1.., required = true)]
-    pub from: Vec<PathBuf>,
+    #[arg(long, value_name = "MANIFEST", num_args = 1.., required_unless_present = "renamed_from")]
+    pub data: Vec<PathBuf>,
+    /// The earlier spelling of --data, refused with a message naming it.
+    #[arg(long = "from", value_name = "MANIFEST", num_args = 1.., hide = true)]
+    pub renamed_from: Vec<PathBuf>,
     /// Folder to write manifest.jsonl into.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -153,8 +157,11 @@ pub struct SynthArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Image side in pixels.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long = "image-size", default_value_t = 64, value_name = "PIXELS")]
     pub size: u32,
+    /// The earlier spelling of --image-size, refused with a message naming it.
+    #[arg(long = "size", hide = true)]
+    pub renamed_size: Option<u32>,
     /// Speckle the background with noise.
     #[arg(long)]
     pub noise: bool,
@@ -162,8 +169,11 @@ pub struct SynthArgs {
     #[arg(long, default_value_t = 0.1)]
     pub test_fraction: f64,
     /// Questions per image (fewer where a scene has fewer to ask).
-    #[arg(long, default_value_t = 6)]
+    #[arg(long = "questions-per-image", default_value_t = 6, value_name = "N")]
     pub questions: usize,
+    /// The earlier spelling of --questions-per-image, refused with a message naming it.
+    #[arg(long = "questions", hide = true)]
+    pub renamed_questions: Option<usize>,
     /// Multi-object scenes, or one shape per image like easy-VQA.
     #[arg(long, value_enum, default_value_t = KindArg::Scenes)]
     pub kind: KindArg,
@@ -272,8 +282,9 @@ pub fn run(args: DataArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn filter(a: FilterArgs) -> anyhow::Result<ExitCode> {
-    for path in &a.from {
-        require("--from", path)?;
+    refuse_renamed("--from", "--data", !a.renamed_from.is_empty())?;
+    for path in &a.data {
+        require("--data", path)?;
     }
     prepare_output(&a.out, a.force)?;
     let record_filter = RecordFilter {
@@ -284,7 +295,7 @@ fn filter(a: FilterArgs) -> anyhow::Result<ExitCode> {
         with_words: a.with_word,
         without_words: a.without_word,
     };
-    let s = filter_manifests(&a.from, &record_filter, &a.out)?;
+    let s = filter_manifests(&a.data, &record_filter, &a.out)?;
     for problem in &s.problems {
         eprintln!("warning: skipped {problem}");
     }
@@ -307,6 +318,12 @@ fn filter(a: FilterArgs) -> anyhow::Result<ExitCode> {
 pub const MAX_SYNTH_COUNT: usize = 1_000_000;
 
 fn synth(a: SynthArgs) -> anyhow::Result<ExitCode> {
+    refuse_renamed("--size", "--image-size", a.renamed_size.is_some())?;
+    refuse_renamed(
+        "--questions",
+        "--questions-per-image",
+        a.renamed_questions.is_some(),
+    )?;
     if a.count > MAX_SYNTH_COUNT {
         anyhow::bail!(
             "--count {} is above the limit of {MAX_SYNTH_COUNT} images per data set; make several with different --seed and --out, and train on their manifests together",

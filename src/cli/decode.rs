@@ -23,7 +23,7 @@ pub struct DecodeArgs {
     #[arg(long, default_value_t = 0, help_heading = "Decoding")]
     pub min_new_tokens: usize,
     /// Images per forward pass.
-    #[arg(long, default_value_t = 16, help_heading = "Decoding")]
+    #[arg(long, default_value_t = 32, help_heading = "Decoding")]
     pub batch_size: usize,
     /// Beam search with N beams per input; 1 is greedy search.
     #[arg(long, default_value_t = 1, value_name = "N", help_heading = "Decoding")]

@@ -63,6 +63,9 @@ pub struct ExplainArgs {
     /// Longest output, in tokens.
     #[arg(long, default_value_t = 40)]
     pub max_new_tokens: usize,
+    /// No notes on stderr (warnings and errors still go there).
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// One decoding step in attention.json.
@@ -183,6 +186,9 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
     )?;
     write_json(&args.out.join(JSON_FILE), &report)?;
     print!("{}", render(&report));
+    if args.quiet {
+        return Ok(ExitCode::SUCCESS);
+    }
     eprintln!(
         "wrote {n} heat maps, {n} bar charts, {GRID_FILE} and {JSON_FILE} to {}",
         args.out.display(),

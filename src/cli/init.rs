@@ -44,6 +44,9 @@ pub struct InitArgs {
     /// Overwrite an existing model directory.
     #[arg(long)]
     pub force: bool,
+    /// No notes on stderr (warnings and errors still go there).
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// Builds a tokenizer from a tokenizer.json, a JSONL manifest (every text field) or plain text.
@@ -112,6 +115,9 @@ pub fn run(args: InitArgs) -> Result<ExitCode> {
     };
     let (_, varmap) = init_model(&cfg, args.seed, &Device::Cpu)?;
     save_model_dir(&args.out, &cfg, &varmap, &tokenizer, DType::F32)?;
+    if args.quiet {
+        return Ok(ExitCode::SUCCESS);
+    }
     eprintln!(
         "wrote {} ({} fusion, {} parameters, {} tokens, untrained)",
         args.out.display(),

@@ -47,6 +47,9 @@ pub struct ScoreArgs {
     /// Also write the full scores as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// No notes on stderr (warnings and errors still go there).
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// Everything `score` found, as written by `--json`.
@@ -367,12 +370,14 @@ fn report_matching(
     predictions: &Predictions,
     matching: &Matching,
 ) {
-    eprintln!(
-        "matched {} of {} manifest record(s) with {} prediction line(s)",
-        matching.pairs.len(),
-        records.len(),
-        predictions.lines.len()
-    );
+    if !args.quiet {
+        eprintln!(
+            "matched {} of {} manifest record(s) with {} prediction line(s)",
+            matching.pairs.len(),
+            records.len(),
+            predictions.lines.len()
+        );
+    }
     if !matching.unused.is_empty() {
         eprintln!(
             "warning: {} prediction(s) in {} match no manifest record{}:",
@@ -422,7 +427,7 @@ fn report_matching(
         .iter()
         .filter(|&&(_, p)| predictions.lines[p].is_error)
         .count();
-    if errors > 0 {
+    if errors > 0 && !args.quiet {
         eprintln!("note: {errors} matched prediction(s) were errors and count as empty outputs");
     }
 }

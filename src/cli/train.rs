@@ -9,6 +9,7 @@ use candle_core::DType;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::cli::common::refuse_renamed;
 use crate::cli::recipe::{BatchingArgs, ThreadsArgs};
 use crate::data::batch::{Dataset, Sampler};
 use crate::data::manifest::load_manifests;
@@ -26,7 +27,7 @@ use crate::train::{
   fusecap train --data data/scenes/manifest.jsonl --fusion concat --out runs/concat --steps 2000
   fusecap train --data data/scenes/manifest.jsonl data/easy-vqa/manifest.jsonl --fusion gated --out runs/gated --epochs 3
   fusecap train --data data/scenes/manifest.jsonl --fusion gated --out runs/gated --steps 2000 --resume
-  fusecap train --data my/manifest.jsonl --fusion separate --init models/scenes-separate --out runs/tuned --steps 1000 --lr 3e-4
+  fusecap train --data my/manifest.jsonl --fusion separate --finetune models/scenes-separate --out runs/tuned --steps 1000 --lr 3e-4
 
 Writes a usable model directory to --out at every checkpoint, plus training.jsonl,
 loss.png, checkpoint.safetensors (weights + optimiser) and train_state.json.
@@ -50,7 +51,10 @@ pub struct TrainArgs {
     /// optimiser and the learning-rate schedule start afresh; --fusion must
     /// be the model's.
     #[arg(long, value_name = "DIR", conflicts_with = "config")]
-    pub init: Option<PathBuf>,
+    pub finetune: Option<PathBuf>,
+    /// The earlier spelling of --finetune, refused with a message naming it.
+    #[arg(long = "init", value_name = "DIR", hide = true)]
+    pub renamed_init: Option<PathBuf>,
     /// Optimiser steps.
     #[arg(long, conflicts_with = "epochs")]
     pub steps: Option<usize>,
@@ -109,6 +113,7 @@ pub struct TrainArgs {
 }
 
 pub fn run(args: TrainArgs) -> Result<ExitCode> {
+    refuse_renamed("--init", "--finetune", args.renamed_init.is_some())?;
     check_out(&args)?;
     let threads = args.threads.apply()?;
     if args.batch_size == 0
@@ -150,7 +155,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     }
 
     // Loaded whole, so a broken directory is refused before the images are decoded.
-    let init = match &args.init {
+    let init = match &args.finetune {
         Some(dir) => Some(ModelDir::load(dir, &candle_core::Device::Cpu)?),
         None => None,
     };
@@ -230,7 +235,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         checkpoint_every: args.checkpoint_every,
         augment_shift: args.augment_shift,
         augment_noise: args.augment_noise,
-        init_from: args.init.clone(),
+        init_from: args.finetune.clone(),
         stream: stream_options,
         ..TrainOptions::default()
     });

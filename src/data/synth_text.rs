@@ -478,8 +478,9 @@ pub fn sample_balanced_question(scene: &Scene, rng: &mut impl Rng) -> Option<Qa>
     let hard_negatives = has_split_pair(scene);
     let mut by_type: BTreeMap<&'static str, BTreeMap<String, Vec<Qa>>> = BTreeMap::new();
     for qa in candidate_questions(scene) {
-        let easy_negative =
-            is_conjunction(&qa.question) && qa.answer == "no" && !splits_binding(scene, &qa.question);
+        let easy_negative = is_conjunction(&qa.question)
+            && qa.answer == "no"
+            && !splits_binding(scene, &qa.question);
         if hard_negatives && easy_negative {
             continue;
         }

@@ -44,7 +44,7 @@ pub struct GenerateOptions {
 impl Default for GenerateOptions {
     fn default() -> Self {
         GenerateOptions {
-            max_new_tokens: 24,
+            max_new_tokens: 40,
             min_new_tokens: 0,
             cache_cross_kv: true,
             beams: 1,
