@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Prints the README's results tables from docs/results/{easy-vqa,scenes,scenes-noise}-compare.json
-and runs/eval-*-scenes.json (written by scripts/evaluate-shipped-models.sh)."""
+"""Prints the README's results table from docs/results/{easy-vqa,scenes}-compare.json
+(written by scripts/evaluate-shipped-models.sh)."""
 import json
 import sys
 
 root = sys.argv[1] if len(sys.argv) > 1 else "docs/results"
-sets = {name: json.load(open(f"{root}/{name}-compare.json")) for name in ("easy-vqa", "scenes", "scenes-noise")}
+sets = {name: json.load(open(f"{root}/{name}-compare.json")) for name in ("easy-vqa", "scenes")}
 
 
 def pct(x):
@@ -38,19 +38,4 @@ for name, m in sc.items():
     cells = [name, pct(m["vqa"]["accuracy"])] + [pct(m["vqa_per_type"][t]["accuracy"]) for t in sc_types]
     c = m["caption"]
     cells += [pct(c["exact_match"]), f"{c['bleu'][3]:.3f}", f"{c['cider_d']:.3f}", f"{c['rouge_l']:.3f}"]
-    print("| " + " | ".join(cells) + " |")
-
-print()
-noise = row(sets["scenes-noise"])
-header = ["model", "scenes", "scenes, noise background", "colour, 2+ objects", "shape, 2+ objects", "size, 2+ objects",
-          "\"is there a red circle?\", red and circle on different objects"]
-print("| " + " | ".join(header) + " |")
-print("|" + "---|" * len(header))
-for name, m in sc.items():
-    binding = json.load(open(f"runs/eval-{m['fusion']}-scenes.json"))["binding"]
-    several = {t: v[1] for t, v in binding["per_type"].items()}
-    split = binding["split_conjunctions"]
-    cells = [name, pct(m["vqa"]["accuracy"]), pct(noise[name]["vqa"]["accuracy"])]
-    cells += [f"{pct(several[t]['accuracy'])} (n={several[t]['n']})" for t in ("color", "shape", "size")]
-    cells += [f"{pct(split['accuracy'])} (n={split['n']})"]
     print("| " + " | ".join(cells) + " |")

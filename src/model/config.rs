@@ -120,7 +120,7 @@ pub struct Config {
     /// The gated strategy's initial `alpha` (gate = `tanh(alpha)`). Flamingo
     /// starts at 0 so that a pretrained decoder is undisturbed. We train from
     /// scratch; our closed-gate run stayed at the yes/no colour answer prior
-    /// and the open-gate one did not (README, session 6; one seed each), so
+    /// and the open-gate one did not (docs/findings.md, "Gated with open initial gates"; one seed each), so
     /// the shipped size starts at 1 (gate 0.76). Older model directories
     /// have none: 0.
     #[serde(default)]
