@@ -426,7 +426,7 @@ fn fine_tuning_starts_from_the_given_model_and_refuses_another_fusion() {
         bin()
             .args(["train", "--fusion", fusion, "--steps", "3", "--lr", "1e-4"])
             .args(schedule)
-            .arg("--init")
+            .arg("--finetune")
             .arg(&base)
             .arg("--data")
             .arg(&manifest)
