@@ -1,9 +1,11 @@
 //! Scenes drawn on the fly for training: deterministic per item, varied
 //! backgrounds, questions balanced by type, template and answer, binding
 //! negatives, and exact resume of a run that streams them.
+mod common;
+
+use common::train_in_process;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{DType, Device};
 use fusecap::data::stream::{mixed_step, streamed_item, validation_set, StreamOptions};
@@ -11,7 +13,7 @@ use fusecap::data::synth::random_scene;
 use fusecap::data::synth_text::{candidate_questions, sample_balanced_question, template};
 use fusecap::model::{Config, Fusion};
 use fusecap::tokenizer::TextTokenizer;
-use fusecap::train::{LogRecord, Outcome, TrainOptions, TrainRun, CHECKPOINT_FILE};
+use fusecap::train::{Outcome, TrainOptions, CHECKPOINT_FILE};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -180,35 +182,25 @@ fn run(out: &Path, steps: usize, stop_after: Option<usize>, resume: bool) -> Out
     };
     let train = validation_set(&stream, 16, &tokenizer, &cfg).expect("manifest part");
     let val = validation_set(&stream, 4, &tokenizer, &cfg).expect("val");
-    let stop = AtomicBool::new(false);
-    let mut on_step = |r: &LogRecord| {
-        if Some(r.step) == stop_after {
-            stop.store(true, Ordering::SeqCst);
-        }
+    let options = TrainOptions {
+        steps,
+        batch_size: 8,
+        warmup_steps: 2,
+        eval_every: 100,
+        checkpoint_every: 100,
+        stream: Some(stream),
+        ..TrainOptions::default()
     };
-    TrainRun {
-        out: out.to_path_buf(),
+    train_in_process(
+        out,
         cfg,
         tokenizer,
-        train: &train,
-        val: &val,
-        options: TrainOptions {
-            steps,
-            batch_size: 8,
-            warmup_steps: 2,
-            eval_every: 100,
-            checkpoint_every: 100,
-            stream: Some(stream),
-            ..TrainOptions::default()
-        },
+        (&train, &val),
+        options,
         resume,
-        save_dtype: DType::F32,
-        threads: 1,
-        stop: &stop,
-        on_step: &mut on_step,
-    }
-    .run()
-    .expect("train")
+        1,
+        stop_after,
+    )
 }
 
 #[test]

@@ -1,9 +1,11 @@
 //! Training: the loss falls, resuming equals not stopping, checkpoints are
 //! atomic, a NaN stops the run, bad manifest lines are reported and skipped, and
 //! a fine-tune starts from its model.
+mod common;
+
+use common::train_in_process;
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{DType, Device};
 use fusecap::data::batch::Dataset;
@@ -12,7 +14,7 @@ use fusecap::data::synth::{write_dataset, SynthConfig};
 use fusecap::model::dir::{write_atomically, ModelDir};
 use fusecap::model::{Config, Fusion};
 use fusecap::tokenizer::TextTokenizer;
-use fusecap::train::{LogRecord, Outcome, TrainOptions, TrainRun, CHECKPOINT_FILE, LOG_FILE};
+use fusecap::train::{LogRecord, Outcome, TrainOptions, CHECKPOINT_FILE, LOG_FILE};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fusecap"))
@@ -125,12 +127,6 @@ fn run_in_process(
     let cfg = Config::tiny(Fusion::Gated, tokenizer.vocab_size());
     let (train, _) = Dataset::build(&records, &tokenizer, &cfg).expect("dataset");
     let val = Dataset::default();
-    let stop = AtomicBool::new(false);
-    let mut on_step = |r: &LogRecord| {
-        if Some(r.step) == stop_after {
-            stop.store(true, Ordering::SeqCst);
-        }
-    };
     let options = TrainOptions {
         steps,
         batch_size: 8,
@@ -143,21 +139,16 @@ fn run_in_process(
         augment_noise: 0.02,
         ..TrainOptions::default()
     };
-    TrainRun {
-        out: out.to_path_buf(),
+    train_in_process(
+        out,
         cfg,
         tokenizer,
-        train: &train,
-        val: &val,
+        (&train, &val),
         options,
         resume,
-        save_dtype: DType::F32,
-        stop: &stop,
-        on_step: &mut on_step,
         threads,
-    }
-    .run()
-    .expect("train")
+        stop_after,
+    )
 }
 
 #[test]

@@ -1,0 +1,45 @@
+//! Helpers shared by several test files.
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::DType;
+use fusecap::data::batch::Dataset;
+use fusecap::model::Config;
+use fusecap::tokenizer::TextTokenizer;
+use fusecap::train::{LogRecord, Outcome, TrainOptions, TrainRun};
+
+/// Trains in-process into `out` on `threads` workers, with f32 weights and
+/// `stop_after` (a step) standing in for Ctrl-C.
+#[allow(clippy::too_many_arguments)]
+pub fn train_in_process(
+    out: &Path,
+    cfg: Config,
+    tokenizer: TextTokenizer,
+    (train, val): (&Dataset, &Dataset),
+    options: TrainOptions,
+    resume: bool,
+    threads: usize,
+    stop_after: Option<usize>,
+) -> Outcome {
+    let stop = AtomicBool::new(false);
+    let mut on_step = |r: &LogRecord| {
+        if Some(r.step) == stop_after {
+            stop.store(true, Ordering::SeqCst);
+        }
+    };
+    TrainRun {
+        out: out.to_path_buf(),
+        cfg,
+        tokenizer,
+        train,
+        val,
+        options,
+        resume,
+        save_dtype: DType::F32,
+        stop: &stop,
+        on_step: &mut on_step,
+        threads,
+    }
+    .run()
+    .expect("train")
+}
