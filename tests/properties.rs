@@ -520,6 +520,19 @@ fn weights_bytes() -> impl Strategy<Value = Vec<u8>> {
             for (at, edit) in edits {
                 let name = at.get(&names).clone();
                 let Some(entry) = header.get_mut(&name) else { continue };
+                // An earlier `Field` edit may have made the entry a non-object,
+                // which serde_json's indexing would panic on.
+                let edits_a_field = matches!(
+                    edit,
+                    HeaderEdit::Dtype(_)
+                        | HeaderEdit::SameSizeDtype(_)
+                        | HeaderEdit::Reshape(_)
+                        | HeaderEdit::Shape(_)
+                        | HeaderEdit::Offsets(..)
+                );
+                if edits_a_field && !entry.is_object() {
+                    continue;
+                }
                 match edit {
                     HeaderEdit::Dtype(d) | HeaderEdit::SameSizeDtype(d) => entry["dtype"] = Value::from(d),
                     HeaderEdit::Reshape(flatten) => {
