@@ -72,12 +72,10 @@ pub fn binding_report(
     scenes: &HashMap<PathBuf, Scene>,
 ) -> Option<BindingReport> {
     let mut report = BindingReport::default();
-    let mut any = false;
     for p in predictions.iter().filter(|p| p.is_vqa()) {
         let (Some(scene), Some(question)) = (scenes.get(Path::new(&p.image)), &p.question) else {
             continue;
         };
-        any = true;
         let kind = p.question_type.clone().unwrap_or_else(|| "other".into());
         let (one, several) = report.per_type.entry(kind).or_default();
         if scene.objects.len() > 1 {
@@ -89,5 +87,6 @@ pub fn binding_report(
             report.split_conjunctions.add(p.score);
         }
     }
-    any.then_some(report)
+    // Every counted question adds its type to `per_type`.
+    (!report.per_type.is_empty()).then_some(report)
 }

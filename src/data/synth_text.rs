@@ -503,30 +503,37 @@ fn is_conjunction(question: &str) -> bool {
     template(question) == "is there a <color> <shape>"
 }
 
-/// Is the question's colour on one object and its shape on another?
+/// The colour and shape words of "is there a <color> <shape>?".
+fn conjunction_words(question: &str) -> Option<(&str, &str)> {
+    if !is_conjunction(question) {
+        return None;
+    }
+    let mut words = question.trim_end_matches('?').split(' ').skip(3);
+    Some((words.next()?, words.next()?))
+}
+
+/// Are the conjunction's colour and shape both in the scene? Asked of a
+/// question answered "no", they then sit on different objects.
 fn splits_binding(scene: &Scene, question: &str) -> bool {
-    let words: Vec<&str> = question.trim_end_matches('?').split(' ').collect();
-    let (Some(color), Some(shape)) = (words.get(3), words.get(4)) else {
+    let Some((color, shape)) = conjunction_words(question) else {
         return false;
     };
-    let has_color = scene.objects.iter().any(|o| o.color.name() == *color);
-    let has_shape = scene.objects.iter().any(|o| o.shape.name() == *shape);
+    let has_color = scene.objects.iter().any(|o| o.color.name() == color);
+    let has_shape = scene.objects.iter().any(|o| o.shape.name() == shape);
     has_color && has_shape
 }
 
 /// "is there a <color> <shape>?" where the scene holds that colour and that
 /// shape, but on different objects: only an answer that binds them says "no".
 pub fn is_split_conjunction(scene: &Scene, question: &str) -> bool {
-    let words: Vec<&str> = question.trim_end_matches('?').split(' ').collect();
-    let (Some(color), Some(shape)) = (words.get(3), words.get(4)) else {
+    let Some((color, shape)) = conjunction_words(question) else {
         return false;
     };
-    is_conjunction(question)
-        && splits_binding(scene, question)
+    splits_binding(scene, question)
         && !scene
             .objects
             .iter()
-            .any(|o| o.color.name() == *color && o.shape.name() == *shape)
+            .any(|o| o.color.name() == color && o.shape.name() == shape)
 }
 
 /// Does the scene have a colour and a shape that are present, but never together?
