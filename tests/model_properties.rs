@@ -5,7 +5,7 @@ use candle_nn::VarMap;
 use fusecap::generate::{greedy, GenerateOptions};
 use fusecap::model::attention::attention;
 use fusecap::model::dir::{init_model, parameter_count, save_weights, sorted_vars};
-use fusecap::model::vision::{sincos_2d, Conv3x3};
+use fusecap::model::vision::{coordinate_channels, sincos_2d, Conv3x3};
 use fusecap::model::{
     pad_tokens, Config, Fusion, FusionModel, Memory, SelfCache, VisionPositions, VisionStem,
 };
@@ -445,20 +445,18 @@ fn loading_names_every_mismatched_tensor() {
 fn every_parameter_gets_a_finite_nonzero_gradient() {
     let kinds = Fusion::ALL
         .into_iter()
-        .map(|f| (f, VisionStem::Patch, VisionPositions::Learned))
+        .map(|f| (f, VisionStem::Patch, VisionPositions::Learned, false))
         .chain([
-            (Fusion::Concat, VisionStem::Conv, VisionPositions::Learned),
-            (Fusion::Gated, VisionStem::Patch, VisionPositions::SinCos2d),
-            (
-                Fusion::Separate,
-                VisionStem::Conv,
-                VisionPositions::SinCos2d,
-            ),
+            (Fusion::Concat, VisionStem::Conv, VisionPositions::Learned, false),
+            (Fusion::Gated, VisionStem::Patch, VisionPositions::SinCos2d, true),
+            (Fusion::Separate, VisionStem::Conv, VisionPositions::SinCos2d, true),
+            (Fusion::Concat, VisionStem::Patch, VisionPositions::Learned, true),
         ]);
-    for (fusion, stem, positions) in kinds {
+    for (fusion, stem, positions, stem_norm) in kinds {
         let cfg = Config {
             vision_stem: stem,
             vision_positions: positions,
+            vision_stem_norm: stem_norm,
             ..Config::tiny(fusion, VOCAB)
         };
         let (model, varmap) = init_model(&cfg, 91, &Device::Cpu).expect("init");
@@ -575,11 +573,13 @@ fn configs_without_the_newer_fields_build_the_older_model() {
     }
     assert_eq!(fields.remove("vision_stem"), Some("patch".into()));
     assert_eq!(fields.remove("vision_positions"), Some("learned".into()));
+    assert_eq!(fields.remove("vision_stem_norm"), Some(false.into()));
     assert_eq!(fields.remove("gate_init"), Some(1.0.into()));
     let old: Config = serde_json::from_value(json).expect("old config");
     assert!(!old.cross_attention_sink && !old.text_cross_attention);
     assert_eq!(old.vision_stem, VisionStem::Patch);
     assert_eq!(old.vision_positions, VisionPositions::Learned);
+    assert!(!old.vision_stem_norm);
     assert_eq!(
         old.gate_init, 0.0,
         "older model directories had closed gates"
@@ -640,40 +640,95 @@ fn sin_cos_positions_code_row_and_column_apart() {
     }
 }
 
-/// A model with fixed positions stores no position table, encodes to one
-/// token per grid cell, and reloads to the same logits.
+/// A model with fixed positions (sin-cos or coordinate channels) stores no
+/// position table, encodes to one token per grid cell, and reloads to the
+/// same logits.
 #[test]
-fn a_sin_cos_model_has_no_position_parameters_and_round_trips() {
+fn a_model_with_fixed_positions_has_no_position_table_and_round_trips() {
+    for positions in [VisionPositions::SinCos2d, VisionPositions::Coordinates] {
+        let cfg = Config {
+            vision_positions: positions,
+            image_size: 24,
+            patch_size: 4,
+            ..Config::tiny(Fusion::Concat, VOCAB)
+        };
+        let (model, varmap) = init_model(&cfg, 5, &Device::Cpu).expect("init");
+        let vars = sorted_vars(&varmap);
+        let names: Vec<&String> = vars.iter().map(|(n, _)| n).collect();
+        assert!(
+            !names.iter().any(|n| n.starts_with("vision.pos_embed")),
+            "{positions:?}: {names:?}"
+        );
+        assert!(
+            names.iter().any(|n| n.starts_with("text.pos_embed")),
+            "{names:?}"
+        );
+        let (_, patch_embed) = vars
+            .iter()
+            .find(|(n, _)| n == "vision.patch_embed.weight")
+            .expect("patch_embed");
+        let channels = cfg.vision_input_channels();
+        assert_eq!(channels, if positions == VisionPositions::Coordinates { 5 } else { 3 });
+        assert_eq!(patch_embed.dims(), &[cfg.d_model, channels * 4 * 4]);
+        let memory = encode(&model, &images(&cfg, 2, 1), &questions(2, 3, 1), 3);
+        assert_eq!(memory.vision.dims(), &[2, 36, cfg.d_model]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("w.safetensors");
+        save_weights(&varmap, &path, DType::F32).expect("save");
+        let (reloaded, fresh) = init_model(&cfg, 6, &Device::Cpu).expect("init");
+        fusecap::model::dir::load_weights(&fresh, &path, &Device::Cpu).expect("load");
+        let again = encode(&reloaded, &images(&cfg, 2, 1), &questions(2, 3, 1), 3);
+        let tokens = ids(&[vec![1, 5], vec![1, 6]]);
+        assert_eq!(
+            max_abs_diff(
+                &logits(&model, &memory, &tokens),
+                &logits(&reloaded, &again, &tokens)
+            ),
+            0.0,
+            "{positions:?}"
+        );
+    }
+}
+
+/// With coordinate channels a token's place enters through the stem: on an
+/// image of one flat colour every grid cell still encodes differently, and
+/// the channels run from -2 to 2 along columns (channel 0) and rows (1).
+#[test]
+fn coordinate_channels_tell_flat_cells_apart() {
+    let grid = coordinate_channels(4, DType::F32, &Device::Cpu)
+        .expect("coordinates")
+        .squeeze(0)
+        .expect("squeeze")
+        .to_vec3::<f32>()
+        .expect("values");
+    for y in 0..4 {
+        for x in 0..4 {
+            assert_eq!(grid[0][y][x], grid[0][0][x], "column channel varies down column {x}");
+            assert_eq!(grid[1][y][x], grid[1][y][0], "row channel varies along row {y}");
+        }
+    }
+    assert_eq!((grid[0][0][0], grid[0][0][3]), (-1.5, 1.5));
+    assert_eq!((grid[1][0][0], grid[1][3][0]), (-1.5, 1.5));
+
     let cfg = Config {
-        vision_positions: VisionPositions::SinCos2d,
+        vision_positions: VisionPositions::Coordinates,
         image_size: 24,
-        patch_size: 4,
+        patch_size: 8,
         ..Config::tiny(Fusion::Concat, VOCAB)
     };
-    let (model, varmap) = init_model(&cfg, 5, &Device::Cpu).expect("init");
-    let names: Vec<String> = sorted_vars(&varmap).into_iter().map(|(n, _)| n).collect();
-    assert!(
-        !names.iter().any(|n| n.starts_with("vision.pos_embed")),
-        "{names:?}"
-    );
-    assert!(
-        names.iter().any(|n| n.starts_with("text.pos_embed")),
-        "{names:?}"
-    );
-    let memory = encode(&model, &images(&cfg, 2, 1), &questions(2, 3, 1), 3);
-    assert_eq!(memory.vision.dims(), &[2, 36, cfg.d_model]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("w.safetensors");
-    save_weights(&varmap, &path, DType::F32).expect("save");
-    let (reloaded, fresh) = init_model(&cfg, 6, &Device::Cpu).expect("init");
-    fusecap::model::dir::load_weights(&fresh, &path, &Device::Cpu).expect("load");
-    let again = encode(&reloaded, &images(&cfg, 2, 1), &questions(2, 3, 1), 3);
-    let tokens = ids(&[vec![1, 5], vec![1, 6]]);
-    assert_eq!(
-        max_abs_diff(
-            &logits(&model, &memory, &tokens),
-            &logits(&reloaded, &again, &tokens)
-        ),
-        0.0
-    );
+    let (model, _) = init_model(&cfg, 3, &Device::Cpu).expect("init");
+    let flat = Tensor::full(0.7f32, (1, 3, 24, 24), &Device::Cpu).expect("image");
+    let tokens = encode(&model, &flat, &questions(1, 3, 1), 3)
+        .vision
+        .squeeze(0)
+        .expect("squeeze")
+        .to_vec2::<f32>()
+        .expect("tokens");
+    assert_eq!(tokens.len(), 9);
+    for a in 0..9 {
+        for b in a + 1..9 {
+            let distance: f32 = tokens[a].iter().zip(&tokens[b]).map(|(x, y)| (x - y).abs()).sum();
+            assert!(distance > 1e-3, "flat cells {a} and {b} encode alike");
+        }
+    }
 }

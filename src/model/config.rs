@@ -63,6 +63,10 @@ pub enum VisionPositions {
     /// half the column, so "left of" is the same direction in every row.
     #[serde(rename = "sin-cos-2d")]
     SinCos2d,
+    /// Two extra input channels hold each pixel's column and row, scaled to
+    /// the range of the normalised pixels, so the stem embeds a token's place
+    /// at the same scale as its content. No table is added.
+    Coordinates,
 }
 
 /// The feed-forward non-linearity. ReLU is ~40× cheaper than GELU in candle on CPU.
@@ -92,6 +96,13 @@ pub struct Config {
     /// Older model directories have none: a learned table.
     #[serde(default)]
     pub vision_positions: VisionPositions,
+    /// LayerNorm the stem's tokens before the positions are added. Without
+    /// it a plain 16×16 patch embeds with a norm near 130 against about 1
+    /// for a learned position, and the place of a token is lost
+    /// (docs/findings.md, "Position and the stem's scale"). Older model
+    /// directories have none: off.
+    #[serde(default)]
+    pub vision_stem_norm: bool,
     pub resize: ResizeMode,
     pub image_mean: [f32; 3],
     pub image_std: [f32; 3],
@@ -150,6 +161,7 @@ impl Config {
             patch_size: 16,
             vision_stem: VisionStem::Patch,
             vision_positions: VisionPositions::Learned,
+            vision_stem_norm: false,
             resize: ResizeMode::Stretch,
             image_mean: [0.5, 0.5, 0.5],
             image_std: [0.25, 0.25, 0.25],
@@ -192,6 +204,14 @@ impl Config {
         (0..layers)
             .map(|i| (self.d_model >> (layers - 1 - i)).max(1))
             .collect()
+    }
+
+    /// Channels the stem reads: RGB, plus column and row with `Coordinates`.
+    pub fn vision_input_channels(&self) -> usize {
+        match self.vision_positions {
+            VisionPositions::Coordinates => 5,
+            VisionPositions::Learned | VisionPositions::SinCos2d => 3,
+        }
     }
 
     pub fn num_patches(&self) -> usize {
@@ -244,7 +264,7 @@ impl Config {
             let cross = 4 * d * d * (self.text_layers + 2 * self.decoder_layers) as u128;
             let tokens = (self.num_patches() + self.max_text_len + self.max_decode_len) as u128;
             let embeddings = d * (3 * self.vocab_size as u128 + tokens)
-                + 3 * d * (self.patch_size as u128).pow(2);
+                + self.vision_input_channels() as u128 * d * (self.patch_size as u128).pow(2);
             let parameters = layers * block + cross + embeddings;
             if parameters > MAX_PARAMETERS {
                 errors.push(format!(

@@ -18,7 +18,11 @@ enum Stem {
 #[derive(Debug, Clone)]
 pub struct VisionEncoder {
     stem: Stem,
-    pos_embed: Tensor,
+    stem_norm: Option<LayerNorm>,
+    /// Added to the stem's tokens; `None` where positions enter as input channels.
+    pos_embed: Option<Tensor>,
+    /// [1, 2, S, S] column and row channels, with `VisionPositions::Coordinates`.
+    coordinates: Option<Tensor>,
     blocks: Vec<EncoderBlock>,
     ln_f: LayerNorm,
 }
@@ -27,7 +31,7 @@ impl VisionEncoder {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         let stem = match cfg.vision_stem {
             VisionStem::Patch => {
-                let patch_dim = 3 * cfg.patch_size * cfg.patch_size;
+                let patch_dim = cfg.vision_input_channels() * cfg.patch_size * cfg.patch_size;
                 Stem::Patch {
                     embed: Linear::new(patch_dim, cfg.d_model, true, cfg, vb.pp("patch_embed"))?,
                     size: cfg.patch_size,
@@ -35,7 +39,7 @@ impl VisionEncoder {
             }
             VisionStem::Conv => {
                 let channels = cfg.conv_stem_channels();
-                let inputs = std::iter::once(3).chain(channels.iter().copied());
+                let inputs = std::iter::once(cfg.vision_input_channels()).chain(channels.iter().copied());
                 Stem::Conv(
                     inputs
                         .zip(&channels)
@@ -49,13 +53,32 @@ impl VisionEncoder {
         };
         Ok(VisionEncoder {
             stem,
+            stem_norm: match cfg.vision_stem_norm {
+                true => Some(LayerNorm::new(cfg, vb.pp("stem_norm"))?),
+                false => None,
+            },
             pos_embed: match cfg.vision_positions {
-                VisionPositions::Learned => {
-                    embedding_table(cfg.num_patches(), cfg.d_model, "pos_embed", &vb)?
-                }
-                VisionPositions::SinCos2d => {
-                    sincos_2d(cfg.grid_side(), cfg.d_model, vb.dtype(), vb.device())?
-                }
+                VisionPositions::Learned => Some(embedding_table(
+                    cfg.num_patches(),
+                    cfg.d_model,
+                    "pos_embed",
+                    &vb,
+                )?),
+                VisionPositions::SinCos2d => Some(sincos_2d(
+                    cfg.grid_side(),
+                    cfg.d_model,
+                    vb.dtype(),
+                    vb.device(),
+                )?),
+                VisionPositions::Coordinates => None,
+            },
+            coordinates: match cfg.vision_positions {
+                VisionPositions::Coordinates => Some(coordinate_channels(
+                    cfg.image_size,
+                    vb.dtype(),
+                    vb.device(),
+                )?),
+                VisionPositions::Learned | VisionPositions::SinCos2d => None,
             },
             blocks: (0..cfg.vision_layers)
                 .map(|i| EncoderBlock::new(cfg, vb.pp(format!("blocks.{i}"))))
@@ -66,6 +89,17 @@ impl VisionEncoder {
 
     /// images: [B, 3, S, S], normalised -> [B, Nv, d]
     pub fn forward(&self, images: &Tensor) -> Result<Tensor> {
+        let with_coordinates;
+        let images = match &self.coordinates {
+            Some(coordinates) => {
+                let b = images.dim(0)?;
+                let (_, c, h, w) = coordinates.dims4()?;
+                with_coordinates =
+                    Tensor::cat(&[images, &coordinates.broadcast_as((b, c, h, w))?], 1)?;
+                &with_coordinates
+            }
+            None => images,
+        };
         let (b, c, h, w) = images.dims4()?;
         let tokens = match &self.stem {
             Stem::Patch { embed, size } => {
@@ -91,7 +125,14 @@ impl VisionEncoder {
                 x.reshape((b, gh * gw, d))?
             }
         };
-        let mut x = tokens.broadcast_add(&self.pos_embed)?;
+        let tokens = match &self.stem_norm {
+            Some(norm) => norm.forward(&tokens)?,
+            None => tokens,
+        };
+        let mut x = match &self.pos_embed {
+            Some(positions) => tokens.broadcast_add(positions)?,
+            None => tokens,
+        };
         for block in &self.blocks {
             x = block.forward(&x, None)?;
         }
@@ -125,6 +166,21 @@ pub fn sincos_2d(
         }
     }
     Tensor::from_vec(table, (side * side, d), device)?.to_dtype(dtype)
+}
+
+/// [1, 2, S, S]: each pixel's column (channel 0) and row (channel 1), from
+/// -2 to 2 across the image, the range of pixels normalised with the shipped
+/// mean 0.5 and std 0.25.
+pub fn coordinate_channels(
+    side: usize,
+    dtype: candle_core::DType,
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    let at = |i: usize| 4.0 * (i as f32 + 0.5) / side as f32 - 2.0;
+    let columns = (0..side * side).map(|i| at(i % side));
+    let rows = (0..side * side).map(|i| at(i / side));
+    let values: Vec<f32> = columns.chain(rows).collect();
+    Tensor::from_vec(values, (1, 2, side, side), device)?.to_dtype(dtype)
 }
 
 /// A 3×3 convolution with stride 2 and zero padding 1 on channels-last maps:
