@@ -2,12 +2,12 @@
 # The one-command recipe that is to replace the staged one of the shipped
 # models: one `fusecap train` per fusion, one after another on both cores,
 # differing only in --fusion. Its runs go to runs/scenes-FUSION-seedSEED.
-# docs/findings.md ("Binding") has what it gives and where it falls short
-# (position questions), which is why the shipped models are not yet trained
-# by it.
+# docs/findings.md ("Binding") has what it gives and where it falls short,
+# which is why the shipped models are not yet trained by it.
 #
 # The architecture is configs/scenes.json (16×16 patches on 48×48 images, so
-# the 3×3 token grid lines up with the scenes' 3×3 grid; d 128, 4/2/2 layers).
+# the 3×3 token grid lines up with the scenes' 3×3 grid; each pixel's column
+# and row as two extra input channels; d 128, 4/2/2 layers).
 # The data: easy-VQA's training split, and half of every batch multi-object
 # scenes drawn afresh for each step (--stream-share 0.5: no scene is seen
 # twice; white, tinted, gradient and noisy backgrounds; questions balanced
