@@ -472,11 +472,13 @@ fn every_parameter_gets_a_finite_nonzero_gradient() {
                 true,
             ),
         ]);
-    for (fusion, stem, positions, stem_norm) in kinds {
+    for (i, (fusion, stem, positions, stem_norm)) in kinds.enumerate() {
         let cfg = Config {
             vision_stem: stem,
             vision_positions: positions,
             vision_stem_norm: stem_norm,
+            // Every other kind also has vision tokens that read the question.
+            question_vision_layers: i % 2,
             ..Config::tiny(fusion, VOCAB)
         };
         let (model, varmap) = init_model(&cfg, 91, &Device::Cpu).expect("init");
@@ -594,12 +596,14 @@ fn configs_without_the_newer_fields_build_the_older_model() {
     assert_eq!(fields.remove("vision_stem"), Some("patch".into()));
     assert_eq!(fields.remove("vision_positions"), Some("learned".into()));
     assert_eq!(fields.remove("vision_stem_norm"), Some(false.into()));
+    assert_eq!(fields.remove("question_vision_layers"), Some(0.into()));
     assert_eq!(fields.remove("gate_init"), Some(1.0.into()));
     let old: Config = serde_json::from_value(json).expect("old config");
     assert!(!old.cross_attention_sink && !old.text_cross_attention);
     assert_eq!(old.vision_stem, VisionStem::Patch);
     assert_eq!(old.vision_positions, VisionPositions::Learned);
     assert!(!old.vision_stem_norm);
+    assert_eq!(old.question_vision_layers, 0);
     assert_eq!(
         old.gate_init, 0.0,
         "older model directories had closed gates"
@@ -766,6 +770,31 @@ fn coordinate_channels_tell_flat_cells_apart() {
                 .map(|(x, y)| (x - y).abs())
                 .sum();
             assert!(distance > 1e-3, "flat cells {a} and {b} encode alike");
+        }
+    }
+}
+
+/// With `question_vision_layers` the vision memory of one image depends on
+/// the question asked about it; without, it does not.
+#[test]
+fn vision_tokens_read_the_question_only_when_configured() {
+    for layers in [0, 2] {
+        let cfg = Config {
+            question_vision_layers: layers,
+            ..Config::tiny(Fusion::Separate, VOCAB)
+        };
+        let (model, varmap) = init_model(&cfg, 8, &Device::Cpu).expect("init");
+        let conditioning = parameter_count(&varmap, |n| n.starts_with("conditioning."));
+        let image = images(&cfg, 1, 4);
+        let a = encode(&model, &image, &[vec![5, 6, 7]], 3).vision;
+        let b = encode(&model, &image, &[vec![9, 10, 11]], 3).vision;
+        let diff = max_abs_diff(&a, &b);
+        if layers == 0 {
+            assert_eq!(conditioning, 0);
+            assert_eq!(diff, 0.0);
+        } else {
+            assert!(conditioning > 0);
+            assert!(diff > 1e-4, "vision memory ignores the question ({diff})");
         }
     }
 }

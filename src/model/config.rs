@@ -128,6 +128,10 @@ pub struct Config {
     /// Off in older model directories.
     #[serde(default)]
     pub text_cross_attention: bool,
+    /// Layers in which the vision tokens read the question before the decoder
+    /// (see `conditioning.rs`). Older model directories have none: 0.
+    #[serde(default)]
+    pub question_vision_layers: usize,
     /// The gated strategy's initial `alpha` (gate = `tanh(alpha)`). Flamingo
     /// starts at 0 so that a pretrained decoder is undisturbed. We train from
     /// scratch; our closed-gate run stayed at the yes/no colour answer prior
@@ -174,6 +178,7 @@ impl Config {
             caption_prompt: "caption".to_string(),
             cross_attention_sink: true,
             text_cross_attention: true,
+            question_vision_layers: 0,
             gate_init: 1.0,
             inference: false,
         }
@@ -245,6 +250,12 @@ impl Config {
         range("vision_layers", self.vision_layers, 0, MAX_LAYERS);
         range("text_layers", self.text_layers, 0, MAX_LAYERS);
         range("decoder_layers", self.decoder_layers, 0, MAX_LAYERS);
+        range(
+            "question_vision_layers",
+            self.question_vision_layers,
+            0,
+            MAX_LAYERS,
+        );
         range("vocab_size", self.vocab_size, 1, MAX_VOCAB);
         range("image_size", self.image_size, 1, 4096);
         range("patch_size", self.patch_size, 1, 4096);
@@ -260,8 +271,15 @@ impl Config {
             // Every weight matrix, generously rounded up; u128 cannot overflow here.
             let d = self.d_model as u128;
             let block = 4 * d * d + 2 * d * self.d_ff as u128;
-            let layers = (self.vision_layers + self.text_layers + self.decoder_layers) as u128;
-            let cross = 4 * d * d * (self.text_layers + 2 * self.decoder_layers) as u128;
+            let layers = (self.vision_layers
+                + self.text_layers
+                + self.decoder_layers
+                + self.question_vision_layers) as u128;
+            let cross = 4
+                * d
+                * d
+                * (self.text_layers + 2 * self.decoder_layers + self.question_vision_layers)
+                    as u128;
             let tokens = (self.num_patches() + self.max_text_len + self.max_decode_len) as u128;
             let embeddings = d * (3 * self.vocab_size as u128 + tokens)
                 + self.vision_input_channels() as u128 * d * (self.patch_size as u128).pow(2);

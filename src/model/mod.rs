@@ -1,6 +1,7 @@
 //! The fusion model: vision encoder + text encoder -> decoder with cross-attention fusion.
 pub mod attention;
 pub mod blocks;
+pub mod conditioning;
 pub mod config;
 pub mod decoder;
 pub mod dir;
@@ -12,6 +13,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 pub use attention::KeyMask;
+use conditioning::QuestionConditioning;
 pub use config::{Activation, Config, Fusion, ResizeMode, VisionPositions, VisionStem};
 pub use decoder::{Decoder, SelfCache};
 pub use fusion::{CrossKv, CrossWeights, FusionLayer, Memory};
@@ -23,6 +25,7 @@ pub struct FusionModel {
     pub cfg: Config,
     vision: VisionEncoder,
     text: TextEncoder,
+    conditioning: Option<QuestionConditioning>,
     /// [2, d]: added to the vision (row 0) and text (row 1) memories under `concat`.
     modality_embed: Option<Tensor>,
     pub decoder: Decoder,
@@ -44,6 +47,7 @@ impl FusionModel {
             cfg: cfg.clone(),
             vision: VisionEncoder::new(cfg, vb.pp("vision"))?,
             text: TextEncoder::new(cfg, vb.pp("text"))?,
+            conditioning: QuestionConditioning::new(cfg, vb.pp("conditioning"))?,
             modality_embed,
             decoder: Decoder::new(cfg, vb.pp("decoder"))?,
         })
@@ -74,8 +78,13 @@ impl FusionModel {
             Some(rows) => vision.index_select(rows, 0)?,
             None => vision,
         };
+        let text = self.text.forward(text_ids, &text_mask, &vision)?;
+        let vision = match &self.conditioning {
+            Some(conditioning) => conditioning.forward(&vision, &text, &text_mask)?,
+            None => vision,
+        };
         Ok(Memory {
-            text: self.text.forward(text_ids, &text_mask, &vision)?,
+            text,
             vision,
             text_valid: text_valid.to_dtype(candle_core::DType::F32)?,
         })
