@@ -55,7 +55,7 @@ pub fn select_records<'a>(
     };
     if records.is_empty() {
         bail!(
-            "{}: no records in split \"{split}\" (the manifest has {}); pass --split with one of those",
+            "{}: no records in split \"{split}\" (the manifest has {}); choose one of those",
             path.display(),
             split_counts(manifest)
         );

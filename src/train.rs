@@ -21,6 +21,7 @@ use crate::model::dir::{
 use crate::model::{Config, FusionModel};
 use crate::tokenizer::TextTokenizer;
 
+pub mod curves;
 mod parallel;
 pub use parallel::DataParallel;
 
@@ -370,7 +371,7 @@ impl TrainRun<'_> {
             let state: TrainState = read_state(&self.out.join(STATE_FILE))?;
             if state.options != *opts || state.train_examples != self.train.examples.len() {
                 bail!(
-                    "{}: --resume needs the same data and options as the interrupted run; these differ (interrupted run → now):\n  {}\nresume with the run's options, or start afresh in another --out",
+                    "{}: resuming needs the same data and options as the interrupted run; these differ (interrupted run → now):\n  {}\nresume with the run's options, or start afresh in another folder",
                     self.out.join(STATE_FILE).display(),
                     crate::diff::changed_fields(&state.options, opts)
                         .into_iter()
@@ -450,7 +451,7 @@ impl TrainRun<'_> {
                         train_step(&workers, &model, &mut adam, &batch, lr, opts)?;
                     let Some(grad_norm) = grad_norm else {
                         bail!(
-                        "the loss became {loss_v} at step {}; training stopped. The last good checkpoint (step {last_good}) is kept in {}. Lower --lr or raise --warmup and resume from it with --resume",
+                        "the loss became {loss_v} at step {}; training stopped. The last good checkpoint (step {last_good}) is kept in {}. Lower the learning rate or lengthen the warm-up and resume from it",
                         step + 1,
                         self.out.display()
                     );
@@ -501,7 +502,7 @@ impl TrainRun<'_> {
             drop(rx);
             outcome
         })?;
-        crate::plot::loss_curve(&self.out.join(LOG_FILE), &self.out.join(CURVE_FILE))?;
+        curves::loss_curve(&self.out.join(LOG_FILE), &self.out.join(CURVE_FILE))?;
         Ok(outcome)
     }
 }
@@ -531,7 +532,7 @@ fn train_step(
 fn read_state(path: &Path) -> Result<TrainState> {
     let text = std::fs::read_to_string(path).with_context(|| {
         format!(
-            "{}: no training state to resume from; start without --resume",
+            "{}: no training state to resume from; start afresh instead",
             path.display()
         )
     })?;

@@ -447,10 +447,30 @@ fn every_parameter_gets_a_finite_nonzero_gradient() {
         .into_iter()
         .map(|f| (f, VisionStem::Patch, VisionPositions::Learned, false))
         .chain([
-            (Fusion::Concat, VisionStem::Conv, VisionPositions::Learned, false),
-            (Fusion::Gated, VisionStem::Patch, VisionPositions::SinCos2d, true),
-            (Fusion::Separate, VisionStem::Conv, VisionPositions::SinCos2d, true),
-            (Fusion::Concat, VisionStem::Patch, VisionPositions::Learned, true),
+            (
+                Fusion::Concat,
+                VisionStem::Conv,
+                VisionPositions::Learned,
+                false,
+            ),
+            (
+                Fusion::Gated,
+                VisionStem::Patch,
+                VisionPositions::SinCos2d,
+                true,
+            ),
+            (
+                Fusion::Separate,
+                VisionStem::Conv,
+                VisionPositions::SinCos2d,
+                true,
+            ),
+            (
+                Fusion::Concat,
+                VisionStem::Patch,
+                VisionPositions::Learned,
+                true,
+            ),
         ]);
     for (fusion, stem, positions, stem_norm) in kinds {
         let cfg = Config {
@@ -668,7 +688,14 @@ fn a_model_with_fixed_positions_has_no_position_table_and_round_trips() {
             .find(|(n, _)| n == "vision.patch_embed.weight")
             .expect("patch_embed");
         let channels = cfg.vision_input_channels();
-        assert_eq!(channels, if positions == VisionPositions::Coordinates { 5 } else { 3 });
+        assert_eq!(
+            channels,
+            if positions == VisionPositions::Coordinates {
+                5
+            } else {
+                3
+            }
+        );
         assert_eq!(patch_embed.dims(), &[cfg.d_model, channels * 4 * 4]);
         let memory = encode(&model, &images(&cfg, 2, 1), &questions(2, 3, 1), 3);
         assert_eq!(memory.vision.dims(), &[2, 36, cfg.d_model]);
@@ -703,8 +730,14 @@ fn coordinate_channels_tell_flat_cells_apart() {
         .expect("values");
     for y in 0..4 {
         for x in 0..4 {
-            assert_eq!(grid[0][y][x], grid[0][0][x], "column channel varies down column {x}");
-            assert_eq!(grid[1][y][x], grid[1][y][0], "row channel varies along row {y}");
+            assert_eq!(
+                grid[0][y][x], grid[0][0][x],
+                "column channel varies down column {x}"
+            );
+            assert_eq!(
+                grid[1][y][x], grid[1][y][0],
+                "row channel varies along row {y}"
+            );
         }
     }
     assert_eq!((grid[0][0][0], grid[0][0][3]), (-1.5, 1.5));
@@ -727,7 +760,11 @@ fn coordinate_channels_tell_flat_cells_apart() {
     assert_eq!(tokens.len(), 9);
     for a in 0..9 {
         for b in a + 1..9 {
-            let distance: f32 = tokens[a].iter().zip(&tokens[b]).map(|(x, y)| (x - y).abs()).sum();
+            let distance: f32 = tokens[a]
+                .iter()
+                .zip(&tokens[b])
+                .map(|(x, y)| (x - y).abs())
+                .sum();
             assert!(distance > 1e-3, "flat cells {a} and {b} encode alike");
         }
     }

@@ -4,7 +4,6 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::str::FromStr;
 
 use anyhow::{bail, Result};
 use candle_core::Device;
@@ -15,13 +14,13 @@ use super::common::{exit_code, parse_device, progress_bar, shipped_model};
 use super::eval::{
     check_counts, check_limit, quoted_list, thousands, warn_failures, warn_problems, write_json,
 };
+use super::fusion_arg::FusionList;
 use crate::data::manifest::{load_manifest, Record, Task};
 use crate::evaluate::{
     disagreements, evaluate, measure_speed, model_report, select_records, Disagreement,
     EvalOptions, ModelReport,
 };
 use crate::model::dir::{load_config, ModelDir, CONFIG_FILE};
-use crate::model::Fusion;
 use crate::plot::{grouped_bars, BarSeries};
 
 #[derive(Args, Debug)]
@@ -82,37 +81,6 @@ pub struct CompareArgs {
     /// No progress bars and no notes on stderr.
     #[arg(long, short)]
     pub quiet: bool,
-}
-
-/// Fusion strategies named on the command line: "all" or "concat,gated".
-#[derive(Debug, Clone, PartialEq)]
-pub struct FusionList(pub Vec<Fusion>);
-
-impl FromStr for FusionList {
-    type Err = String;
-
-    fn from_str(value: &str) -> std::result::Result<Self, String> {
-        if value.trim() == "all" {
-            return Ok(FusionList(Fusion::ALL.to_vec()));
-        }
-        let mut out = Vec::new();
-        for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            let fusion = Fusion::ALL
-                .into_iter()
-                .find(|f| f.name() == name)
-                .ok_or_else(|| {
-                    format!("unknown fusion '{name}'; use concat, separate, gated or all")
-                })?;
-            if out.contains(&fusion) {
-                return Err(format!("fusion '{name}' is named twice"));
-            }
-            out.push(fusion);
-        }
-        if out.is_empty() {
-            return Err("name at least one fusion: concat, separate, gated or all".into());
-        }
-        Ok(FusionList(out))
-    }
 }
 
 /// How `compare` runs each model.
@@ -200,7 +168,7 @@ fn plot_curves(dirs: &[PathBuf], out: &Path) -> Result<()> {
             .unwrap_or_else(|| dir.display().to_string());
         logs.push((name, log));
     }
-    crate::plot::val_accuracy_curves(&logs, out)
+    crate::train::curves::val_accuracy_curves(&logs, out)
 }
 
 /// `--models` as given, or the shipped models of `--fusion`.
@@ -583,23 +551,8 @@ pub fn plot_accuracy(report: &CompareReport, path: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{unique_name, FusionList};
-    use crate::model::Fusion;
+    use super::unique_name;
     use std::path::Path;
-
-    #[test]
-    fn fusion_lists_parse_all_and_names() {
-        assert_eq!(
-            "all".parse::<FusionList>(),
-            Ok(FusionList(Fusion::ALL.to_vec()))
-        );
-        assert_eq!(
-            "gated, concat".parse::<FusionList>(),
-            Ok(FusionList(vec![Fusion::Gated, Fusion::Concat]))
-        );
-        assert!("concat,concat".parse::<FusionList>().is_err());
-        assert!("fused".parse::<FusionList>().is_err());
-    }
 
     #[test]
     fn repeated_model_names_fall_back_to_paths() {

@@ -14,10 +14,9 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 
 use super::common::progress_bar;
-use super::compare::{
-    compare, plot_accuracy, render_markdown, CompareOptions, CompareReport, FusionList,
-};
+use super::compare::{compare, plot_accuracy, render_markdown, CompareOptions, CompareReport};
 use super::eval::{check_counts, check_limit, warn_problems, write_json, write_text};
+use super::fusion_arg::FusionList;
 use crate::cli::recipe::{BatchingArgs, ThreadsArgs};
 use crate::data::batch::Dataset;
 use crate::data::manifest::{load_manifests, Record};
@@ -25,8 +24,9 @@ use crate::data::split::{split_records, training_texts, Splits};
 use crate::evaluate::{verdicts, EvalOptions, Verdict};
 use crate::model::dir::load_config;
 use crate::model::{Config, Fusion};
-use crate::plot::{line_chart, read_log, Labels, Series};
+use crate::plot::Series;
 use crate::tokenizer::TextTokenizer;
+use crate::train::curves::{val_accuracy_chart, val_accuracy_points};
 use crate::train::{LogRecord, Outcome, TrainOptions, TrainRun, TrainState, LOG_FILE, STATE_FILE};
 
 /// Files written into --out, beside one folder per strategy.
@@ -478,11 +478,7 @@ fn val_curves(args: &ExperimentArgs) -> Result<Vec<Curve>> {
         .iter()
         .map(|&f| {
             let log = args.out.join(f.name()).join(LOG_FILE);
-            let points = read_log(&log)?
-                .iter()
-                .filter_map(|r| r.val_accuracy.map(|a| (r.step as f64, a)))
-                .collect();
-            Ok((f, points))
+            Ok((f, val_accuracy_points(&log)?))
         })
         .collect()
 }
@@ -514,13 +510,7 @@ fn plot_curves(args: &ExperimentArgs, curves: Vec<Curve>) -> Result<()> {
             points,
         })
         .collect();
-    let out = args.out.join(VAL_PLOT);
-    let labels = Labels {
-        title: "validation accuracy (greedy exact match)",
-        x: "step",
-        y: "accuracy",
-    };
-    line_chart(&out, &labels, &series, Some(0.0..1.0))
+    val_accuracy_chart(&series, &args.out.join(VAL_PLOT))
 }
 
 /// Which strategy won each question type, by how much, and whether that is noise.

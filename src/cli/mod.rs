@@ -9,6 +9,7 @@ pub mod decode;
 pub mod eval;
 pub mod experiment;
 pub mod explain;
+pub mod fusion_arg;
 pub mod init;
 pub mod recipe;
 pub mod score;

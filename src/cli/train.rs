@@ -128,7 +128,8 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         share: args.stream_share,
     });
     if let Some(s) = &stream_options {
-        s.validate().map_err(anyhow::Error::msg)?;
+        s.validate()
+            .map_err(|e| anyhow::anyhow!("--stream-share: {e}"))?;
     }
     let manifest = load_manifests(&args.data)?;
     for problem in &manifest.problems {

@@ -16,6 +16,26 @@ use candle_core::{Device, Tensor};
 use crate::model::dir::ModelDir;
 use crate::model::{pad_tokens, Config, CrossKv, FusionModel, Memory, SelfCache};
 
+/// A decoding option out of range: `option` names the field of
+/// [`GenerateOptions`] or [`SamplingOptions`] at fault, `value` its value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{option} {value}: {problem}")]
+pub struct InvalidOption {
+    pub option: &'static str,
+    pub value: String,
+    pub problem: String,
+}
+
+impl InvalidOption {
+    pub fn new(option: &'static str, value: impl ToString, problem: impl Into<String>) -> Self {
+        InvalidOption {
+            option,
+            value: value.to_string(),
+            problem: problem.into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct GenerateOptions {
     pub max_new_tokens: usize,
@@ -58,44 +78,67 @@ impl Default for GenerateOptions {
 }
 
 impl GenerateOptions {
-    /// Checks the combination of options; the message names the option at fault.
-    pub fn validate(&self) -> Result<()> {
+    /// Checks the combination of options; the error names the field at fault.
+    pub fn validate(&self) -> std::result::Result<(), InvalidOption> {
         if self.max_new_tokens == 0 {
-            bail!("--max-new-tokens 0 would give every input an empty output: use at least 1");
+            return Err(InvalidOption::new(
+                "max_new_tokens",
+                0,
+                "would give every input an empty output: use at least 1",
+            ));
         }
         if self.beams == 0 {
-            bail!("--beams 0: use 1 for greedy search or more for beam search");
+            return Err(InvalidOption::new(
+                "beams",
+                0,
+                "use 1 for greedy search or more for beam search",
+            ));
         }
         if self.num_return == 0 {
-            bail!("--num-return 0: ask for at least 1 sequence per input");
+            return Err(InvalidOption::new(
+                "num_return",
+                0,
+                "ask for at least 1 sequence per input",
+            ));
         }
         if self.min_new_tokens > self.max_new_tokens {
-            bail!("--min-new-tokens {} is above --max-new-tokens {}; lower the first or raise the second", self.min_new_tokens, self.max_new_tokens);
+            return Err(InvalidOption::new(
+                "min_new_tokens",
+                self.min_new_tokens,
+                format!(
+                    "is above the longest output allowed ({}); lower the one or raise the other",
+                    self.max_new_tokens
+                ),
+            ));
         }
         if !self.length_penalty.is_finite() {
-            bail!(
-                "--length-penalty {}: give a finite number (1 is the usual choice)",
-                self.length_penalty
-            );
+            return Err(InvalidOption::new(
+                "length_penalty",
+                self.length_penalty,
+                "give a finite number (1 is the usual choice)",
+            ));
         }
         if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
-            bail!(
-                "--repetition-penalty {}: give a positive number (1 = off, 1.2 is typical)",
-                self.repetition_penalty
-            );
+            return Err(InvalidOption::new(
+                "repetition_penalty",
+                self.repetition_penalty,
+                "give a positive number (1 = off, 1.2 is typical)",
+            ));
         }
         match &self.sampling {
             Some(sampling) => {
                 sampling.validate()?;
                 if self.beams > 1 {
-                    bail!("--beams {} cannot be combined with sampling (--temperature/--top-k/--top-p); choose one", self.beams);
+                    return Err(InvalidOption::new("beams", self.beams, "beam search cannot be combined with sampling; choose one"));
                 }
             }
-            None if self.num_return > self.beams => bail!(
-                "--num-return {} needs at least as many beams (--beams {}); raise --beams, or sample with --temperature",
-                self.num_return,
-                self.beams
-            ),
+            None if self.num_return > self.beams => {
+                return Err(InvalidOption::new(
+                    "num_return",
+                    self.num_return,
+                    format!("needs at least as many beams (there are {}); raise the beams, or sample instead", self.beams),
+                ))
+            }
             None => {}
         }
         Ok(())
@@ -114,7 +157,7 @@ impl GenerateOptions {
         let per_input = self.beams.max(self.num_return).saturating_mul(row);
         if per_input > DECODE_MEMORY_BYTES {
             bail!(
-                "--beams {} with --num-return {} needs about {} MiB of decoder memory per input with this model, above the limit of {} MiB: use at most {} beams (or samples)",
+                "beams {} with num_return {} needs about {} MiB of decoder memory per input with this model, above the limit of {} MiB: use at most {} beams (or samples)",
                 self.beams,
                 self.num_return,
                 per_input >> 20,
@@ -181,7 +224,7 @@ fn generate_here(
     opts.validate()?;
     if opts.sampling.is_none() && opts.beams > 1 {
         if on_token.is_some() {
-            bail!("streaming needs --beams 1: beam search only knows its best sequence at the end");
+            bail!("streaming needs beams = 1: beam search only knows its best sequence at the end");
         }
         return beam_search(model, memory, opts);
     }

@@ -1,9 +1,9 @@
 //! One token per row per step: greedy search and seeded sampling.
-use anyhow::{bail, Result};
+use anyhow::Result;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 
-use super::{argmax, GenerateOptions, Generated, OnToken, Stepper, TokenRules};
+use super::{argmax, GenerateOptions, Generated, InvalidOption, OnToken, Stepper, TokenRules};
 use crate::model::{FusionModel, Memory};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -30,21 +30,27 @@ impl Default for SamplingOptions {
 }
 
 impl SamplingOptions {
-    pub fn validate(&self) -> Result<()> {
+    pub fn validate(&self) -> std::result::Result<(), InvalidOption> {
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            bail!(
-                "--temperature {}: give a number ≥ 0 (0 = greedy, 1 = the model's distribution)",
-                self.temperature
-            );
+            return Err(InvalidOption::new(
+                "temperature",
+                self.temperature,
+                "give a number ≥ 0 (0 = greedy, 1 = the model's distribution)",
+            ));
         }
         if self.top_k == Some(0) {
-            bail!("--top-k 0: keep at least 1 token, or leave --top-k out to keep all");
+            return Err(InvalidOption::new(
+                "top_k",
+                0,
+                "keep at least 1 token, or leave it unset to keep all",
+            ));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            bail!(
-                "--top-p {}: give a probability in (0, 1], e.g. 0.9",
-                self.top_p
-            );
+            return Err(InvalidOption::new(
+                "top_p",
+                self.top_p,
+                "give a probability in (0, 1], e.g. 0.9",
+            ));
         }
         Ok(())
     }

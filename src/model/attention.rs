@@ -2,8 +2,7 @@
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Init, Module, VarBuilder};
 
-use super::blocks::Linear;
-
+use super::linear::Linear;
 use super::Config;
 
 /// The additive bias given to a masked key. Finite, so a row whose keys are all

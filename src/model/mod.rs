@@ -5,6 +5,7 @@ pub mod config;
 pub mod decoder;
 pub mod dir;
 pub mod fusion;
+pub mod linear;
 pub mod text;
 pub mod vision;
 

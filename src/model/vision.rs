@@ -39,7 +39,8 @@ impl VisionEncoder {
             }
             VisionStem::Conv => {
                 let channels = cfg.conv_stem_channels();
-                let inputs = std::iter::once(cfg.vision_input_channels()).chain(channels.iter().copied());
+                let inputs =
+                    std::iter::once(cfg.vision_input_channels()).chain(channels.iter().copied());
                 Stem::Conv(
                     inputs
                         .zip(&channels)
