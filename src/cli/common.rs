@@ -1,4 +1,4 @@
-//! Options and output shared by `caption` and `ask`.
+//! Options, checks and output shared by several commands.
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
@@ -7,8 +7,10 @@ use candle_core::Device;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
+use crate::data::manifest::ManifestProblem;
 use crate::model::dir::{load_config, ModelDir, CONFIG_FILE};
 use crate::model::Fusion;
+use crate::report::prediction::Prediction;
 
 /// The shipped model used when neither `--model` nor `--fusion` is given.
 pub const DEFAULT_MODEL: &str = "scenes-separate";
@@ -223,4 +225,51 @@ pub fn refuse_renamed(old: &str, new: &str, given: bool) -> Result<()> {
         bail!("{old} was renamed {new}: use {new} with the same value");
     }
     Ok(())
+}
+
+/// Errs naming the option when a count is 0.
+pub fn check_counts(counts: &[(&str, usize)]) -> Result<()> {
+    for (name, value) in counts {
+        if *value == 0 {
+            bail!("{name} must be at least 1 (got 0)");
+        }
+    }
+    Ok(())
+}
+
+pub fn check_limit(limit: Option<usize>) -> Result<()> {
+    if limit == Some(0) {
+        bail!("--limit must be at least 1 (got 0); leave it out to evaluate every record");
+    }
+    Ok(())
+}
+
+/// Reports unreadable manifest lines on stderr (the first three of them).
+pub fn warn_problems(path: &Path, problems: &[ManifestProblem]) {
+    if problems.is_empty() {
+        return;
+    }
+    eprintln!(
+        "warning: skipped {} unreadable line(s) in {}:",
+        problems.len(),
+        path.display()
+    );
+    for p in problems.iter().take(3) {
+        eprintln!("  {p}");
+    }
+}
+
+/// Reports records whose image could not be read (the first three of them).
+pub fn warn_failures(predictions: &[Prediction]) {
+    let failed: Vec<&Prediction> = predictions.iter().filter(|p| p.error.is_some()).collect();
+    if failed.is_empty() {
+        return;
+    }
+    eprintln!(
+        "warning: {} record(s) could not be run and count as empty outputs:",
+        failed.len()
+    );
+    for p in failed.iter().take(3) {
+        eprintln!("  {}: {}", p.source, p.error.as_deref().unwrap_or_default());
+    }
 }

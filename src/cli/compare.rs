@@ -10,18 +10,21 @@ use candle_core::Device;
 use clap::Args;
 use serde::Serialize;
 
-use super::common::{exit_code, parse_device, progress_bar, shipped_model};
-use super::eval::{
-    check_counts, check_limit, quoted_list, thousands, warn_failures, warn_problems, write_json,
+use super::common::{
+    check_counts, check_limit, exit_code, parse_device, progress_bar, shipped_model, warn_failures,
+    warn_problems,
 };
 use super::fusion_arg::FusionList;
 use crate::data::manifest::{load_manifest, Record, Task};
-use crate::evaluate::{
-    disagreements, evaluate, measure_speed, model_report, select_records, Disagreement,
-    EvalOptions, ModelReport,
-};
 use crate::model::dir::{load_config, ModelDir, CONFIG_FILE};
 use crate::plot::{grouped_bars, BarSeries};
+use crate::report::comparison::{
+    disagreements, measure_speed, model_report, Disagreement, ModelReport,
+};
+use crate::report::evaluation::{evaluate, EvalOptions};
+use crate::report::records::select_records;
+use crate::report::text::{quoted_list, thousands};
+use crate::report::write::write_json;
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:

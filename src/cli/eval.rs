@@ -1,20 +1,25 @@
 //! `fusecap eval`: run one model over a manifest's records and report every metric.
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
-use super::common::{exit_code, progress_bar, ModelArgs};
-use crate::binding::{binding_report, scenes_beside, BindingReport};
-use crate::data::manifest::{load_manifest, ManifestProblem};
-use crate::evaluate::{
-    evaluate, metrics, parameter_counts, select_records, worst, EvalOptions, Metrics, Prediction,
+use super::common::{
+    check_counts, check_limit, exit_code, progress_bar, warn_failures, warn_problems, ModelArgs,
 };
-use crate::model::dir::write_atomically;
+use crate::data::manifest::load_manifest;
 use crate::model::Fusion;
+use crate::report::binding::{binding_report, scenes_beside, BindingReport, Share};
+use crate::report::evaluation::{evaluate, EvalOptions};
+use crate::report::facts::parameter_counts;
+use crate::report::metrics::{metrics, worst, Metrics};
+use crate::report::prediction::Prediction;
+use crate::report::records::select_records;
+use crate::report::text::{quoted_list, thousands};
+use crate::report::write::write_json;
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
@@ -186,7 +191,7 @@ pub fn render(report: &EvalReport) -> String {
 }
 
 fn render_binding(out: &mut String, b: &BindingReport) {
-    let cell = |s: &crate::binding::Share| {
+    let cell = |s: &Share| {
         if s.n == 0 {
             "-".to_string()
         } else {
@@ -265,123 +270,5 @@ fn render_worst(out: &mut String, what: &str, worst: &[Prediction], score: &str)
             p.output,
             p.score
         );
-    }
-}
-
-/// `"a", "b", ... (+N more)`, the distinct values in order.
-pub fn quoted_list(values: &[String], show: usize) -> String {
-    let mut distinct: Vec<&String> = Vec::new();
-    for v in values {
-        if !distinct.contains(&v) {
-            distinct.push(v);
-        }
-    }
-    let mut text: Vec<String> = distinct
-        .iter()
-        .take(show)
-        .map(|v| format!("\"{v}\""))
-        .collect();
-    if distinct.len() > show {
-        text.push(format!("+{} more", distinct.len() - show));
-    }
-    text.join(", ")
-}
-
-// ---------------------------------------------------------------- helpers shared by compare and experiment
-
-/// 1234567 -> "1,234,567".
-pub fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// Errs naming the option when a count is 0.
-pub fn check_counts(counts: &[(&str, usize)]) -> Result<()> {
-    for (name, value) in counts {
-        if *value == 0 {
-            bail!("{name} must be at least 1 (got 0)");
-        }
-    }
-    Ok(())
-}
-
-pub fn check_limit(limit: Option<usize>) -> Result<()> {
-    if limit == Some(0) {
-        bail!("--limit must be at least 1 (got 0); leave it out to evaluate every record");
-    }
-    Ok(())
-}
-
-/// Reports unreadable manifest lines on stderr (the first three of them).
-pub fn warn_problems(path: &Path, problems: &[ManifestProblem]) {
-    if problems.is_empty() {
-        return;
-    }
-    eprintln!(
-        "warning: skipped {} unreadable line(s) in {}:",
-        problems.len(),
-        path.display()
-    );
-    for p in problems.iter().take(3) {
-        eprintln!("  {p}");
-    }
-}
-
-/// Reports records whose image could not be read (the first three of them).
-pub fn warn_failures(predictions: &[Prediction]) {
-    let failed: Vec<&Prediction> = predictions.iter().filter(|p| p.error.is_some()).collect();
-    if failed.is_empty() {
-        return;
-    }
-    eprintln!(
-        "warning: {} record(s) could not be run and count as empty outputs:",
-        failed.len()
-    );
-    for p in failed.iter().take(3) {
-        eprintln!("  {}: {}", p.source, p.error.as_deref().unwrap_or_default());
-    }
-}
-
-/// Writes pretty JSON atomically, naming the file on failure.
-pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).context("cannot serialise the report")?;
-    write_text(path, &(text + "\n"))
-}
-
-/// Writes a text file atomically, naming the file and the fix on failure.
-pub fn write_text(path: &Path, text: &str) -> Result<()> {
-    write_atomically(path, |tmp| Ok(std::fs::write(tmp, text)?)).with_context(|| {
-        format!(
-            "cannot write {}: check that its folder exists and is writable",
-            path.display()
-        )
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{quoted_list, thousands};
-
-    #[test]
-    fn thousands_groups_digits() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(1234567), "1,234,567");
-    }
-
-    #[test]
-    fn quoted_list_drops_repeats_and_counts_the_rest() {
-        let v: Vec<String> = ["red", "red", "blue", "green", "cyan"]
-            .map(String::from)
-            .to_vec();
-        assert_eq!(quoted_list(&v, 2), "\"red\", \"blue\", +2 more");
     }
 }

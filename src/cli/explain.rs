@@ -12,13 +12,14 @@ use serde::Serialize;
 
 use super::common::ModelArgs;
 use super::decode::warn_truncation;
-use super::eval::write_json;
 use crate::data::image::{decode_rgb, Preprocess};
-use crate::evaluate::{decoding_steps, gates, step_attention, Gate, Layers, StepAttention};
 use crate::generate::{encode_queries, greedy, GenerateOptions, Query};
 use crate::model::dir::ModelDir;
 use crate::model::Fusion;
 use crate::plot::{attention_overlay, bar_image, image_grid, label_image, save_png};
+use crate::report::attention::{decoding_steps, step_attention, Layers, StepAttention};
+use crate::report::facts::{gates, Gate};
+use crate::report::write::write_json;
 
 /// Side of each heat-map picture, in pixels.
 pub const OVERLAY_SIZE: u32 = 256;

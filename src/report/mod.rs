@@ -1,0 +1,15 @@
+//! What a model's outputs are worth: running a model over manifest records,
+//! scoring the outputs, comparing models, and the reports that say so. The
+//! `eval`, `compare`, `experiment`, `explain` and `score` commands are thin
+//! layers over this module.
+pub mod attention;
+pub mod binding;
+pub mod comparison;
+pub mod evaluation;
+pub mod facts;
+pub mod metrics;
+pub mod prediction;
+pub mod records;
+pub mod text;
+pub mod verdict;
+pub mod write;
