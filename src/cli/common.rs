@@ -7,9 +7,9 @@ use candle_core::Device;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use crate::data::manifest::ManifestProblem;
 use crate::model::dir::{load_config, ModelDir, CONFIG_FILE};
 use crate::model::Fusion;
+use crate::report::compare::CompareProgress;
 use crate::report::prediction::Prediction;
 
 /// The shipped model used when neither `--model` nor `--fusion` is given.
@@ -244,8 +244,8 @@ pub fn check_limit(limit: Option<usize>) -> Result<()> {
     Ok(())
 }
 
-/// Reports unreadable manifest lines on stderr (the first three of them).
-pub fn warn_problems(path: &Path, problems: &[ManifestProblem]) {
+/// Reports unreadable lines of a manifest or predictions file on stderr (the first three of them).
+pub fn warn_problems(path: &Path, problems: &[impl std::fmt::Display]) {
     if problems.is_empty() {
         return;
     }
@@ -271,5 +271,26 @@ pub fn warn_failures(predictions: &[Prediction]) {
     );
     for p in failed.iter().take(3) {
         eprintln!("  {}: {}", p.source, p.error.as_deref().unwrap_or_default());
+    }
+}
+
+/// Notes on stderr while a comparison runs: which model, a progress bar, and
+/// the records that could not be run; only the last with `quiet`.
+pub struct Notes {
+    pub quiet: bool,
+}
+
+impl CompareProgress for Notes {
+    fn model_started(&self, name: &str, fusion: Fusion, records: usize) -> ProgressBar {
+        if !self.quiet {
+            eprintln!("evaluating {name} ({fusion} fusion) on {records} record(s)");
+        }
+        progress_bar(records, self.quiet)
+    }
+
+    fn model_evaluated(&self, predictions: &[Prediction]) {
+        if !self.quiet {
+            warn_failures(predictions);
+        }
     }
 }

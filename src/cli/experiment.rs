@@ -1,7 +1,6 @@
 //! `fusecap experiment`: train several fusion strategies under one budget
 //! (same seed, data order, steps and batch size), then compare them on the
 //! test split and say which won where.
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,10 +10,8 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use clap::Args;
 use indicatif::ProgressBar;
-use serde::Serialize;
 
-use super::common::{check_counts, check_limit, progress_bar, warn_problems};
-use super::compare::{compare, plot_accuracy, render_markdown, CompareOptions, CompareReport};
+use super::common::{check_counts, check_limit, progress_bar, warn_problems, Notes};
 use super::fusion_arg::FusionList;
 use crate::cli::recipe::{BatchingArgs, ThreadsArgs};
 use crate::data::batch::Dataset;
@@ -23,8 +20,11 @@ use crate::data::split::{split_records, training_texts, Splits};
 use crate::model::dir::load_config;
 use crate::model::{Config, Fusion};
 use crate::plot::Series;
+use crate::report::compare::{compare, plot_accuracy, CompareOptions};
+use crate::report::compare_markdown::render_markdown;
 use crate::report::evaluation::EvalOptions;
-use crate::report::verdict::{verdicts, Verdict};
+use crate::report::summary::{final_vals, fusion_names, render_summary, Curve, Summary};
+use crate::report::verdict::verdicts;
 use crate::report::write::{write_json, write_text};
 use crate::tokenizer::TextTokenizer;
 use crate::train::curves::{val_accuracy_chart, val_accuracy_points};
@@ -127,7 +127,7 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
     if !args.quiet {
         eprintln!(
             "experiment: {} for {} steps of {} (seed {}) on {} training and {} validation examples; comparing on {} test record(s)",
-            names(&args.fusion.0),
+            fusion_names(&args.fusion.0),
             options.steps,
             options.batch_size,
             options.seed,
@@ -192,14 +192,6 @@ fn train_all(
         }
     }
     Ok(None)
-}
-
-fn names(fusions: &[Fusion]) -> String {
-    fusions
-        .iter()
-        .map(|f| f.name())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn train_options(args: &ExperimentArgs) -> TrainOptions {
@@ -376,26 +368,6 @@ fn existing_run(dir: &Path, options: &TrainOptions, examples: usize) -> Result<E
 
 // ---------------------------------------------------------------- report
 
-/// Everything `summary.json` holds.
-#[derive(Debug, Clone, Serialize)]
-pub struct Summary {
-    pub strategies: Vec<Fusion>,
-    pub steps: usize,
-    pub batch_size: usize,
-    pub seed: u64,
-    pub test_records: usize,
-    pub verdicts: Vec<Verdict>,
-    /// The last logged validation accuracy of each strategy, with its step.
-    pub final_val_accuracy: Vec<FinalVal>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct FinalVal {
-    pub fusion: Fusion,
-    pub step: usize,
-    pub val_accuracy: f64,
-}
-
 /// Compares the trained strategies on the test split and writes every report.
 fn report(args: &ExperimentArgs, test: &[&Record], options: &TrainOptions) -> Result<()> {
     let dirs: Vec<PathBuf> = args
@@ -417,7 +389,6 @@ fn report(args: &ExperimentArgs, test: &[&Record], options: &TrainOptions) -> Re
         },
         speed_samples: 32,
         disagreements: args.disagreements,
-        quiet: args.quiet,
     };
     let manifests = args
         .data
@@ -432,6 +403,7 @@ fn report(args: &ExperimentArgs, test: &[&Record], options: &TrainOptions) -> Re
         &Device::Cpu,
         Path::new(&manifests),
         "test",
+        &Notes { quiet: args.quiet },
     )?;
     let markdown = render_markdown(&comparison);
     write_text(&args.out.join(COMPARE_MD), &markdown)?;
@@ -469,9 +441,6 @@ fn report(args: &ExperimentArgs, test: &[&Record], options: &TrainOptions) -> Re
     Ok(())
 }
 
-/// A strategy and its (step, validation accuracy) points.
-type Curve = (Fusion, Vec<(f64, f64)>);
-
 /// Each strategy's (step, validation accuracy) points from its training.jsonl.
 fn val_curves(args: &ExperimentArgs) -> Result<Vec<Curve>> {
     args.fusion
@@ -480,20 +449,6 @@ fn val_curves(args: &ExperimentArgs) -> Result<Vec<Curve>> {
         .map(|&f| {
             let log = args.out.join(f.name()).join(LOG_FILE);
             Ok((f, val_accuracy_points(&log)?))
-        })
-        .collect()
-}
-
-fn final_vals(curves: &[Curve]) -> Vec<FinalVal> {
-    curves
-        .iter()
-        .filter_map(|(fusion, points)| {
-            let &(step, val_accuracy) = points.last()?;
-            Some(FinalVal {
-                fusion: *fusion,
-                step: step as usize,
-                val_accuracy,
-            })
         })
         .collect()
 }
@@ -512,141 +467,4 @@ fn plot_curves(args: &ExperimentArgs, curves: Vec<Curve>) -> Result<()> {
         })
         .collect();
     val_accuracy_chart(&series, &args.out.join(VAL_PLOT))
-}
-
-/// Which strategy won each question type, by how much, and whether that is noise.
-pub fn render_summary(summary: &Summary, comparison: &CompareReport) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "## Summary\n");
-    let _ = writeln!(
-        out,
-        "Trained {} for {} steps each (batch {}, seed {}, same data order); compared on {} test record(s).\n",
-        names(&summary.strategies),
-        summary.steps,
-        summary.batch_size,
-        summary.seed,
-        summary.test_records
-    );
-    for v in &summary.verdicts {
-        let _ = writeln!(out, "- {}", verdict_line(v));
-    }
-    if let Some(line) = caption_line(comparison) {
-        let _ = writeln!(out, "- {line}");
-    }
-    if summary.verdicts.is_empty() && comparison.captions == 0 {
-        let _ = writeln!(
-            out,
-            "- nothing to compare: the test split has no scored records."
-        );
-    }
-    if !summary.final_val_accuracy.is_empty() {
-        let parts: Vec<String> = summary
-            .final_val_accuracy
-            .iter()
-            .map(|f| {
-                format!(
-                    "{} {:.1}% (step {})",
-                    f.fusion,
-                    100.0 * f.val_accuracy,
-                    f.step
-                )
-            })
-            .collect();
-        let _ = writeln!(out, "- last validation accuracy: {}.", parts.join(", "));
-    }
-    let _ = writeln!(
-        out,
-        "\n\"Within noise\" means the gap is no larger than one binomial standard error, sqrt(p(1-p)/n), with p the mean accuracy of the two best strategies and n the number of questions."
-    );
-    out
-}
-
-fn verdict_line(v: &Verdict) -> String {
-    let head = format!("{} (n = {})", v.question_type, v.n);
-    let (Some(runner), Some(runner_acc)) = (&v.runner_up, v.runner_up_accuracy) else {
-        return format!(
-            "{head}: only {} was evaluated ({:.1}%)",
-            v.winner,
-            100.0 * v.accuracy
-        );
-    };
-    let se = 100.0 * v.standard_error;
-    if !v.tied.is_empty() {
-        let mut all = vec![v.winner.clone()];
-        all.extend(v.tied.iter().cloned());
-        let last = all.pop().unwrap_or_default();
-        return format!(
-            "{head}: {} and {last} tie at {:.1}%",
-            all.join(", "),
-            100.0 * v.accuracy
-        );
-    }
-    let noise = if v.within_noise {
-        format!("within noise (gap ≤ SE {se:.1} points)")
-    } else {
-        format!("beyond noise (SE {se:.1} points)")
-    };
-    format!(
-        "{head}: {} wins with {:.1}%, {:.1} points ahead of {runner} ({:.1}%) — {noise}",
-        v.winner,
-        100.0 * v.accuracy,
-        100.0 * v.gap,
-        100.0 * runner_acc
-    )
-}
-
-/// The best CIDEr-D among the strategies (there is no binomial error for it).
-fn caption_line(comparison: &CompareReport) -> Option<String> {
-    let mut scores: Vec<(&str, f64)> = comparison
-        .models
-        .iter()
-        .filter_map(|m| {
-            m.metrics
-                .caption
-                .as_ref()
-                .map(|c| (m.name.as_str(), c.cider_d))
-        })
-        .collect();
-    scores.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let (best, score) = *scores.first()?;
-    let rest: Vec<String> = scores[1..]
-        .iter()
-        .map(|(n, s)| format!("{n} {s:.3}"))
-        .collect();
-    Some(format!(
-        "captions (n = {}): {best} has the best CIDEr-D, {score:.3}{} (no binomial standard error applies to CIDEr-D)",
-        comparison.captions,
-        if rest.is_empty() { String::new() } else { format!(", then {}", rest.join(", ")) }
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn verdict(gap: f64, within_noise: bool) -> Verdict {
-        Verdict {
-            question_type: "color".into(),
-            n: 100,
-            winner: "gated".into(),
-            accuracy: 0.6,
-            runner_up: Some("concat".into()),
-            runner_up_accuracy: Some(0.6 - gap),
-            tied: if gap == 0.0 {
-                vec!["concat".into()]
-            } else {
-                Vec::new()
-            },
-            gap,
-            standard_error: 0.05,
-            within_noise,
-        }
-    }
-
-    #[test]
-    fn verdict_lines_say_within_noise_only_for_small_gaps() {
-        assert!(verdict_line(&verdict(0.02, true)).contains("within noise"));
-        assert!(verdict_line(&verdict(0.2, false)).contains("beyond noise"));
-        assert!(verdict_line(&verdict(0.0, true)).contains("tie"));
-    }
 }

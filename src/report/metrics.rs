@@ -23,17 +23,21 @@ pub struct Metrics {
     pub vqa_per_type: BTreeMap<String, TypeScores>,
 }
 
+/// The metrics of scored predictions.
 pub fn metrics(predictions: &[Prediction]) -> Metrics {
     let (questions, captions): (Vec<&Prediction>, Vec<&Prediction>) =
         predictions.iter().partition(|p| p.is_vqa());
-    let caption = (!captions.is_empty()).then(|| {
-        let hyps: Vec<String> = captions.iter().map(|p| p.output.clone()).collect();
-        let refs: Vec<Vec<String>> = captions.iter().map(|p| p.references.clone()).collect();
-        caption_scores(&hyps, &refs)
-    });
+    let hyps: Vec<String> = captions.iter().map(|p| p.output.clone()).collect();
+    let refs: Vec<Vec<String>> = captions.iter().map(|p| p.references.clone()).collect();
     let items: Vec<VqaItem> = questions.iter().map(|p| p.vqa_item()).collect();
+    metrics_of(&hyps, &refs, &items)
+}
+
+/// The metrics of captions `hyps` against their references `refs`, and of
+/// the answered questions `items`.
+pub fn metrics_of(hyps: &[String], refs: &[Vec<String>], items: &[VqaItem]) -> Metrics {
     let mut by_type: BTreeMap<String, Vec<VqaItem>> = BTreeMap::new();
-    for item in &items {
+    for item in items {
         if let Some(kind) = &item.question_type {
             by_type.entry(kind.clone()).or_default().push(item.clone());
         }
@@ -51,8 +55,8 @@ pub fn metrics(predictions: &[Prediction]) -> Metrics {
         })
         .collect();
     Metrics {
-        caption,
-        vqa: (!items.is_empty()).then(|| vqa_scores(&items)),
+        caption: (!hyps.is_empty()).then(|| caption_scores(hyps, refs)),
+        vqa: (!items.is_empty()).then(|| vqa_scores(items)),
         vqa_per_type,
     }
 }

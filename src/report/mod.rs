@@ -4,12 +4,18 @@
 //! layers over this module.
 pub mod attention;
 pub mod binding;
+pub mod compare;
+pub mod compare_markdown;
 pub mod comparison;
+pub mod eval_report;
 pub mod evaluation;
 pub mod facts;
 pub mod metrics;
+pub mod metrics_table;
 pub mod prediction;
 pub mod records;
+pub mod score;
+pub mod summary;
 pub mod text;
 pub mod verdict;
 pub mod write;
