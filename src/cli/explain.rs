@@ -287,7 +287,7 @@ fn draw_step(
     label: &str,
     step: &StepAttention,
 ) -> Result<(StepReport, RgbImage)> {
-    let concat = report.fusion == Fusion::Concat;
+    let concat = report.fusion.joint_memory();
     let (image_share, text_share) = (step.vision_mass(), step.text_mass());
     let share = if concat {
         format!(" · image {:.0}%", 100.0 * image_share)
@@ -367,7 +367,7 @@ fn render(report: &ExplainReport) -> String {
         .max()
         .unwrap_or(5)
         .max(5);
-    if report.fusion == Fusion::Concat {
+    if report.fusion.joint_memory() {
         let _ = writeln!(out, "step  {:<width$}  image   text", "token");
     } else {
         let _ = writeln!(

@@ -29,12 +29,9 @@ impl FromStr for FusionList {
         }
         let mut out = Vec::new();
         for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            let fusion = Fusion::ALL
-                .into_iter()
-                .find(|f| f.name() == name)
-                .ok_or_else(|| {
-                    format!("unknown fusion '{name}'; use concat, separate, gated or all")
-                })?;
+            let fusion: Fusion = name.parse().map_err(|_| {
+                format!("unknown fusion '{name}'; use concat, separate, gated or all")
+            })?;
             if out.contains(&fusion) {
                 return Err(format!("fusion '{name}' is named twice"));
             }

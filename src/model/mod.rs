@@ -15,7 +15,7 @@ use candle_nn::VarBuilder;
 pub use attention::KeyMask;
 pub use config::{Activation, Config, Fusion, ResizeMode, VisionPositions, VisionStem};
 pub use decoder::{Decoder, SelfCache};
-pub use fusion::{CrossKv, CrossWeights, FusionLayer, Memory};
+pub use fusion::{AttentionParts, CrossKv, CrossWeights, FusionLayer, Memory};
 use text::TextEncoder;
 use vision::VisionEncoder;
 
@@ -32,14 +32,15 @@ pub struct FusionModel {
 impl FusionModel {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         cfg.validate().map_err(candle_core::Error::Msg)?;
-        let modality_embed = match cfg.fusion {
-            Fusion::Concat => Some(blocks::embedding_table(
+        let modality_embed = if cfg.fusion.joint_memory() {
+            Some(blocks::embedding_table(
                 2,
                 cfg.d_model,
                 "modality_embed",
                 &vb,
-            )?),
-            Fusion::Separate | Fusion::Gated => None,
+            )?)
+        } else {
+            None
         };
         Ok(FusionModel {
             cfg: cfg.clone(),

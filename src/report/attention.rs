@@ -134,32 +134,13 @@ struct LayerMeans {
 
 /// Splits one layer's weights into vision, text and sink keys, averaged over heads.
 fn head_means(weights: &CrossWeights, nv: usize, sinks: bool) -> Result<LayerMeans> {
-    let s = usize::from(sinks);
-    let mean = |w: &Tensor, start: usize, len: usize| -> Result<Grid3> {
-        Ok(w.narrow(3, start, len)?.mean(1)?.to_vec3::<f32>()?)
-    };
-    match weights {
-        CrossWeights::Joint(w) => {
-            let tk = w.dim(3)?;
-            Ok(LayerMeans {
-                vision: mean(w, 0, nv)?,
-                text: mean(w, nv, tk - nv - s)?,
-                sink: mean(w, tk - s, s)?,
-            })
-        }
-        CrossWeights::PerModality { vision, text } => {
-            let (kv, kt) = (vision.dim(3)?, text.dim(3)?);
-            let sinks = Tensor::cat(
-                &[vision.narrow(3, kv - s, s)?, text.narrow(3, kt - s, s)?],
-                3,
-            )?;
-            Ok(LayerMeans {
-                vision: mean(vision, 0, kv - s)?,
-                text: mean(text, 0, kt - s)?,
-                sink: mean(&sinks, 0, 2 * s)?,
-            })
-        }
-    }
+    let parts = weights.parts(nv, sinks)?;
+    let mean = |w: &Tensor| -> Result<Grid3> { Ok(w.mean(1)?.to_vec3::<f32>()?) };
+    Ok(LayerMeans {
+        vision: mean(&parts.vision)?,
+        text: mean(&parts.text)?,
+        sink: mean(&parts.sink)?,
+    })
 }
 
 /// The element-wise mean of equally long rows.

@@ -16,7 +16,7 @@ use crate::data::image::{decode_rgb, Preprocess};
 use crate::data::manifest::{Record, Task};
 use crate::generate::{encode_queries, greedy, GenerateOptions, Query};
 use crate::model::dir::ModelDir;
-use crate::model::{Config, Fusion};
+use crate::model::Config;
 
 #[derive(Debug, Clone)]
 pub struct EvalOptions {
@@ -138,7 +138,7 @@ pub fn evaluate(
     progress: &ProgressBar,
 ) -> Result<Evaluation> {
     let mut images = ImageCache::new(&md.model.cfg);
-    let want_share = opts.modality_share && md.model.cfg.fusion == Fusion::Concat;
+    let want_share = opts.modality_share && md.model.cfg.fusion.joint_memory();
     let mut shares = ShareSums::default();
     let mut predictions = Vec::with_capacity(records.len());
     let (mut seconds, mut decoded) = (0.0, 0);

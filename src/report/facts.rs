@@ -3,7 +3,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::model::dir::{parameter_count, ModelDir};
-use crate::model::{Fusion, FusionModel};
+use crate::model::FusionModel;
 
 /// One decoder layer's gate values `tanh(alpha)`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -15,7 +15,7 @@ pub struct Gate {
 
 /// The gate values per decoder layer; `None` unless the model is gated.
 pub fn gates(model: &FusionModel) -> Result<Option<Vec<Gate>>> {
-    if model.cfg.fusion != Fusion::Gated {
+    if !model.cfg.fusion.is_gated() {
         return Ok(None);
     }
     let values = model.gate_values()?;

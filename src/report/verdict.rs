@@ -113,7 +113,7 @@ mod tests {
         ModelReport {
             name: name.into(),
             path: name.into(),
-            fusion: Fusion::Concat,
+            fusion: Fusion::ALL[0],
             parameters: 0,
             cross_attention_parameters: 0,
             metrics: Metrics {
