@@ -348,11 +348,13 @@ pub struct TrainRun<'a> {
     /// between thread counts only in float rounding; a resume is exact when
     /// it uses the same count.
     pub threads: usize,
+    /// Where the model and the batches live.
+    pub device: Device,
 }
 
 impl TrainRun<'_> {
     pub fn run(self) -> Result<Outcome> {
-        let device = Device::Cpu;
+        let device = self.device.clone();
         let opts = &self.options;
         if self.train.examples.is_empty() {
             bail!("no training examples");
@@ -413,6 +415,7 @@ impl TrainRun<'_> {
         let stream = opts.stream.clone();
         let streamed = stream.as_ref().map_or(0, |s| s.per_batch(bs));
         let clock = Instant::now();
+        let batch_device = &device;
         let outcome = std::thread::scope(|scope| -> Result<Outcome> {
             scope.spawn(move || {
                 let sampler = Sampler::new(train, (bs - streamed).max(1), group_size, seed);
@@ -420,14 +423,14 @@ impl TrainRun<'_> {
                     let augment_seed = seed.wrapping_add(step as u64 * 7919);
                     let batch = match &stream {
                         None => {
-                            Batch::new(train, &indices, &cfg, augment, augment_seed, &Device::Cpu)
+                            Batch::new(train, &indices, &cfg, augment, augment_seed, batch_device)
                         }
                         Some(stream) => {
                             indices.truncate(bs - streamed);
                             mixed_step(train, &indices, stream, step, streamed, tokenizer, &cfg)
                                 .and_then(|ds| {
                                     let all: Vec<usize> = (0..ds.examples.len()).collect();
-                                    Batch::new(&ds, &all, &cfg, augment, augment_seed, &Device::Cpu)
+                                    Batch::new(&ds, &all, &cfg, augment, augment_seed, batch_device)
                                 })
                         }
                     };
@@ -472,7 +475,7 @@ impl TrainRun<'_> {
                     };
                     window = Instant::now();
                     if done % opts.eval_every == 0 || done == total {
-                        let (val_loss, val_acc) = evaluate(&model, self.val, opts)?;
+                        let (val_loss, val_acc) = evaluate(&model, self.val, opts, &device)?;
                         record.val_loss = val_loss;
                         record.val_accuracy = val_acc;
                     }
@@ -570,6 +573,7 @@ pub fn evaluate(
     model: &FusionModel,
     val: &Dataset,
     opts: &TrainOptions,
+    device: &Device,
 ) -> Result<(Option<f64>, Option<f64>)> {
     if val.examples.is_empty() {
         return Ok((None, None));
@@ -579,7 +583,7 @@ pub fn evaluate(
     let (mut loss_sum, mut batches, mut correct, mut asked) = (0.0, 0usize, 0usize, 0usize);
     let indices: Vec<usize> = (0..take).collect();
     for chunk in indices.chunks(opts.batch_size.max(1)) {
-        let batch = Batch::new(val, chunk, cfg, Augment::NONE, 0, &Device::Cpu)?;
+        let batch = Batch::new(val, chunk, cfg, Augment::NONE, 0, device)?;
         loss_sum += loss(model, &batch, 0.0)?.to_scalar::<f32>()? as f64;
         batches += 1;
         let vqa: Vec<usize> = chunk
@@ -590,7 +594,7 @@ pub fn evaluate(
         if vqa.is_empty() {
             continue;
         }
-        let vqa_batch = Batch::new(val, &vqa, cfg, Augment::NONE, 0, &Device::Cpu)?;
+        let vqa_batch = Batch::new(val, &vqa, cfg, Augment::NONE, 0, device)?;
         let memory = model.encode_shared(
             &vqa_batch.images,
             Some(&vqa_batch.image_of),

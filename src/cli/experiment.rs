@@ -11,9 +11,9 @@ use candle_core::{DType, Device};
 use clap::Args;
 use indicatif::ProgressBar;
 
-use super::common::{check_counts, check_limit, progress_bar, warn_problems, Notes};
+use super::common::{check_counts, check_limit, parse_device, progress_bar, warn_problems, Notes};
 use super::fusion_arg::FusionList;
-use crate::cli::recipe::{BatchingArgs, ThreadsArgs};
+use crate::cli::recipe::TrainingArgs;
 use crate::data::batch::Dataset;
 use crate::data::manifest::{load_manifests, Record};
 use crate::data::split::{split_records, training_texts, Splits};
@@ -60,44 +60,23 @@ pub struct ExperimentArgs {
     /// Strategies to train: "all", or a comma-separated list.
     #[arg(long, default_value = "all", value_name = "all|LIST")]
     pub fusion: FusionList,
-    /// JSONL manifests with train, val and test records.
-    #[arg(long, required = true, num_args = 1.., value_name = "MANIFEST")]
-    pub data: Vec<PathBuf>,
+    #[command(flatten)]
+    pub training: TrainingArgs,
     /// Optimiser steps per strategy.
     #[arg(long)]
     pub steps: usize,
     /// Output folder: one model directory per strategy, plus the reports.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Architecture (config.json, e.g. from `fusecap init`); fusion and vocab_size are replaced. Default: the shipped size.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: usize,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    pub lr: f64,
-    /// Warm-up steps (at most --steps).
-    #[arg(long, default_value_t = 100)]
-    pub warmup: usize,
-    #[command(flatten)]
-    pub batching: BatchingArgs,
     /// Validate every N steps (default: a tenth of --steps).
     #[arg(long, value_name = "N")]
     pub eval_every: Option<usize>,
-    /// Percentage of training images held out for validation when no "val" split exists.
-    #[arg(long, default_value_t = 5)]
-    pub val_percent: u64,
     /// Compare on only the first N test records.
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
     /// Records on which the strategies disagree to show in the comparison.
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub disagreements: usize,
-    #[command(flatten)]
-    pub threads: ThreadsArgs,
     /// Keep the strategies already trained in --out and continue an interrupted one.
     #[arg(long)]
     pub resume: bool,
@@ -107,10 +86,11 @@ pub struct ExperimentArgs {
 }
 
 pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
-    args.threads.apply()?;
+    args.training.threads.apply()?;
     check_args(&args)?;
-    let manifest = load_manifests(&args.data)?;
-    for path in &args.data {
+    let device = parse_device(&args.training.device)?;
+    let manifest = load_manifests(&args.training.data)?;
+    for path in &args.training.data {
         let own: Vec<_> = manifest
             .problems
             .iter()
@@ -119,10 +99,10 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
             .collect();
         warn_problems(path, &own);
     }
-    let splits = split_records(&manifest.records, args.val_percent);
-    check_splits(&splits, &args.data)?;
+    let splits = split_records(&manifest.records, args.training.val_percent);
+    check_splits(&splits, &args.training.data)?;
     let options = train_options(&args);
-    let mut data = TrainingData::build(&splits, args.config.as_deref())?;
+    let mut data = TrainingData::build(&splits, args.training.config.as_deref())?;
     options.weigh_examples(&mut data.train)?;
     if !args.quiet {
         eprintln!(
@@ -142,18 +122,18 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
             args.out.display()
         )
     })?;
-    if let Some(code) = train_all(&args, &data, &options)? {
+    if let Some(code) = train_all(&args, &data, &options, &device)? {
         return Ok(code);
     }
-    report(&args, &splits.test, &options)?;
+    report(&args, &splits.test, &options, &device)?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn check_args(args: &ExperimentArgs) -> Result<()> {
     check_counts(&[
         ("--steps", args.steps),
-        ("--batch-size", args.batch_size),
-        ("--group-size", args.batching.group_size),
+        ("--batch-size", args.training.batch_size),
+        ("--group-size", args.training.batching.group_size),
     ])?;
     check_limit(args.limit)?;
     if args.eval_every == Some(0) {
@@ -167,6 +147,7 @@ fn train_all(
     args: &ExperimentArgs,
     data: &TrainingData,
     options: &TrainOptions,
+    device: &Device,
 ) -> Result<Option<ExitCode>> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -183,6 +164,7 @@ fn train_all(
             data,
             options,
             stop: &stop,
+            device,
         };
         if let Outcome::Interrupted { step } = job.run()? {
             eprintln!(
@@ -195,12 +177,12 @@ fn train_all(
 }
 
 fn train_options(args: &ExperimentArgs) -> TrainOptions {
-    args.batching.apply(TrainOptions {
+    args.training.batching.apply(TrainOptions {
         steps: args.steps,
-        batch_size: args.batch_size,
-        lr: args.lr,
-        warmup_steps: args.warmup.min(args.steps),
-        seed: args.seed,
+        batch_size: args.training.batch_size,
+        lr: args.training.lr,
+        warmup_steps: args.training.warmup.min(args.steps),
+        seed: args.training.seed,
         eval_every: args.eval_every.unwrap_or((args.steps / 10).max(1)),
         ..TrainOptions::default()
     })
@@ -267,6 +249,7 @@ impl TrainingData {
 /// Training one strategy into OUT/FUSION.
 struct TrainJob<'a> {
     args: &'a ExperimentArgs,
+    device: &'a Device,
     cfg: Config,
     data: &'a TrainingData,
     options: &'a TrainOptions,
@@ -318,7 +301,8 @@ impl TrainJob<'_> {
             save_dtype: DType::F32,
             stop: self.stop,
             on_step: &mut on_step,
-            threads: self.args.threads.count()?,
+            threads: self.args.training.threads.count()?,
+            device: self.device.clone(),
         }
         .run()?;
         bar.finish_and_clear();
@@ -369,7 +353,12 @@ fn existing_run(dir: &Path, options: &TrainOptions, examples: usize) -> Result<E
 // ---------------------------------------------------------------- report
 
 /// Compares the trained strategies on the test split and writes every report.
-fn report(args: &ExperimentArgs, test: &[&Record], options: &TrainOptions) -> Result<()> {
+fn report(
+    args: &ExperimentArgs,
+    test: &[&Record],
+    options: &TrainOptions,
+    device: &Device,
+) -> Result<()> {
     let dirs: Vec<PathBuf> = args
         .fusion
         .0
@@ -391,6 +380,7 @@ fn report(args: &ExperimentArgs, test: &[&Record], options: &TrainOptions) -> Re
         disagreements: args.disagreements,
     };
     let manifests = args
+        .training
         .data
         .iter()
         .map(|p| p.display().to_string())
@@ -400,7 +390,7 @@ fn report(args: &ExperimentArgs, test: &[&Record], options: &TrainOptions) -> Re
         &dirs,
         &records,
         &opts,
-        &Device::Cpu,
+        device,
         Path::new(&manifests),
         "test",
         &Notes { quiet: args.quiet },
