@@ -12,7 +12,7 @@ const EXCEPTIONS: &[(&str, &str)] = &[
     ("batch-size", "train and experiment: the optimiser's batch (64); elsewhere images per forward pass (32)"),
     ("split", "eval and compare default to the test split; score and data filter to every record"),
     ("seed", "the seed of the command's own randomness: initialisation, data or sampling, each with its default"),
-    ("eval-every", "train validates every 1000 steps by default, experiment every tenth of --steps"),
+    ("eval-every", "train validates every 250 steps by default, experiment every tenth of --steps"),
     ("json", "a summary FILE in eval, compare and score; a switch that prints the data importers' summary as JSON"),
 ];
 

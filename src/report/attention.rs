@@ -15,6 +15,16 @@ pub enum Layers {
     Layer(usize),
 }
 
+impl Layers {
+    /// The one layer chosen, or `None` for the mean.
+    pub fn layer(self) -> Option<usize> {
+        match self {
+            Layers::Mean => None,
+            Layers::Layer(l) => Some(l),
+        }
+    }
+}
+
 /// The cross-attention of one decoding step, mean over heads.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StepAttention {

@@ -9,6 +9,7 @@ pub mod compare_markdown;
 pub mod comparison;
 pub mod eval_report;
 pub mod evaluation;
+pub mod explain;
 pub mod facts;
 pub mod metrics;
 pub mod metrics_table;
