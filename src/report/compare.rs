@@ -7,8 +7,9 @@ use candle_core::Device;
 use indicatif::ProgressBar;
 use serde::Serialize;
 
-use super::comparison::{disagreements, measure_speed, model_report, Disagreement, ModelReport};
+use super::disagreement::{disagreements, Disagreement};
 use super::evaluation::{evaluate, EvalOptions};
+use super::model_report::{measure_speed, model_report, ModelReport};
 use super::prediction::Prediction;
 use crate::data::manifest::{Record, Task};
 use crate::model::dir::ModelDir;

@@ -2,7 +2,7 @@
 use std::fmt::Write as _;
 
 use super::compare::{question_types, CompareReport};
-use super::comparison::ModelReport;
+use super::model_report::ModelReport;
 use super::text::{quoted_list, thousands};
 
 /// The comparison as Markdown: the table, notes on what its columns mean, and

@@ -1,7 +1,7 @@
 //! Which strategy won each question type, and whether the gap is noise.
 use serde::Serialize;
 
-use super::comparison::ModelReport;
+use super::model_report::ModelReport;
 
 /// Which strategy won one question type, and whether the gap is meaningful.
 #[derive(Debug, Clone, PartialEq, Serialize)]
