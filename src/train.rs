@@ -1,6 +1,5 @@
 //! Training: loss, AdamW, learning-rate schedule, checkpoints and the loop.
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
@@ -21,8 +20,10 @@ use crate::model::dir::{
 use crate::model::{Config, FusionModel};
 use crate::tokenizer::TextTokenizer;
 
-pub mod curves;
+pub mod log;
 mod parallel;
+pub use log::LogRecord;
+use log::LogWriter;
 pub use parallel::DataParallel;
 
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
@@ -310,20 +311,6 @@ pub struct TrainState {
     pub train_examples: usize,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-pub struct LogRecord {
-    pub step: usize,
-    pub loss: f64,
-    pub lr: f64,
-    pub grad_norm: f64,
-    pub samples_per_sec: f64,
-    pub elapsed_s: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub val_loss: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub val_accuracy: Option<f64>,
-}
-
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -505,7 +492,7 @@ impl TrainRun<'_> {
             drop(rx);
             outcome
         })?;
-        curves::loss_curve(&self.out.join(LOG_FILE), &self.out.join(CURVE_FILE))?;
+        log::loss_curve(&self.out.join(LOG_FILE), &self.out.join(CURVE_FILE))?;
         Ok(outcome)
     }
 }
@@ -621,35 +608,4 @@ pub fn evaluate(
     }
     let accuracy = (asked > 0).then(|| correct as f64 / asked as f64);
     Ok((Some(loss_sum / batches as f64), accuracy))
-}
-
-/// Appends to training.jsonl; on resume, drops records after the resumed step.
-struct LogWriter {
-    file: std::fs::File,
-}
-
-impl LogWriter {
-    fn open(path: &Path, keep_through: usize) -> Result<Self> {
-        let kept: Vec<String> = match std::fs::read_to_string(path) {
-            Ok(text) if keep_through > 0 => text
-                .lines()
-                .filter(|l| {
-                    serde_json::from_str::<LogRecord>(l).is_ok_and(|r| r.step <= keep_through)
-                })
-                .map(String::from)
-                .collect(),
-            _ => Vec::new(),
-        };
-        let mut file =
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        for line in kept {
-            writeln!(file, "{line}")?;
-        }
-        Ok(LogWriter { file })
-    }
-
-    fn write(&mut self, record: &LogRecord) -> Result<()> {
-        writeln!(self.file, "{}", serde_json::to_string(record)?)?;
-        Ok(())
-    }
 }

@@ -12,6 +12,11 @@ use crate::model::Fusion;
 use crate::report::compare::CompareProgress;
 use crate::report::prediction::Prediction;
 
+/// Exit code when some inputs failed but the others were processed.
+pub const EXIT_SOME_FAILED: u8 = 1;
+/// Exit code for an error that stopped the whole run (bad model, bad arguments).
+pub const EXIT_FATAL: u8 = 2;
+
 /// The shipped model used when neither `--model` nor `--fusion` is given.
 pub const DEFAULT_MODEL: &str = "scenes-separate";
 
@@ -215,7 +220,7 @@ pub fn exit_code(failures: usize) -> std::process::ExitCode {
     if failures == 0 {
         std::process::ExitCode::SUCCESS
     } else {
-        std::process::ExitCode::from(super::EXIT_SOME_FAILED)
+        std::process::ExitCode::from(EXIT_SOME_FAILED)
     }
 }
 

@@ -147,7 +147,7 @@ fn plot_curves(dirs: &[PathBuf], out: &Path) -> Result<()> {
             .unwrap_or_else(|| dir.display().to_string());
         logs.push((name, log));
     }
-    crate::train::curves::val_accuracy_curves(&logs, out)
+    crate::train::log::val_accuracy_curves(&logs, out)
 }
 
 /// `--models` as given, or the shipped models of `--fusion`.

@@ -27,7 +27,7 @@ use crate::report::summary::{final_vals, fusion_names, render_summary, Curve, Su
 use crate::report::verdict::verdicts;
 use crate::report::write::{write_json, write_text};
 use crate::tokenizer::TextTokenizer;
-use crate::train::curves::{val_accuracy_chart, val_accuracy_points};
+use crate::train::log::{val_accuracy_chart, val_accuracy_points};
 use crate::train::{LogRecord, Outcome, TrainOptions, TrainRun, TrainState, LOG_FILE, STATE_FILE};
 
 /// Files written into --out, beside one folder per strategy.

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use clap::Args;
 
-use super::common::ModelArgs;
+use super::common::{ModelArgs, EXIT_SOME_FAILED};
 use super::decode::warn_truncation;
 use crate::data::image::decode_rgb;
 use crate::model::dir::ModelDir;
@@ -61,7 +61,7 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
         Ok(image) => image,
         Err(e) => {
             eprintln!("error: {e:#}");
-            return Ok(ExitCode::from(super::EXIT_SOME_FAILED));
+            return Ok(ExitCode::from(EXIT_SOME_FAILED));
         }
     };
     let input = ExplainInput {

@@ -3,8 +3,8 @@ use candle_core::{Result, Tensor, D};
 use candle_nn::{Init, Module, VarBuilder};
 
 use super::attention::{Attention, KeyMask, KeyValue};
+use super::config::{Activation, Config};
 pub use super::linear::Linear;
-use super::{Activation, Config};
 
 /// LayerNorm. Training uses plain tensor ops: candle-nn's fused version records
 /// no gradient (see docs/candle-notes.md), which would silently freeze training.

@@ -4,9 +4,9 @@ use candle_nn::{Module, VarBuilder};
 
 use super::attention::{causal_mask, Attention, KeyValue};
 use super::blocks::{embedding_table, FeedForward, LayerNorm};
+use super::config::Config;
 use super::fusion::{CrossKv, CrossWeights, FusionLayer};
 use super::linear::transposed;
-use super::Config;
 
 /// Per-layer self-attention keys/values of the tokens decoded so far.
 #[derive(Debug, Clone, Default)]

@@ -4,7 +4,7 @@ use candle_nn::{Init, VarBuilder};
 
 use super::attention::{KeyMask, KeyValue};
 use super::blocks::CrossAttention;
-use super::{Config, Fusion};
+use super::config::{Config, Fusion};
 
 /// The encoders' outputs for a batch.
 #[derive(Debug, Clone)]

@@ -2,7 +2,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, Module, VarBuilder};
 
-use super::Config;
+use super::config::Config;
 
 /// `y = x Wᵀ + b`, W stored [out, in] as in PyTorch.
 ///

@@ -1,10 +1,59 @@
-//! Charts of a training log (training.jsonl): the loss, and validation accuracy.
+//! The training log (training.jsonl): its records, how a run appends to it,
+//! reading it back, and its charts (the loss, validation accuracy).
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
+use serde::{Deserialize, Serialize};
 
-use super::LogRecord;
 use crate::plot::{line_chart, Labels, Series};
+
+/// One line of training.jsonl: a step's loss and rate, and the validation
+/// results at the steps that validated.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct LogRecord {
+    pub step: usize,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub samples_per_sec: f64,
+    pub elapsed_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_loss: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_accuracy: Option<f64>,
+}
+
+/// Appends to training.jsonl; on resume, drops records after the resumed step.
+pub(super) struct LogWriter {
+    file: std::fs::File,
+}
+
+impl LogWriter {
+    pub(super) fn open(path: &Path, keep_through: usize) -> Result<Self> {
+        let kept: Vec<String> = match std::fs::read_to_string(path) {
+            Ok(text) if keep_through > 0 => text
+                .lines()
+                .filter(|l| {
+                    serde_json::from_str::<LogRecord>(l).is_ok_and(|r| r.step <= keep_through)
+                })
+                .map(String::from)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut file =
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        for line in kept {
+            writeln!(file, "{line}")?;
+        }
+        Ok(LogWriter { file })
+    }
+
+    pub(super) fn write(&mut self, record: &LogRecord) -> Result<()> {
+        writeln!(self.file, "{}", serde_json::to_string(record)?)?;
+        Ok(())
+    }
+}
 
 /// Reads a training.jsonl log; lines that do not parse are skipped.
 pub fn read_log(log: &Path) -> Result<Vec<LogRecord>> {
