@@ -6,10 +6,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use clap::Args;
 
-use super::common::{
-    check_counts, check_limit, exit_code, parse_device, shipped_model, warn_problems, Notes,
-};
+use super::common::{check_counts, check_limit, exit_code, warn_problems, Notes};
 use super::fusion_arg::FusionList;
+use super::model_args::{parse_device, shipped_model};
 use crate::data::manifest::{load_manifest, Task};
 use crate::model::dir::{load_config, CONFIG_FILE};
 use crate::report::compare::{compare, plot_accuracy, CompareOptions};

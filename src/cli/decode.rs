@@ -1,5 +1,5 @@
 //! Decoding options shared by `caption` and `ask`, and the output they share
-//! beyond `common::Printer`: ranked records and streamed tokens.
+//! beyond `output::Printer`: ranked records and streamed tokens.
 use std::io::Write;
 
 use anyhow::{bail, Result};
@@ -7,7 +7,7 @@ use clap::Args;
 use indicatif::ProgressBar;
 use serde::Serialize;
 
-use super::common::{Format, OutputRecord, Printer};
+use super::output::{Format, OutputRecord, Printer};
 use candle_core::Device;
 
 use crate::generate::{

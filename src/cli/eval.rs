@@ -6,8 +6,9 @@ use anyhow::Result;
 use clap::Args;
 
 use super::common::{
-    check_counts, check_limit, exit_code, progress_bar, warn_failures, warn_problems, ModelArgs,
+    check_counts, check_limit, exit_code, progress_bar, warn_failures, warn_problems,
 };
+use super::model_args::ModelArgs;
 use crate::data::manifest::load_manifest;
 use crate::report::eval_report::EvalReport;
 use crate::report::evaluation::{evaluate, EvalOptions};

@@ -11,8 +11,9 @@ use candle_core::{DType, Device};
 use clap::Args;
 use indicatif::ProgressBar;
 
-use super::common::{check_counts, check_limit, parse_device, progress_bar, warn_problems, Notes};
+use super::common::{check_counts, check_limit, progress_bar, warn_problems, Notes};
 use super::fusion_arg::FusionList;
+use super::model_args::parse_device;
 use crate::cli::recipe::TrainingArgs;
 use crate::data::batch::Dataset;
 use crate::data::manifest::{load_manifests, Record};

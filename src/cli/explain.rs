@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use clap::Args;
 
-use super::common::{ModelArgs, EXIT_SOME_FAILED};
+use super::common::EXIT_SOME_FAILED;
 use super::decode::warn_truncation;
+use super::model_args::ModelArgs;
 use crate::data::image::decode_rgb;
 use crate::model::dir::ModelDir;
 use crate::report::attention::Layers;

@@ -11,6 +11,8 @@ pub mod experiment;
 pub mod explain;
 pub mod fusion_arg;
 pub mod init;
+pub mod model_args;
+pub mod output;
 pub mod recipe;
 pub mod score;
 pub mod train;

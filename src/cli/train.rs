@@ -9,7 +9,8 @@ use candle_core::DType;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::cli::common::{parse_device, refuse_renamed};
+use crate::cli::common::refuse_renamed;
+use crate::cli::model_args::parse_device;
 use crate::cli::recipe::TrainingArgs;
 use crate::data::batch::{Dataset, Sampler};
 use crate::data::manifest::load_manifests;
