@@ -68,7 +68,7 @@ pub struct Predictions {
 pub fn read_predictions(path: &Path) -> Result<Predictions> {
     let text = std::fs::read_to_string(path).with_context(|| {
         format!(
-            "cannot read predictions {}: check the path (write it with `fusecap caption ... --format jsonl > FILE`)",
+            "cannot read predictions {}: check the path (`fusecap caption` and `fusecap ask` write predictions as JSONL)",
             path.display()
         )
     })?;
