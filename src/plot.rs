@@ -1,4 +1,4 @@
-//! Charts written with plotters: loss curves, learning curves, grouped bars.
+//! Charts written with plotters: line charts, grouped bars, attention pictures.
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Once;
@@ -8,8 +8,6 @@ use image::RgbImage;
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor;
-
-use crate::train::LogRecord;
 
 static FONT: Once = Once::new();
 
@@ -155,65 +153,6 @@ where
         .map_err(&err)?;
     root.present().map_err(&err)?;
     Ok(())
-}
-
-/// Reads a training.jsonl log; lines that do not parse are skipped.
-pub fn read_log(log: &Path) -> Result<Vec<LogRecord>> {
-    let text = std::fs::read_to_string(log).map_err(|e| anyhow!("{}: {e}", log.display()))?;
-    Ok(text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect())
-}
-
-/// Validation accuracy against the step, one line per (name, training.jsonl).
-/// A log without validation accuracy gives an empty line.
-pub fn val_accuracy_curves(logs: &[(String, std::path::PathBuf)], out: &Path) -> Result<()> {
-    let series = logs
-        .iter()
-        .map(|(name, log)| {
-            let points = read_log(log)?
-                .iter()
-                .filter_map(|r| r.val_accuracy.map(|a| (r.step as f64, a)))
-                .collect();
-            Ok(Series {
-                name: name.clone(),
-                points,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let labels = Labels {
-        title: "validation accuracy (greedy exact match)",
-        x: "step",
-        y: "accuracy",
-    };
-    line_chart(out, &labels, &series, Some(0.0..1.0))
-}
-
-/// The training loss (and validation loss where logged) against the step.
-pub fn loss_curve(log: &Path, out: &Path) -> Result<()> {
-    let records = read_log(log)?;
-    let train = Series {
-        name: "train loss".into(),
-        points: records.iter().map(|r| (r.step as f64, r.loss)).collect(),
-    };
-    let val = Series {
-        name: "validation loss".into(),
-        points: records
-            .iter()
-            .filter_map(|r| r.val_loss.map(|v| (r.step as f64, v)))
-            .collect(),
-    };
-    line_chart(
-        out,
-        &Labels {
-            title: "training loss",
-            x: "step",
-            y: "loss",
-        },
-        &[train, val],
-        None,
-    )
 }
 
 // ---------------------------------------------------------------- grouped bars, attention pictures

@@ -1,6 +1,5 @@
 //! Training: loss, AdamW, learning-rate schedule, checkpoints and the loop.
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
@@ -21,7 +20,10 @@ use crate::model::dir::{
 use crate::model::{Config, FusionModel};
 use crate::tokenizer::TextTokenizer;
 
+pub mod log;
 mod parallel;
+pub use log::LogRecord;
+use log::LogWriter;
 pub use parallel::DataParallel;
 
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
@@ -309,20 +311,6 @@ pub struct TrainState {
     pub train_examples: usize,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-pub struct LogRecord {
-    pub step: usize,
-    pub loss: f64,
-    pub lr: f64,
-    pub grad_norm: f64,
-    pub samples_per_sec: f64,
-    pub elapsed_s: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub val_loss: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub val_accuracy: Option<f64>,
-}
-
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -347,11 +335,13 @@ pub struct TrainRun<'a> {
     /// between thread counts only in float rounding; a resume is exact when
     /// it uses the same count.
     pub threads: usize,
+    /// Where the model and the batches live.
+    pub device: Device,
 }
 
 impl TrainRun<'_> {
     pub fn run(self) -> Result<Outcome> {
-        let device = Device::Cpu;
+        let device = self.device.clone();
         let opts = &self.options;
         if self.train.examples.is_empty() {
             bail!("no training examples");
@@ -370,7 +360,7 @@ impl TrainRun<'_> {
             let state: TrainState = read_state(&self.out.join(STATE_FILE))?;
             if state.options != *opts || state.train_examples != self.train.examples.len() {
                 bail!(
-                    "{}: --resume needs the same data and options as the interrupted run; these differ (interrupted run → now):\n  {}\nresume with the run's options, or start afresh in another --out",
+                    "{}: resuming needs the same data and options as the interrupted run; these differ (interrupted run → now):\n  {}\nresume with the run's options, or start afresh in another folder",
                     self.out.join(STATE_FILE).display(),
                     crate::diff::changed_fields(&state.options, opts)
                         .into_iter()
@@ -412,6 +402,7 @@ impl TrainRun<'_> {
         let stream = opts.stream.clone();
         let streamed = stream.as_ref().map_or(0, |s| s.per_batch(bs));
         let clock = Instant::now();
+        let batch_device = &device;
         let outcome = std::thread::scope(|scope| -> Result<Outcome> {
             scope.spawn(move || {
                 let sampler = Sampler::new(train, (bs - streamed).max(1), group_size, seed);
@@ -419,14 +410,14 @@ impl TrainRun<'_> {
                     let augment_seed = seed.wrapping_add(step as u64 * 7919);
                     let batch = match &stream {
                         None => {
-                            Batch::new(train, &indices, &cfg, augment, augment_seed, &Device::Cpu)
+                            Batch::new(train, &indices, &cfg, augment, augment_seed, batch_device)
                         }
                         Some(stream) => {
                             indices.truncate(bs - streamed);
                             mixed_step(train, &indices, stream, step, streamed, tokenizer, &cfg)
                                 .and_then(|ds| {
                                     let all: Vec<usize> = (0..ds.examples.len()).collect();
-                                    Batch::new(&ds, &all, &cfg, augment, augment_seed, &Device::Cpu)
+                                    Batch::new(&ds, &all, &cfg, augment, augment_seed, batch_device)
                                 })
                         }
                     };
@@ -450,7 +441,7 @@ impl TrainRun<'_> {
                         train_step(&workers, &model, &mut adam, &batch, lr, opts)?;
                     let Some(grad_norm) = grad_norm else {
                         bail!(
-                        "the loss became {loss_v} at step {}; training stopped. The last good checkpoint (step {last_good}) is kept in {}. Lower --lr or raise --warmup and resume from it with --resume",
+                        "the loss became {loss_v} at step {}; training stopped. The last good checkpoint (step {last_good}) is kept in {}. Lower the learning rate or lengthen the warm-up and resume from it",
                         step + 1,
                         self.out.display()
                     );
@@ -471,7 +462,7 @@ impl TrainRun<'_> {
                     };
                     window = Instant::now();
                     if done % opts.eval_every == 0 || done == total {
-                        let (val_loss, val_acc) = evaluate(&model, self.val, opts)?;
+                        let (val_loss, val_acc) = evaluate(&model, self.val, opts, &device)?;
                         record.val_loss = val_loss;
                         record.val_accuracy = val_acc;
                     }
@@ -501,7 +492,7 @@ impl TrainRun<'_> {
             drop(rx);
             outcome
         })?;
-        crate::plot::loss_curve(&self.out.join(LOG_FILE), &self.out.join(CURVE_FILE))?;
+        log::loss_curve(&self.out.join(LOG_FILE), &self.out.join(CURVE_FILE))?;
         Ok(outcome)
     }
 }
@@ -531,7 +522,7 @@ fn train_step(
 fn read_state(path: &Path) -> Result<TrainState> {
     let text = std::fs::read_to_string(path).with_context(|| {
         format!(
-            "{}: no training state to resume from; start without --resume",
+            "{}: no training state to resume from; start afresh instead",
             path.display()
         )
     })?;
@@ -569,6 +560,7 @@ pub fn evaluate(
     model: &FusionModel,
     val: &Dataset,
     opts: &TrainOptions,
+    device: &Device,
 ) -> Result<(Option<f64>, Option<f64>)> {
     if val.examples.is_empty() {
         return Ok((None, None));
@@ -578,7 +570,7 @@ pub fn evaluate(
     let (mut loss_sum, mut batches, mut correct, mut asked) = (0.0, 0usize, 0usize, 0usize);
     let indices: Vec<usize> = (0..take).collect();
     for chunk in indices.chunks(opts.batch_size.max(1)) {
-        let batch = Batch::new(val, chunk, cfg, Augment::NONE, 0, &Device::Cpu)?;
+        let batch = Batch::new(val, chunk, cfg, Augment::NONE, 0, device)?;
         loss_sum += loss(model, &batch, 0.0)?.to_scalar::<f32>()? as f64;
         batches += 1;
         let vqa: Vec<usize> = chunk
@@ -589,7 +581,7 @@ pub fn evaluate(
         if vqa.is_empty() {
             continue;
         }
-        let vqa_batch = Batch::new(val, &vqa, cfg, Augment::NONE, 0, &Device::Cpu)?;
+        let vqa_batch = Batch::new(val, &vqa, cfg, Augment::NONE, 0, device)?;
         let memory = model.encode_shared(
             &vqa_batch.images,
             Some(&vqa_batch.image_of),
@@ -616,35 +608,4 @@ pub fn evaluate(
     }
     let accuracy = (asked > 0).then(|| correct as f64 / asked as f64);
     Ok((Some(loss_sum / batches as f64), accuracy))
-}
-
-/// Appends to training.jsonl; on resume, drops records after the resumed step.
-struct LogWriter {
-    file: std::fs::File,
-}
-
-impl LogWriter {
-    fn open(path: &Path, keep_through: usize) -> Result<Self> {
-        let kept: Vec<String> = match std::fs::read_to_string(path) {
-            Ok(text) if keep_through > 0 => text
-                .lines()
-                .filter(|l| {
-                    serde_json::from_str::<LogRecord>(l).is_ok_and(|r| r.step <= keep_through)
-                })
-                .map(String::from)
-                .collect(),
-            _ => Vec::new(),
-        };
-        let mut file =
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        for line in kept {
-            writeln!(file, "{line}")?;
-        }
-        Ok(LogWriter { file })
-    }
-
-    fn write(&mut self, record: &LogRecord) -> Result<()> {
-        writeln!(self.file, "{}", serde_json::to_string(record)?)?;
-        Ok(())
-    }
 }

@@ -12,7 +12,7 @@ const EXCEPTIONS: &[(&str, &str)] = &[
     ("batch-size", "train and experiment: the optimiser's batch (64); elsewhere images per forward pass (32)"),
     ("split", "eval and compare default to the test split; score and data filter to every record"),
     ("seed", "the seed of the command's own randomness: initialisation, data or sampling, each with its default"),
-    ("eval-every", "train validates every 1000 steps by default, experiment every tenth of --steps"),
+    ("eval-every", "train validates every 250 steps by default, experiment every tenth of --steps"),
     ("json", "a summary FILE in eval, compare and score; a switch that prints the data importers' summary as JSON"),
 ];
 
@@ -120,7 +120,15 @@ fn renamed_flags_are_refused_with_the_new_name() {
 #[test]
 fn commands_that_run_a_model_take_device_and_quiet() {
     let cli = Cli::command();
-    for name in ["caption", "ask", "eval", "compare", "explain"] {
+    for name in [
+        "caption",
+        "ask",
+        "eval",
+        "compare",
+        "explain",
+        "train",
+        "experiment",
+    ] {
         let cmd = cli.find_subcommand(name).expect("subcommand");
         for flag in ["device", "quiet"] {
             assert!(
@@ -129,7 +137,7 @@ fn commands_that_run_a_model_take_device_and_quiet() {
             );
         }
     }
-    for name in ["train", "experiment", "init", "score"] {
+    for name in ["init", "score"] {
         let cmd = cli.find_subcommand(name).expect("subcommand");
         assert!(
             cmd.get_arguments().any(|a| a.get_long() == Some("quiet")),

@@ -151,7 +151,10 @@ fn coco_errors_name_the_file() {
         )
         .unwrap_err()
     );
-    assert!(err.contains("empty") && err.contains("--images"), "{err}");
+    assert!(
+        err.contains("empty") && err.contains("image folder"),
+        "{err}"
+    );
 }
 
 fn vqa_fixture(root: &Path) {

@@ -121,7 +121,7 @@ fn a_filter_that_keeps_nothing_is_an_error_and_writes_nothing() {
         ..RecordFilter::default()
     };
     let err = filter_manifests(&[manifest], &filter, &out).unwrap_err();
-    assert!(err.to_string().contains("--type"), "{err}");
+    assert!(err.to_string().contains("question types"), "{err}");
     assert!(!out.join("manifest.jsonl").exists());
 }
 

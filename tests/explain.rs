@@ -5,13 +5,13 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use candle_core::{DType, Device};
-use fusecap::cli::explain::{BARS_SIZE, GRID_BARS_HEIGHT, GRID_COLUMNS, OVERLAY_SIZE};
 use fusecap::data::image::Preprocess;
-use fusecap::evaluate::{decoding_steps, step_attention, Layers};
 use fusecap::generate::{encode_queries, greedy, GenerateOptions, Query};
 use fusecap::model::dir::{init_model, save_model_dir, ModelDir};
 use fusecap::model::{Config, Fusion};
 use fusecap::plot::GRID_HEADER;
+use fusecap::report::attention::{decoding_steps, step_attention, Layers};
+use fusecap::report::explain::{BARS_SIZE, GRID_BARS_HEIGHT, GRID_COLUMNS, OVERLAY_SIZE};
 use fusecap::tokenizer::TextTokenizer;
 use image::{Rgb, RgbImage};
 use serde_json::Value;

@@ -7,8 +7,10 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
-use super::common::{exit_code, progress_bar, ModelArgs, OutputArgs, OutputRecord, Printer};
+use super::common::{exit_code, progress_bar};
 use super::decode::{print_ranked, run_queries, warn_truncation, DecodeArgs};
+use super::model_args::ModelArgs;
+use super::output::{OutputArgs, OutputRecord, Printer};
 use crate::data::image::Preprocess;
 use crate::data::walk::{collect_images, Inputs};
 use crate::generate::{Answer, Query};

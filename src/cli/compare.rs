@@ -1,28 +1,21 @@
 //! `fusecap compare`: evaluate several models on exactly the same records and
 //! print them side by side.
-use std::collections::BTreeSet;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::str::FromStr;
 
 use anyhow::{bail, Result};
-use candle_core::Device;
 use clap::Args;
-use serde::Serialize;
 
-use super::common::{exit_code, parse_device, progress_bar, shipped_model};
-use super::eval::{
-    check_counts, check_limit, quoted_list, thousands, warn_failures, warn_problems, write_json,
-};
-use crate::data::manifest::{load_manifest, Record, Task};
-use crate::evaluate::{
-    disagreements, evaluate, measure_speed, model_report, select_records, Disagreement,
-    EvalOptions, ModelReport,
-};
-use crate::model::dir::{load_config, ModelDir, CONFIG_FILE};
-use crate::model::Fusion;
-use crate::plot::{grouped_bars, BarSeries};
+use super::common::{check_counts, check_limit, exit_code, warn_problems, Notes};
+use super::fusion_arg::FusionList;
+use super::model_args::{parse_device, shipped_model};
+use crate::data::manifest::{load_manifest, Task};
+use crate::model::dir::{load_config, CONFIG_FILE};
+use crate::report::compare::{compare, plot_accuracy, CompareOptions};
+use crate::report::compare_markdown::render_markdown;
+use crate::report::evaluation::EvalOptions;
+use crate::report::records::select_records;
+use crate::report::write::write_json;
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
@@ -84,61 +77,6 @@ pub struct CompareArgs {
     pub quiet: bool,
 }
 
-/// Fusion strategies named on the command line: "all" or "concat,gated".
-#[derive(Debug, Clone, PartialEq)]
-pub struct FusionList(pub Vec<Fusion>);
-
-impl FromStr for FusionList {
-    type Err = String;
-
-    fn from_str(value: &str) -> std::result::Result<Self, String> {
-        if value.trim() == "all" {
-            return Ok(FusionList(Fusion::ALL.to_vec()));
-        }
-        let mut out = Vec::new();
-        for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            let fusion = Fusion::ALL
-                .into_iter()
-                .find(|f| f.name() == name)
-                .ok_or_else(|| {
-                    format!("unknown fusion '{name}'; use concat, separate, gated or all")
-                })?;
-            if out.contains(&fusion) {
-                return Err(format!("fusion '{name}' is named twice"));
-            }
-            out.push(fusion);
-        }
-        if out.is_empty() {
-            return Err("name at least one fusion: concat, separate, gated or all".into());
-        }
-        Ok(FusionList(out))
-    }
-}
-
-/// How `compare` runs each model.
-#[derive(Debug, Clone)]
-pub struct CompareOptions {
-    pub eval: EvalOptions,
-    pub speed_samples: usize,
-    pub disagreements: usize,
-    pub quiet: bool,
-}
-
-/// Everything `compare` found; `--json` writes exactly this.
-#[derive(Debug, Clone, Serialize)]
-pub struct CompareReport {
-    pub manifest: String,
-    pub split: String,
-    pub records: usize,
-    pub questions: usize,
-    pub captions: usize,
-    pub models: Vec<ModelReport>,
-    /// Records on which the models' normalised outputs differ.
-    pub disagreement_count: usize,
-    /// The first of them (those where the scores differ come first).
-    pub disagreements: Vec<Disagreement>,
-}
-
 pub fn run(args: CompareArgs) -> Result<ExitCode> {
     check_counts(&[
         ("--batch-size", args.batch_size),
@@ -167,12 +105,20 @@ pub fn run(args: CompareArgs) -> Result<ExitCode> {
         },
         speed_samples: args.speed_samples,
         disagreements: args.disagreements,
-        quiet: args.quiet,
     };
     if let Some(path) = &args.curves {
         plot_curves(&dirs, path)?;
     }
-    let report = compare(&dirs, &records, &opts, &device, &args.data, &args.split)?;
+    let notes = Notes { quiet: args.quiet };
+    let report = compare(
+        &dirs,
+        &records,
+        &opts,
+        &device,
+        &args.data,
+        &args.split,
+        &notes,
+    )?;
     print!("{}", render_markdown(&report));
     if let Some(path) = &args.json {
         write_json(path, &report)?;
@@ -200,7 +146,7 @@ fn plot_curves(dirs: &[PathBuf], out: &Path) -> Result<()> {
             .unwrap_or_else(|| dir.display().to_string());
         logs.push((name, log));
     }
-    crate::plot::val_accuracy_curves(&logs, out)
+    crate::train::log::val_accuracy_curves(&logs, out)
 }
 
 /// `--models` as given, or the shipped models of `--fusion`.
@@ -224,387 +170,4 @@ fn model_dirs(args: &CompareArgs) -> Result<Vec<PathBuf>> {
         load_config(&dir.join(CONFIG_FILE))?;
     }
     Ok(dirs)
-}
-
-/// Evaluates each model in turn on the same records and puts the results together.
-pub fn compare(
-    dirs: &[PathBuf],
-    records: &[&Record],
-    opts: &CompareOptions,
-    device: &Device,
-    manifest: &Path,
-    split: &str,
-) -> Result<CompareReport> {
-    let mut models: Vec<ModelReport> = Vec::with_capacity(dirs.len());
-    for dir in dirs {
-        let md = ModelDir::load(dir, device)?;
-        let taken: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
-        let name = unique_name(&md.name, dir, &taken);
-        models.push(run_model(&md, name, records, opts, device)?);
-    }
-    let all = disagreements(&models);
-    let questions = records
-        .iter()
-        .filter(|r| matches!(r.task, Task::Vqa { .. }))
-        .count();
-    Ok(CompareReport {
-        manifest: manifest.display().to_string(),
-        split: split.to_string(),
-        records: records.len(),
-        questions,
-        captions: records.len() - questions,
-        models,
-        disagreement_count: all.len(),
-        disagreements: all.into_iter().take(opts.disagreements).collect(),
-    })
-}
-
-/// The directory's name, or its whole path when another model already has that name.
-fn unique_name(name: &str, dir: &Path, taken: &[&str]) -> String {
-    if !taken.contains(&name) {
-        return name.to_string();
-    }
-    let path = dir.display().to_string();
-    if !taken.contains(&path.as_str()) {
-        return path;
-    }
-    (2..)
-        .map(|i| format!("{name}#{i}"))
-        .find(|n| !taken.contains(&n.as_str()))
-        .unwrap_or_else(|| name.to_string())
-}
-
-/// One model: the batched run (predictions, metrics, attention shares),
-/// then the speed at batch 1 and batched on the first records.
-fn run_model(
-    md: &ModelDir,
-    name: String,
-    records: &[&Record],
-    opts: &CompareOptions,
-    device: &Device,
-) -> Result<ModelReport> {
-    if !opts.quiet {
-        eprintln!(
-            "evaluating {name} ({} fusion) on {} record(s)",
-            md.model.cfg.fusion,
-            records.len()
-        );
-    }
-    let bar = progress_bar(records.len(), opts.quiet);
-    let evaluation = evaluate(md, records, &opts.eval, device, &bar)?;
-    bar.finish_and_clear();
-    if !opts.quiet {
-        warn_failures(&evaluation.predictions);
-    }
-    let samples = opts.speed_samples.min(records.len());
-    let speed = measure_speed(md, &records[..samples], &opts.eval, device)?;
-    model_report(md, name, evaluation, speed)
-}
-
-// ---------------------------------------------------------------- Markdown
-
-/// The comparison as Markdown: the table, notes on what its columns mean, and
-/// the disagreements.
-pub fn render_markdown(report: &CompareReport) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# Comparison on {} (split \"{}\"): {} record(s), {} question(s), {} caption(s)\n",
-        report.manifest, report.split, report.records, report.questions, report.captions
-    );
-    render_table(&mut out, report);
-    render_notes(&mut out, report);
-    render_disagreements(&mut out, report);
-    out
-}
-
-/// The question types, in order, that any model has a per-type score for.
-fn question_types(models: &[ModelReport]) -> Vec<(String, usize)> {
-    let mut types: BTreeSet<(String, usize)> = BTreeSet::new();
-    for m in models {
-        for (k, s) in &m.metrics.vqa_per_type {
-            types.insert((k.clone(), s.n));
-        }
-    }
-    let mut seen = BTreeSet::new();
-    types
-        .into_iter()
-        .filter(|(k, _)| seen.insert(k.clone()))
-        .collect()
-}
-
-/// Which optional columns the table has.
-struct Columns {
-    /// Question types with their counts.
-    types: Vec<(String, usize)>,
-    vqa: bool,
-    captions: bool,
-    concat: bool,
-    gates: bool,
-}
-
-impl Columns {
-    fn of(models: &[ModelReport]) -> Self {
-        Columns {
-            types: question_types(models),
-            vqa: models.iter().any(|m| m.metrics.vqa.is_some()),
-            captions: models.iter().any(|m| m.metrics.caption.is_some()),
-            concat: models.iter().any(|m| m.modality_share.is_some()),
-            gates: models.iter().any(|m| m.gate_values.is_some()),
-        }
-    }
-
-    fn header(&self, models: &[ModelReport]) -> Vec<String> {
-        let mut header: Vec<String> = ["model", "fusion", "parameters", "cross-attn parameters"]
-            .map(String::from)
-            .to_vec();
-        if self.vqa {
-            let n = models
-                .iter()
-                .find_map(|m| m.metrics.vqa.as_ref())
-                .map_or(0, |v| v.n);
-            header.push(format!("VQA accuracy (n={n})"));
-            header.extend(self.types.iter().map(|(k, n)| format!("{k} (n={n})")));
-        }
-        if self.captions {
-            header
-                .extend(["BLEU-4", "CIDEr-D", "ROUGE-L", "caption exact match"].map(String::from));
-        }
-        let batch = models.first().map_or(0, |m| m.batch_size);
-        header.extend([
-            "ms/image, batch 1".to_string(),
-            format!("ms/image, batch {batch}"),
-            "process peak memory".into(),
-        ]);
-        if self.concat {
-            header.push("attention image / text / sink (concat)".into());
-        }
-        if self.gates {
-            header.push("gates vision / text per layer".into());
-        }
-        header
-    }
-
-    fn row(&self, m: &ModelReport) -> Vec<String> {
-        const NONE: &str = "–";
-        let mut row = vec![
-            m.name.clone(),
-            m.fusion.to_string(),
-            thousands(m.parameters),
-            thousands(m.cross_attention_parameters),
-        ];
-        if self.vqa {
-            row.push(
-                m.metrics
-                    .vqa
-                    .as_ref()
-                    .map_or(NONE.into(), |v| percent(v.accuracy)),
-            );
-            for (kind, _) in &self.types {
-                let score = m.metrics.vqa_per_type.get(kind);
-                row.push(score.map_or(NONE.into(), |s| percent(s.accuracy)));
-            }
-        }
-        if self.captions {
-            match &m.metrics.caption {
-                Some(c) => row.extend([
-                    format!("{:.3}", c.bleu[3]),
-                    format!("{:.3}", c.cider_d),
-                    format!("{:.3}", c.rouge_l),
-                    percent(c.exact_match),
-                ]),
-                None => row.extend(vec![NONE.to_string(); 4]),
-            }
-        }
-        row.push(format!("{:.2}", m.ms_per_image_batch1));
-        row.push(format!("{:.2}", m.ms_per_image_batched));
-        row.push(
-            m.process_peak_memory_bytes
-                .map_or("unknown".into(), mebibytes),
-        );
-        if self.concat {
-            row.push(m.modality_share.as_ref().map_or(NONE.into(), |shares| {
-                let parts: Vec<String> = shares
-                    .iter()
-                    .map(|(k, s)| {
-                        format!(
-                            "{k} {:.0}/{:.0}/{:.0}%",
-                            100.0 * s.image,
-                            100.0 * s.text,
-                            100.0 * s.sink
-                        )
-                    })
-                    .collect();
-                parts.join("; ")
-            }));
-        }
-        if self.gates {
-            row.push(m.gate_values.as_ref().map_or(NONE.into(), |gates| {
-                let parts: Vec<String> = gates
-                    .iter()
-                    .map(|g| format!("L{} {:.3} / {:.3}", g.layer, g.vision, g.text))
-                    .collect();
-                parts.join("; ")
-            }));
-        }
-        row
-    }
-}
-
-fn render_table(out: &mut String, report: &CompareReport) {
-    let columns = Columns::of(&report.models);
-    let header = columns.header(&report.models);
-    write_row(out, &header);
-    write_row(out, &vec!["---".to_string(); header.len()]);
-    for m in &report.models {
-        write_row(out, &columns.row(m));
-    }
-}
-
-fn write_row(out: &mut String, cells: &[String]) {
-    let cells: Vec<String> = cells.iter().map(|c| escape_cell(c)).collect();
-    let _ = writeln!(out, "| {} |", cells.join(" | "));
-}
-
-/// Keeps a table cell on one line and its pipes literal.
-fn escape_cell(text: &str) -> String {
-    text.replace('|', "\\|").replace(['\n', '\r'], " ")
-}
-
-fn percent(x: f64) -> String {
-    format!("{:.1}%", 100.0 * x)
-}
-
-fn mebibytes(bytes: u64) -> String {
-    format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
-}
-
-fn render_notes(out: &mut String, report: &CompareReport) {
-    let samples = report.models.first().map_or(0, |m| m.speed_samples);
-    let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "- ms/image: greedy decoding with the encoders (image files already read), timed after the evaluation run on the same first {samples} record(s), one at a time and in batches."
-    );
-    let _ = writeln!(
-        out,
-        "- process peak memory: VmHWM of the whole fusecap process after that model ran; the models run one after another in one process, so it never decreases and is not a per-model figure."
-    );
-    if report.models.iter().any(|m| m.modality_share.is_some()) {
-        let _ = writeln!(
-            out,
-            "- attention image / text / sink: mean share of the cross-attention mass on image keys, text keys and the attention sink (the learned key a query can fall back on when nothing matches), over heads, layers and decoding steps, per question type (\"caption\" = caption records)."
-        );
-    }
-    if report.models.iter().any(|m| m.gate_values.is_some()) {
-        let _ = writeln!(out, "- gates: tanh(alpha) of each decoder layer's vision and text cross-attention (0 = closed).");
-    }
-    if report.models.iter().any(|m| m.metrics.caption.is_some()) {
-        let _ = writeln!(out, "- CIDEr-D is on pycocoevalcap's scale (×10).");
-    }
-    let failed: usize = report.models.iter().map(|m| m.failed).max().unwrap_or(0);
-    if failed > 0 {
-        let _ = writeln!(
-            out,
-            "- {failed} record(s) could not be read and count as empty outputs for every model."
-        );
-    }
-}
-
-fn render_disagreements(out: &mut String, report: &CompareReport) {
-    if report.models.len() < 2 {
-        return;
-    }
-    let _ = writeln!(
-        out,
-        "\n## Disagreements ({} of {} shown)\n",
-        report.disagreements.len(),
-        report.disagreement_count
-    );
-    if report.disagreement_count == 0 {
-        let _ = writeln!(out, "The models' outputs agree on every record.");
-    }
-    for (i, d) in report.disagreements.iter().enumerate() {
-        let question = d
-            .question
-            .as_deref()
-            .map(|q| format!(" — {q}"))
-            .unwrap_or_default();
-        let show = if d.task == "vqa" { 3 } else { 1 };
-        let _ = writeln!(
-            out,
-            "{}. `{}`{question} (expected {})",
-            i + 1,
-            d.image,
-            quoted_list(&d.references, show)
-        );
-        for o in &d.outputs {
-            let _ = writeln!(
-                out,
-                "   - {}: \"{}\" (score {:.2})",
-                o.model, o.output, o.score
-            );
-        }
-    }
-}
-
-// ---------------------------------------------------------------- plot
-
-/// Grouped bars: VQA accuracy per question type (and over all questions), one bar per model.
-pub fn plot_accuracy(report: &CompareReport, path: &Path) -> Result<()> {
-    let types = question_types(&report.models);
-    let mut groups = vec!["all questions".to_string()];
-    groups.extend(types.iter().map(|(k, _)| k.clone()));
-    let series: Vec<BarSeries> = report
-        .models
-        .iter()
-        .map(|m| {
-            let mut values = vec![m.metrics.vqa.as_ref().map(|v| v.accuracy)];
-            values.extend(
-                types
-                    .iter()
-                    .map(|(k, _)| m.metrics.vqa_per_type.get(k).map(|s| s.accuracy)),
-            );
-            BarSeries {
-                name: m.name.clone(),
-                values,
-            }
-        })
-        .collect();
-    grouped_bars(
-        path,
-        "VQA accuracy per question type",
-        "accuracy",
-        &groups,
-        &series,
-        1.0,
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{unique_name, FusionList};
-    use crate::model::Fusion;
-    use std::path::Path;
-
-    #[test]
-    fn fusion_lists_parse_all_and_names() {
-        assert_eq!(
-            "all".parse::<FusionList>(),
-            Ok(FusionList(Fusion::ALL.to_vec()))
-        );
-        assert_eq!(
-            "gated, concat".parse::<FusionList>(),
-            Ok(FusionList(vec![Fusion::Gated, Fusion::Concat]))
-        );
-        assert!("concat,concat".parse::<FusionList>().is_err());
-        assert!("fused".parse::<FusionList>().is_err());
-    }
-
-    #[test]
-    fn repeated_model_names_fall_back_to_paths() {
-        assert_eq!(unique_name("m", Path::new("a/m"), &[]), "m");
-        assert_eq!(unique_name("m", Path::new("a/m"), &["m"]), "a/m");
-        assert_eq!(unique_name("m", Path::new("a/m"), &["m", "a/m"]), "m#2");
-    }
 }

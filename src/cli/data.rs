@@ -5,14 +5,15 @@
 use super::common::refuse_renamed;
 use crate::data::coco::{convert_coco, CocoOptions, ImportSummary};
 use crate::data::easy_vqa::convert_easy_vqa;
-use crate::data::files::prepare_output;
 use crate::data::filter::{filter_manifests, RecordFilter};
 use crate::data::scene::SceneKind;
 use crate::data::synth::{write_dataset, SynthConfig};
 use crate::data::vqav2::{convert_vqav2, TypeField, Vqav2Options};
 use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
 use std::process::ExitCode;
 
 #[derive(Args, Debug)]
@@ -485,4 +486,22 @@ fn counts(map: &std::collections::BTreeMap<String, usize>) -> String {
         .map(|(k, v)| format!("{k} {v}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Creates `out` for a new data set; refuses to overwrite an existing manifest unless `force`.
+fn prepare_output(out: &Path, force: bool) -> anyhow::Result<()> {
+    if out.exists() && !out.is_dir() {
+        bail!(
+            "--out {} is a file: give a folder to write the data set into",
+            out.display()
+        );
+    }
+    let manifest = out.join("manifest.jsonl");
+    if manifest.exists() && !force {
+        bail!(
+            "{} already exists: pass --force to overwrite it, or choose another --out",
+            manifest.display()
+        );
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create folder {}", out.display()))
 }

@@ -1,5 +1,5 @@
 //! Decoding options shared by `caption` and `ask`, and the output they share
-//! beyond `common::Printer`: ranked records and streamed tokens.
+//! beyond `output::Printer`: ranked records and streamed tokens.
 use std::io::Write;
 
 use anyhow::{bail, Result};
@@ -7,10 +7,12 @@ use clap::Args;
 use indicatif::ProgressBar;
 use serde::Serialize;
 
-use super::common::{Format, OutputRecord, Printer};
+use super::output::{Format, OutputRecord, Printer};
 use candle_core::Device;
 
-use crate::generate::{answer_queries, Answer, GenerateOptions, Query, SamplingOptions};
+use crate::generate::{
+    answer_queries, Answer, GenerateOptions, InvalidOption, Query, SamplingOptions,
+};
 use crate::model::dir::ModelDir;
 use crate::tokenizer::TextTokenizer;
 
@@ -102,7 +104,7 @@ impl DecodeArgs {
         if self.seed.is_some() && !self.sampling() {
             bail!("--seed only affects sampling; add --temperature, --top-k or --top-p, or drop --seed");
         }
-        self.options().validate()?;
+        self.options().validate().map_err(as_flag)?;
         if self.stream {
             if format != Format::Text {
                 bail!("--stream prints plain text; drop --format or drop --stream");
@@ -119,6 +121,16 @@ impl DecodeArgs {
         }
         Ok(())
     }
+}
+
+/// A decoding option's error worded with its flag: `beams` is `--beams`.
+fn as_flag(e: InvalidOption) -> anyhow::Error {
+    anyhow::anyhow!(
+        "--{} {}: {}",
+        e.option.replace('_', "-"),
+        e.value,
+        e.problem
+    )
 }
 
 /// Warns on stderr about input the model will not see: tokens of a question

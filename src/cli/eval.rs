@@ -1,20 +1,19 @@
 //! `fusecap eval`: run one model over a manifest's records and report every metric.
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::Args;
-use serde::Serialize;
 
-use super::common::{exit_code, progress_bar, ModelArgs};
-use crate::binding::{binding_report, scenes_beside, BindingReport};
-use crate::data::manifest::{load_manifest, ManifestProblem};
-use crate::evaluate::{
-    evaluate, metrics, parameter_counts, select_records, worst, EvalOptions, Metrics, Prediction,
+use super::common::{
+    check_counts, check_limit, exit_code, progress_bar, warn_failures, warn_problems,
 };
-use crate::model::dir::write_atomically;
-use crate::model::Fusion;
+use super::model_args::ModelArgs;
+use crate::data::manifest::load_manifest;
+use crate::report::eval_report::EvalReport;
+use crate::report::evaluation::{evaluate, EvalOptions};
+use crate::report::records::select_records;
+use crate::report::write::write_json;
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
@@ -59,32 +58,6 @@ pub struct EvalArgs {
     pub quiet: bool,
 }
 
-/// What `eval` reports; `--json` writes exactly this.
-#[derive(Debug, Clone, Serialize)]
-pub struct EvalReport {
-    pub model: String,
-    pub path: String,
-    pub fusion: Fusion,
-    pub parameters: usize,
-    pub manifest: String,
-    pub split: String,
-    pub records: usize,
-    /// Records whose image could not be read (scored as empty outputs).
-    pub failed: usize,
-    #[serde(flatten)]
-    pub metrics: Metrics,
-    /// Accuracy by object count, where the manifest has a `scenes.jsonl` beside it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub binding: Option<BindingReport>,
-    /// Mean encode + greedy decode time per image.
-    pub ms_per_image: f64,
-    pub batch_size: usize,
-    pub max_new_tokens: usize,
-    pub worst_answers: Vec<Prediction>,
-    pub worst_captions: Vec<Prediction>,
-    pub predictions: Vec<Prediction>,
-}
-
 pub fn run(args: EvalArgs) -> Result<ExitCode> {
     check_counts(&[
         ("--batch-size", args.batch_size),
@@ -115,273 +88,21 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     let evaluation = evaluate(&md, &records, &opts, &device, &bar)?;
     bar.finish_and_clear();
     warn_failures(&evaluation.predictions);
-    let failed = evaluation.failures();
-    let binding = scenes_beside(&args.data)?
-        .and_then(|scenes| binding_report(&evaluation.predictions, &scenes));
-    let report = EvalReport {
-        model: md.name.clone(),
-        path: md.path.display().to_string(),
-        fusion: md.model.cfg.fusion,
-        parameters: parameter_counts(&md).0,
-        manifest: args.data.display().to_string(),
-        split: args.split.clone(),
-        records: records.len(),
-        failed,
-        metrics: metrics(&evaluation.predictions),
-        binding,
-        ms_per_image: evaluation.ms_per_image(),
-        batch_size: args.batch_size,
-        max_new_tokens: args.max_new_tokens,
-        worst_answers: worst(&evaluation.predictions, "vqa", args.worst),
-        worst_captions: worst(&evaluation.predictions, "caption", args.worst),
-        predictions: evaluation.predictions,
-    };
-    print!("{}", render(&report));
+    let report = EvalReport::new(
+        &md,
+        &args.data,
+        &args.split,
+        records.len(),
+        evaluation,
+        args.worst,
+        args.max_new_tokens,
+    )?;
+    print!("{}", report.render());
     if let Some(path) = &args.json {
         write_json(path, &report)?;
         if !args.quiet {
             eprintln!("wrote {}", path.display());
         }
     }
-    Ok(exit_code(failed))
-}
-
-/// The human-readable report printed on stdout.
-pub fn render(report: &EvalReport) -> String {
-    let mut out = String::new();
-    let questions = report.predictions.iter().filter(|p| p.is_vqa()).count();
-    let _ = writeln!(
-        out,
-        "model  {} ({} fusion, {} parameters)",
-        report.model,
-        report.fusion,
-        thousands(report.parameters)
-    );
-    let _ = writeln!(
-        out,
-        "data   {}, split \"{}\": {} record(s), {} question(s), {} caption(s){}",
-        report.manifest,
-        report.split,
-        report.records,
-        questions,
-        report.records - questions,
-        if report.failed > 0 {
-            format!("; {} image(s) unreadable, scored as empty", report.failed)
-        } else {
-            String::new()
-        }
-    );
-    render_metrics(&mut out, &report.metrics);
-    if let Some(binding) = &report.binding {
-        render_binding(&mut out, binding);
-    }
-    let _ = writeln!(
-        out,
-        "\nspeed: {:.2} ms/image (batch {}, greedy, up to {} tokens, encoders included)",
-        report.ms_per_image, report.batch_size, report.max_new_tokens
-    );
-    render_worst(&mut out, "answers", &report.worst_answers, "accuracy");
-    render_worst(&mut out, "captions", &report.worst_captions, "CIDEr-D");
-    out
-}
-
-fn render_binding(out: &mut String, b: &BindingReport) {
-    let cell = |s: &crate::binding::Share| {
-        if s.n == 0 {
-            "-".to_string()
-        } else {
-            format!("{:.4} ({})", s.accuracy, s.n)
-        }
-    };
-    let _ = writeln!(out, "\nby objects in the scene (accuracy, n)");
-    let _ = writeln!(out, "    {:<10}  {:<14}  2 or more", "type", "1 object");
-    for (kind, (one, several)) in &b.per_type {
-        let _ = writeln!(out, "    {kind:<10}  {:<14}  {}", cell(one), cell(several));
-    }
-    let _ = writeln!(
-        out,
-        "  \"is there a <color> <shape>?\" with the colour and the shape on different objects: {}",
-        cell(&b.split_conjunctions)
-    );
-}
-
-fn render_metrics(out: &mut String, m: &Metrics) {
-    if let Some(c) = &m.caption {
-        let _ = writeln!(out, "\ncaptions (n = {})", c.n);
-        for (k, b) in c.bleu.iter().enumerate() {
-            let _ = writeln!(out, "  {:<14}{b:.4}", format!("BLEU-{}", k + 1));
-        }
-        let _ = writeln!(out, "  {:<14}{:.4}", "CIDEr-D", c.cider_d);
-        let _ = writeln!(out, "  {:<14}{:.4}", "ROUGE-L", c.rouge_l);
-        let _ = writeln!(out, "  {:<14}{:.4}", "exact match", c.exact_match);
-    }
-    if let Some(v) = &m.vqa {
-        let _ = writeln!(out, "\nVQA (n = {})", v.n);
-        let _ = writeln!(out, "  {:<14}{:.4}", "accuracy", v.accuracy);
-        let _ = writeln!(out, "  {:<14}{:.4}", "exact match", v.exact_match);
-    }
-    if !m.vqa_per_type.is_empty() {
-        let width = m
-            .vqa_per_type
-            .keys()
-            .map(|k| k.chars().count())
-            .max()
-            .unwrap_or(0)
-            .max(4);
-        let _ = writeln!(out, "  per question type:");
-        let _ = writeln!(out, "    {:<width$}  accuracy  exact match  n", "type");
-        for (kind, s) in &m.vqa_per_type {
-            let _ = writeln!(
-                out,
-                "    {kind:<width$}  {:<8.4}  {:<11.4}  {}",
-                s.accuracy, s.exact_match, s.n
-            );
-        }
-    }
-}
-
-fn render_worst(out: &mut String, what: &str, worst: &[Prediction], score: &str) {
-    if worst.is_empty() {
-        return;
-    }
-    let _ = writeln!(out, "\n{} worst {what}:", worst.len());
-    for (i, p) in worst.iter().enumerate() {
-        let question = p
-            .question
-            .as_deref()
-            .map(|q| format!(" \"{q}\""))
-            .unwrap_or_default();
-        let expected = quoted_list(&p.references, if p.is_vqa() { 3 } else { 1 });
-        let error = p
-            .error
-            .as_deref()
-            .map(|e| format!(" [error: {e}]"))
-            .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "  {}. {}{question} -> \"{}\" (expected {expected}; {score} {:.2}){error}",
-            i + 1,
-            p.image,
-            p.output,
-            p.score
-        );
-    }
-}
-
-/// `"a", "b", ... (+N more)`, the distinct values in order.
-pub fn quoted_list(values: &[String], show: usize) -> String {
-    let mut distinct: Vec<&String> = Vec::new();
-    for v in values {
-        if !distinct.contains(&v) {
-            distinct.push(v);
-        }
-    }
-    let mut text: Vec<String> = distinct
-        .iter()
-        .take(show)
-        .map(|v| format!("\"{v}\""))
-        .collect();
-    if distinct.len() > show {
-        text.push(format!("+{} more", distinct.len() - show));
-    }
-    text.join(", ")
-}
-
-// ---------------------------------------------------------------- helpers shared by compare and experiment
-
-/// 1234567 -> "1,234,567".
-pub fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// Errs naming the option when a count is 0.
-pub fn check_counts(counts: &[(&str, usize)]) -> Result<()> {
-    for (name, value) in counts {
-        if *value == 0 {
-            bail!("{name} must be at least 1 (got 0)");
-        }
-    }
-    Ok(())
-}
-
-pub fn check_limit(limit: Option<usize>) -> Result<()> {
-    if limit == Some(0) {
-        bail!("--limit must be at least 1 (got 0); leave it out to evaluate every record");
-    }
-    Ok(())
-}
-
-/// Reports unreadable manifest lines on stderr (the first three of them).
-pub fn warn_problems(path: &Path, problems: &[ManifestProblem]) {
-    if problems.is_empty() {
-        return;
-    }
-    eprintln!(
-        "warning: skipped {} unreadable line(s) in {}:",
-        problems.len(),
-        path.display()
-    );
-    for p in problems.iter().take(3) {
-        eprintln!("  {p}");
-    }
-}
-
-/// Reports records whose image could not be read (the first three of them).
-pub fn warn_failures(predictions: &[Prediction]) {
-    let failed: Vec<&Prediction> = predictions.iter().filter(|p| p.error.is_some()).collect();
-    if failed.is_empty() {
-        return;
-    }
-    eprintln!(
-        "warning: {} record(s) could not be run and count as empty outputs:",
-        failed.len()
-    );
-    for p in failed.iter().take(3) {
-        eprintln!("  {}: {}", p.source, p.error.as_deref().unwrap_or_default());
-    }
-}
-
-/// Writes pretty JSON atomically, naming the file on failure.
-pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).context("cannot serialise the report")?;
-    write_text(path, &(text + "\n"))
-}
-
-/// Writes a text file atomically, naming the file and the fix on failure.
-pub fn write_text(path: &Path, text: &str) -> Result<()> {
-    write_atomically(path, |tmp| Ok(std::fs::write(tmp, text)?)).with_context(|| {
-        format!(
-            "cannot write {}: check that its folder exists and is writable",
-            path.display()
-        )
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{quoted_list, thousands};
-
-    #[test]
-    fn thousands_groups_digits() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(1234567), "1,234,567");
-    }
-
-    #[test]
-    fn quoted_list_drops_repeats_and_counts_the_rest() {
-        let v: Vec<String> = ["red", "red", "blue", "green", "cyan"]
-            .map(String::from)
-            .to_vec();
-        assert_eq!(quoted_list(&v, 2), "\"red\", \"blue\", +2 more");
-    }
+    Ok(exit_code(report.failed))
 }

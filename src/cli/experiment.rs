@@ -1,7 +1,6 @@
 //! `fusecap experiment`: train several fusion strategies under one budget
 //! (same seed, data order, steps and batch size), then compare them on the
 //! test split and say which won where.
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,22 +10,25 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use clap::Args;
 use indicatif::ProgressBar;
-use serde::Serialize;
 
-use super::common::progress_bar;
-use super::compare::{
-    compare, plot_accuracy, render_markdown, CompareOptions, CompareReport, FusionList,
-};
-use super::eval::{check_counts, check_limit, warn_problems, write_json, write_text};
-use crate::cli::recipe::{BatchingArgs, ThreadsArgs};
+use super::common::{check_counts, check_limit, progress_bar, warn_problems, Notes};
+use super::fusion_arg::FusionList;
+use super::model_args::parse_device;
+use crate::cli::recipe::TrainingArgs;
 use crate::data::batch::Dataset;
 use crate::data::manifest::{load_manifests, Record};
 use crate::data::split::{split_records, training_texts, Splits};
-use crate::evaluate::{verdicts, EvalOptions, Verdict};
 use crate::model::dir::load_config;
 use crate::model::{Config, Fusion};
-use crate::plot::{line_chart, read_log, Labels, Series};
+use crate::plot::Series;
+use crate::report::compare::{compare, plot_accuracy, CompareOptions};
+use crate::report::compare_markdown::render_markdown;
+use crate::report::evaluation::EvalOptions;
+use crate::report::summary::{final_vals, fusion_names, render_summary, Curve, Summary};
+use crate::report::verdict::verdicts;
+use crate::report::write::{write_json, write_text};
 use crate::tokenizer::TextTokenizer;
+use crate::train::log::{val_accuracy_chart, val_accuracy_points};
 use crate::train::{LogRecord, Outcome, TrainOptions, TrainRun, TrainState, LOG_FILE, STATE_FILE};
 
 /// Files written into --out, beside one folder per strategy.
@@ -59,44 +61,23 @@ pub struct ExperimentArgs {
     /// Strategies to train: "all", or a comma-separated list.
     #[arg(long, default_value = "all", value_name = "all|LIST")]
     pub fusion: FusionList,
-    /// JSONL manifests with train, val and test records.
-    #[arg(long, required = true, num_args = 1.., value_name = "MANIFEST")]
-    pub data: Vec<PathBuf>,
+    #[command(flatten)]
+    pub training: TrainingArgs,
     /// Optimiser steps per strategy.
     #[arg(long)]
     pub steps: usize,
     /// Output folder: one model directory per strategy, plus the reports.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Architecture (config.json, e.g. from `fusecap init`); fusion and vocab_size are replaced. Default: the shipped size.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: usize,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    pub lr: f64,
-    /// Warm-up steps (at most --steps).
-    #[arg(long, default_value_t = 100)]
-    pub warmup: usize,
-    #[command(flatten)]
-    pub batching: BatchingArgs,
     /// Validate every N steps (default: a tenth of --steps).
     #[arg(long, value_name = "N")]
     pub eval_every: Option<usize>,
-    /// Percentage of training images held out for validation when no "val" split exists.
-    #[arg(long, default_value_t = 5)]
-    pub val_percent: u64,
     /// Compare on only the first N test records.
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
     /// Records on which the strategies disagree to show in the comparison.
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub disagreements: usize,
-    #[command(flatten)]
-    pub threads: ThreadsArgs,
     /// Keep the strategies already trained in --out and continue an interrupted one.
     #[arg(long)]
     pub resume: bool,
@@ -106,10 +87,11 @@ pub struct ExperimentArgs {
 }
 
 pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
-    args.threads.apply()?;
+    args.training.threads.apply()?;
     check_args(&args)?;
-    let manifest = load_manifests(&args.data)?;
-    for path in &args.data {
+    let device = parse_device(&args.training.device)?;
+    let manifest = load_manifests(&args.training.data)?;
+    for path in &args.training.data {
         let own: Vec<_> = manifest
             .problems
             .iter()
@@ -118,15 +100,15 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
             .collect();
         warn_problems(path, &own);
     }
-    let splits = split_records(&manifest.records, args.val_percent);
-    check_splits(&splits, &args.data)?;
+    let splits = split_records(&manifest.records, args.training.val_percent);
+    check_splits(&splits, &args.training.data)?;
     let options = train_options(&args);
-    let mut data = TrainingData::build(&splits, args.config.as_deref())?;
+    let mut data = TrainingData::build(&splits, args.training.config.as_deref())?;
     options.weigh_examples(&mut data.train)?;
     if !args.quiet {
         eprintln!(
             "experiment: {} for {} steps of {} (seed {}) on {} training and {} validation examples; comparing on {} test record(s)",
-            names(&args.fusion.0),
+            fusion_names(&args.fusion.0),
             options.steps,
             options.batch_size,
             options.seed,
@@ -141,18 +123,18 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
             args.out.display()
         )
     })?;
-    if let Some(code) = train_all(&args, &data, &options)? {
+    if let Some(code) = train_all(&args, &data, &options, &device)? {
         return Ok(code);
     }
-    report(&args, &splits.test, &options)?;
+    report(&args, &splits.test, &options, &device)?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn check_args(args: &ExperimentArgs) -> Result<()> {
     check_counts(&[
         ("--steps", args.steps),
-        ("--batch-size", args.batch_size),
-        ("--group-size", args.batching.group_size),
+        ("--batch-size", args.training.batch_size),
+        ("--group-size", args.training.batching.group_size),
     ])?;
     check_limit(args.limit)?;
     if args.eval_every == Some(0) {
@@ -166,6 +148,7 @@ fn train_all(
     args: &ExperimentArgs,
     data: &TrainingData,
     options: &TrainOptions,
+    device: &Device,
 ) -> Result<Option<ExitCode>> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -182,6 +165,7 @@ fn train_all(
             data,
             options,
             stop: &stop,
+            device,
         };
         if let Outcome::Interrupted { step } = job.run()? {
             eprintln!(
@@ -193,21 +177,13 @@ fn train_all(
     Ok(None)
 }
 
-fn names(fusions: &[Fusion]) -> String {
-    fusions
-        .iter()
-        .map(|f| f.name())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 fn train_options(args: &ExperimentArgs) -> TrainOptions {
-    args.batching.apply(TrainOptions {
+    args.training.batching.apply(TrainOptions {
         steps: args.steps,
-        batch_size: args.batch_size,
-        lr: args.lr,
-        warmup_steps: args.warmup.min(args.steps),
-        seed: args.seed,
+        batch_size: args.training.batch_size,
+        lr: args.training.lr,
+        warmup_steps: args.training.warmup.min(args.steps),
+        seed: args.training.seed,
         eval_every: args.eval_every.unwrap_or((args.steps / 10).max(1)),
         ..TrainOptions::default()
     })
@@ -274,6 +250,7 @@ impl TrainingData {
 /// Training one strategy into OUT/FUSION.
 struct TrainJob<'a> {
     args: &'a ExperimentArgs,
+    device: &'a Device,
     cfg: Config,
     data: &'a TrainingData,
     options: &'a TrainOptions,
@@ -325,7 +302,8 @@ impl TrainJob<'_> {
             save_dtype: DType::F32,
             stop: self.stop,
             on_step: &mut on_step,
-            threads: self.args.threads.count()?,
+            threads: self.args.training.threads.count()?,
+            device: self.device.clone(),
         }
         .run()?;
         bar.finish_and_clear();
@@ -375,28 +353,13 @@ fn existing_run(dir: &Path, options: &TrainOptions, examples: usize) -> Result<E
 
 // ---------------------------------------------------------------- report
 
-/// Everything `summary.json` holds.
-#[derive(Debug, Clone, Serialize)]
-pub struct Summary {
-    pub strategies: Vec<Fusion>,
-    pub steps: usize,
-    pub batch_size: usize,
-    pub seed: u64,
-    pub test_records: usize,
-    pub verdicts: Vec<Verdict>,
-    /// The last logged validation accuracy of each strategy, with its step.
-    pub final_val_accuracy: Vec<FinalVal>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct FinalVal {
-    pub fusion: Fusion,
-    pub step: usize,
-    pub val_accuracy: f64,
-}
-
 /// Compares the trained strategies on the test split and writes every report.
-fn report(args: &ExperimentArgs, test: &[&Record], options: &TrainOptions) -> Result<()> {
+fn report(
+    args: &ExperimentArgs,
+    test: &[&Record],
+    options: &TrainOptions,
+    device: &Device,
+) -> Result<()> {
     let dirs: Vec<PathBuf> = args
         .fusion
         .0
@@ -416,9 +379,9 @@ fn report(args: &ExperimentArgs, test: &[&Record], options: &TrainOptions) -> Re
         },
         speed_samples: 32,
         disagreements: args.disagreements,
-        quiet: args.quiet,
     };
     let manifests = args
+        .training
         .data
         .iter()
         .map(|p| p.display().to_string())
@@ -428,9 +391,10 @@ fn report(args: &ExperimentArgs, test: &[&Record], options: &TrainOptions) -> Re
         &dirs,
         &records,
         &opts,
-        &Device::Cpu,
+        device,
         Path::new(&manifests),
         "test",
+        &Notes { quiet: args.quiet },
     )?;
     let markdown = render_markdown(&comparison);
     write_text(&args.out.join(COMPARE_MD), &markdown)?;
@@ -468,9 +432,6 @@ fn report(args: &ExperimentArgs, test: &[&Record], options: &TrainOptions) -> Re
     Ok(())
 }
 
-/// A strategy and its (step, validation accuracy) points.
-type Curve = (Fusion, Vec<(f64, f64)>);
-
 /// Each strategy's (step, validation accuracy) points from its training.jsonl.
 fn val_curves(args: &ExperimentArgs) -> Result<Vec<Curve>> {
     args.fusion
@@ -478,25 +439,7 @@ fn val_curves(args: &ExperimentArgs) -> Result<Vec<Curve>> {
         .iter()
         .map(|&f| {
             let log = args.out.join(f.name()).join(LOG_FILE);
-            let points = read_log(&log)?
-                .iter()
-                .filter_map(|r| r.val_accuracy.map(|a| (r.step as f64, a)))
-                .collect();
-            Ok((f, points))
-        })
-        .collect()
-}
-
-fn final_vals(curves: &[Curve]) -> Vec<FinalVal> {
-    curves
-        .iter()
-        .filter_map(|(fusion, points)| {
-            let &(step, val_accuracy) = points.last()?;
-            Some(FinalVal {
-                fusion: *fusion,
-                step: step as usize,
-                val_accuracy,
-            })
+            Ok((f, val_accuracy_points(&log)?))
         })
         .collect()
 }
@@ -514,148 +457,5 @@ fn plot_curves(args: &ExperimentArgs, curves: Vec<Curve>) -> Result<()> {
             points,
         })
         .collect();
-    let out = args.out.join(VAL_PLOT);
-    let labels = Labels {
-        title: "validation accuracy (greedy exact match)",
-        x: "step",
-        y: "accuracy",
-    };
-    line_chart(&out, &labels, &series, Some(0.0..1.0))
-}
-
-/// Which strategy won each question type, by how much, and whether that is noise.
-pub fn render_summary(summary: &Summary, comparison: &CompareReport) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "## Summary\n");
-    let _ = writeln!(
-        out,
-        "Trained {} for {} steps each (batch {}, seed {}, same data order); compared on {} test record(s).\n",
-        names(&summary.strategies),
-        summary.steps,
-        summary.batch_size,
-        summary.seed,
-        summary.test_records
-    );
-    for v in &summary.verdicts {
-        let _ = writeln!(out, "- {}", verdict_line(v));
-    }
-    if let Some(line) = caption_line(comparison) {
-        let _ = writeln!(out, "- {line}");
-    }
-    if summary.verdicts.is_empty() && comparison.captions == 0 {
-        let _ = writeln!(
-            out,
-            "- nothing to compare: the test split has no scored records."
-        );
-    }
-    if !summary.final_val_accuracy.is_empty() {
-        let parts: Vec<String> = summary
-            .final_val_accuracy
-            .iter()
-            .map(|f| {
-                format!(
-                    "{} {:.1}% (step {})",
-                    f.fusion,
-                    100.0 * f.val_accuracy,
-                    f.step
-                )
-            })
-            .collect();
-        let _ = writeln!(out, "- last validation accuracy: {}.", parts.join(", "));
-    }
-    let _ = writeln!(
-        out,
-        "\n\"Within noise\" means the gap is no larger than one binomial standard error, sqrt(p(1-p)/n), with p the mean accuracy of the two best strategies and n the number of questions."
-    );
-    out
-}
-
-fn verdict_line(v: &Verdict) -> String {
-    let head = format!("{} (n = {})", v.question_type, v.n);
-    let (Some(runner), Some(runner_acc)) = (&v.runner_up, v.runner_up_accuracy) else {
-        return format!(
-            "{head}: only {} was evaluated ({:.1}%)",
-            v.winner,
-            100.0 * v.accuracy
-        );
-    };
-    let se = 100.0 * v.standard_error;
-    if !v.tied.is_empty() {
-        let mut all = vec![v.winner.clone()];
-        all.extend(v.tied.iter().cloned());
-        let last = all.pop().unwrap_or_default();
-        return format!(
-            "{head}: {} and {last} tie at {:.1}%",
-            all.join(", "),
-            100.0 * v.accuracy
-        );
-    }
-    let noise = if v.within_noise {
-        format!("within noise (gap ≤ SE {se:.1} points)")
-    } else {
-        format!("beyond noise (SE {se:.1} points)")
-    };
-    format!(
-        "{head}: {} wins with {:.1}%, {:.1} points ahead of {runner} ({:.1}%) — {noise}",
-        v.winner,
-        100.0 * v.accuracy,
-        100.0 * v.gap,
-        100.0 * runner_acc
-    )
-}
-
-/// The best CIDEr-D among the strategies (there is no binomial error for it).
-fn caption_line(comparison: &CompareReport) -> Option<String> {
-    let mut scores: Vec<(&str, f64)> = comparison
-        .models
-        .iter()
-        .filter_map(|m| {
-            m.metrics
-                .caption
-                .as_ref()
-                .map(|c| (m.name.as_str(), c.cider_d))
-        })
-        .collect();
-    scores.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let (best, score) = *scores.first()?;
-    let rest: Vec<String> = scores[1..]
-        .iter()
-        .map(|(n, s)| format!("{n} {s:.3}"))
-        .collect();
-    Some(format!(
-        "captions (n = {}): {best} has the best CIDEr-D, {score:.3}{} (no binomial standard error applies to CIDEr-D)",
-        comparison.captions,
-        if rest.is_empty() { String::new() } else { format!(", then {}", rest.join(", ")) }
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn verdict(gap: f64, within_noise: bool) -> Verdict {
-        Verdict {
-            question_type: "color".into(),
-            n: 100,
-            winner: "gated".into(),
-            accuracy: 0.6,
-            runner_up: Some("concat".into()),
-            runner_up_accuracy: Some(0.6 - gap),
-            tied: if gap == 0.0 {
-                vec!["concat".into()]
-            } else {
-                Vec::new()
-            },
-            gap,
-            standard_error: 0.05,
-            within_noise,
-        }
-    }
-
-    #[test]
-    fn verdict_lines_say_within_noise_only_for_small_gaps() {
-        assert!(verdict_line(&verdict(0.02, true)).contains("within noise"));
-        assert!(verdict_line(&verdict(0.2, false)).contains("beyond noise"));
-        assert!(verdict_line(&verdict(0.0, true)).contains("tie"));
-    }
+    val_accuracy_chart(&series, &args.out.join(VAL_PLOT))
 }

@@ -1,35 +1,18 @@
 //! `fusecap explain`: draw where the decoder's cross-attention looked for each
 //! generated token, over the image patches and over the question's tokens.
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
-use candle_core::Device;
+use anyhow::{bail, Result};
 use clap::Args;
-use image::RgbImage;
-use serde::Serialize;
 
-use super::common::ModelArgs;
+use super::common::EXIT_SOME_FAILED;
 use super::decode::warn_truncation;
-use super::eval::write_json;
-use crate::data::image::{decode_rgb, Preprocess};
-use crate::evaluate::{decoding_steps, gates, step_attention, Gate, Layers, StepAttention};
-use crate::generate::{encode_queries, greedy, GenerateOptions, Query};
+use super::model_args::ModelArgs;
+use crate::data::image::decode_rgb;
 use crate::model::dir::ModelDir;
-use crate::model::Fusion;
-use crate::plot::{attention_overlay, bar_image, image_grid, label_image, save_png};
-
-/// Side of each heat-map picture, in pixels.
-pub const OVERLAY_SIZE: u32 = 256;
-/// Width and height of each question-attention bar chart, in pixels.
-pub const BARS_SIZE: (u32, u32) = (480, 280);
-/// Height of the bar chart under each heat map in the grid.
-pub const GRID_BARS_HEIGHT: u32 = 160;
-/// Cells per row of the grid.
-pub const GRID_COLUMNS: usize = 6;
-pub const GRID_FILE: &str = "grid.png";
-pub const JSON_FILE: &str = "attention.json";
+use crate::report::attention::Layers;
+use crate::report::explain::{explain, ExplainInput, GRID_FILE, JSON_FILE};
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
@@ -68,56 +51,10 @@ pub struct ExplainArgs {
     pub quiet: bool,
 }
 
-/// One decoding step in attention.json.
-#[derive(Debug, Clone, Serialize)]
-pub struct StepReport {
-    /// 1-based.
-    pub step: usize,
-    /// The generated token, or "[EOS]" for the step that ended the output.
-    pub token: String,
-    pub image_file: String,
-    pub text_file: String,
-    /// concat only: the attention mass on image and on text tokens (with
-    /// `sink`, they sum to 1).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub image_share: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub text_share: Option<f64>,
-    /// Over the image patches, row-major `grid × grid`.
-    pub vision: Vec<f32>,
-    /// Over `text_tokens` (a padded key has weight 0).
-    pub text: Vec<f32>,
-    /// The weight on the attention sinks: one under concat, vision's then
-    /// text's under separate/gated, none for a model without sinks.
-    pub sink: Vec<f32>,
-}
-
-/// What attention.json holds.
-#[derive(Debug, Clone, Serialize)]
-pub struct ExplainReport {
-    pub model: String,
-    pub fusion: Fusion,
-    pub image: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub question: Option<String>,
-    pub output: String,
-    /// The layer drawn, or null for the mean over all layers.
-    pub layer: Option<usize>,
-    pub decoder_layers: usize,
-    /// Patches per side: the maps are `grid × grid`.
-    pub grid: usize,
-    /// The text-encoder keys: the question's tokens (or the caption prompt's).
-    pub text_tokens: Vec<String>,
-    pub steps: Vec<StepReport>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gate_values: Option<Vec<Gate>>,
-}
-
 pub fn run(args: ExplainArgs) -> Result<ExitCode> {
     let (md, device) = args.model.load()?;
     let questions: Vec<String> = args.question.iter().cloned().collect();
     warn_truncation(&md, &questions, args.max_new_tokens)?;
-    let cfg = &md.model.cfg;
     let layers = check_layer(&md, args.layer)?;
     // As in `ask` and `caption`: an unreadable input is a failed input (exit
     // 1), not a fatal error of the run.
@@ -125,67 +62,16 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
         Ok(image) => image,
         Err(e) => {
             eprintln!("error: {e:#}");
-            return Ok(ExitCode::from(super::EXIT_SOME_FAILED));
+            return Ok(ExitCode::from(EXIT_SOME_FAILED));
         }
     };
-    let preprocess = Preprocess::from_config(cfg);
-    let text = args
-        .question
-        .clone()
-        .unwrap_or_else(|| cfg.caption_prompt.clone());
-    let query = Query {
-        pixels: preprocess.pixels(&original),
-        text: text.clone(),
+    let input = ExplainInput {
+        path: &args.image,
+        image: &original,
+        question: args.question.as_deref(),
     };
-    let opts = GenerateOptions {
-        max_new_tokens: args.max_new_tokens,
-        ..GenerateOptions::default()
-    };
-    let (tokens, attention) = decode_with_attention(&md, query, &opts, layers, &device)?;
-
-    let mut report = ExplainReport {
-        model: md.name.clone(),
-        fusion: cfg.fusion,
-        image: args.image.display().to_string(),
-        question: args.question.clone(),
-        output: md.tokenizer.decode(&tokens)?,
-        layer: args.layer,
-        decoder_layers: cfg.decoder_layers,
-        grid: cfg.image_size / cfg.patch_size,
-        text_tokens: text_labels(&md, &text, attention.first().map_or(0, |s| s.text.len()))?,
-        steps: Vec::new(),
-        gate_values: gates(&md.model)?,
-    };
-    std::fs::create_dir_all(&args.out).with_context(|| {
-        format!(
-            "cannot create {}: check the path and permissions",
-            args.out.display()
-        )
-    })?;
-    let display = Preprocess {
-        size: OVERLAY_SIZE as usize,
-        ..preprocess
-    }
-    .resized(&original);
-    let labels = step_labels(&md, &tokens, attention.len());
-    let mut cells = Vec::with_capacity(attention.len());
-    for (i, (step, label)) in attention.iter().zip(&labels).enumerate() {
-        let (step_report, cell) = draw_step(&args.out, &report, &display, i, label, step)?;
-        report.steps.push(step_report);
-        cells.push(cell);
-    }
-    let header = format!(
-        "{text} → \"{}\"  ({}, {})",
-        report.output,
-        cfg.fusion,
-        layer_name(args.layer)
-    );
-    save_png(
-        &image_grid(&cells, GRID_COLUMNS, &header)?,
-        &args.out.join(GRID_FILE),
-    )?;
-    write_json(&args.out.join(JSON_FILE), &report)?;
-    print!("{}", render(&report));
+    let report = explain(&md, &input, layers, args.max_new_tokens, &args.out, &device)?;
+    print!("{}", report.render());
     if args.quiet {
         return Ok(ExitCode::SUCCESS);
     }
@@ -208,236 +94,5 @@ fn check_layer(md: &ModelDir, layer: Option<usize>) -> Result<Layers> {
             md.path.display(),
             n.saturating_sub(1)
         ),
-    }
-}
-
-/// Decodes one query greedily and returns its tokens and the cross-attention of each step.
-fn decode_with_attention(
-    md: &ModelDir,
-    query: Query,
-    opts: &GenerateOptions,
-    layers: Layers,
-    device: &Device,
-) -> Result<(Vec<u32>, Vec<StepAttention>)> {
-    let memory = encode_queries(md, &[query], device)?;
-    let generated = greedy(&md.model, &memory, opts)?;
-    let tokens = generated
-        .into_iter()
-        .next()
-        .context("greedy decoding returned no output")?
-        .tokens;
-    let steps = decoding_steps(tokens.len(), &md.model.cfg, opts);
-    let attention = step_attention(
-        &md.model,
-        &memory,
-        std::slice::from_ref(&tokens),
-        &[steps],
-        layers,
-    )?;
-    Ok((tokens, attention.into_iter().next().unwrap_or_default()))
-}
-
-fn layer_name(layer: Option<usize>) -> String {
-    layer.map_or("mean of the layers".to_string(), |l| format!("layer {l}"))
-}
-
-/// The text-encoder keys' labels: the input's tokens, then "[PAD]" for padding.
-fn text_labels(md: &ModelDir, text: &str, keys: usize) -> Result<Vec<String>> {
-    let ids = md.tokenizer.encode(text)?;
-    Ok((0..keys)
-        .map(|k| match ids.get(k) {
-            Some(&id) => md.tokenizer.token(id).unwrap_or_else(|| format!("#{id}")),
-            None => "[PAD]".to_string(),
-        })
-        .collect())
-}
-
-/// One label per decoding step: the generated words, then "[EOS]" for the step that ended.
-fn step_labels(md: &ModelDir, tokens: &[u32], steps: usize) -> Vec<String> {
-    (0..steps)
-        .map(|i| match tokens.get(i) {
-            Some(&id) => md.tokenizer.token(id).unwrap_or_else(|| format!("#{id}")),
-            None => "[EOS]".to_string(),
-        })
-        .collect()
-}
-
-/// "01-red", safe as a file name.
-fn file_stem(index: usize, label: &str) -> String {
-    let word: String = label
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .take(24)
-        .collect::<String>()
-        .to_lowercase();
-    if word.is_empty() {
-        format!("{:02}", index + 1)
-    } else {
-        format!("{:02}-{word}", index + 1)
-    }
-}
-
-/// Writes one step's heat map and bar chart, and returns its JSON entry and grid cell.
-fn draw_step(
-    out: &Path,
-    report: &ExplainReport,
-    display: &RgbImage,
-    index: usize,
-    label: &str,
-    step: &StepAttention,
-) -> Result<(StepReport, RgbImage)> {
-    let concat = report.fusion == Fusion::Concat;
-    let (image_share, text_share) = (step.vision_mass(), step.text_mass());
-    let share = if concat {
-        format!(" · image {:.0}%", 100.0 * image_share)
-    } else {
-        String::new()
-    };
-    let mut overlay = attention_overlay(display, &step.vision, report.grid)?;
-    label_image(&mut overlay, &format!("{} \"{label}\"{share}", index + 1))?;
-    let stem = file_stem(index, label);
-    let image_file = format!("{stem}.png");
-    save_png(&overlay, &out.join(&image_file))?;
-
-    let title = if concat {
-        format!(
-            "\"{label}\": attention on the text ({:.0}% of it)",
-            100.0 * text_share
-        )
-    } else {
-        format!("\"{label}\": attention over the text tokens")
-    };
-    let bars = bar_image(
-        BARS_SIZE.0,
-        BARS_SIZE.1,
-        &title,
-        &report.text_tokens,
-        &step.text,
-    )?;
-    let text_file = format!("{stem}-text.png");
-    save_png(&bars, &out.join(&text_file))?;
-
-    let small_bars = bar_image(
-        OVERLAY_SIZE,
-        GRID_BARS_HEIGHT,
-        "text",
-        &report.text_tokens,
-        &step.text,
-    )?;
-    let mut cell = RgbImage::from_pixel(
-        OVERLAY_SIZE,
-        OVERLAY_SIZE + GRID_BARS_HEIGHT,
-        image::Rgb([255, 255, 255]),
-    );
-    image::imageops::overlay(&mut cell, &overlay, 0, 0);
-    image::imageops::overlay(&mut cell, &small_bars, 0, OVERLAY_SIZE as i64);
-    let step_report = StepReport {
-        step: index + 1,
-        token: label.to_string(),
-        image_file,
-        text_file,
-        image_share: concat.then_some(image_share),
-        text_share: concat.then_some(text_share),
-        vision: step.vision.clone(),
-        text: step.text.clone(),
-        sink: step.sink.clone(),
-    };
-    Ok((step_report, cell))
-}
-
-/// What stdout shows: the output, then one line per step.
-fn render(report: &ExplainReport) -> String {
-    let mut out = String::new();
-    let input = report
-        .question
-        .as_deref()
-        .map_or("(caption)".to_string(), |q| format!("\"{q}\""));
-    let _ = writeln!(out, "{} {input} -> \"{}\"", report.image, report.output);
-    let _ = writeln!(
-        out,
-        "{} fusion, {}",
-        report.fusion,
-        layer_name(report.layer)
-    );
-    let width = report
-        .steps
-        .iter()
-        .map(|s| s.token.chars().count())
-        .max()
-        .unwrap_or(5)
-        .max(5);
-    if report.fusion == Fusion::Concat {
-        let _ = writeln!(out, "step  {:<width$}  image   text", "token");
-    } else {
-        let _ = writeln!(
-            out,
-            "step  {:<width$}  peak patch (row, col)  top text token",
-            "token"
-        );
-    }
-    for s in &report.steps {
-        let _ = writeln!(
-            out,
-            "{:>4}  {:<width$}  {}",
-            s.step,
-            s.token,
-            step_detail(report, s)
-        );
-    }
-    if let Some(gates) = &report.gate_values {
-        let _ = writeln!(out, "gates tanh(alpha):");
-        for g in gates {
-            let _ = writeln!(
-                out,
-                "  layer {}: vision {:.4}, text {:.4}",
-                g.layer, g.vision, g.text
-            );
-        }
-    }
-    out
-}
-
-fn step_detail(report: &ExplainReport, s: &StepReport) -> String {
-    if let (Some(image), Some(text)) = (s.image_share, s.text_share) {
-        return format!("{:>4.0}%  {:>4.0}%", 100.0 * image, 100.0 * text);
-    }
-    let peak = argmax(&s.vision).map_or("-".to_string(), |(i, w)| {
-        format!(
-            "({}, {}) {:.3}",
-            i / report.grid.max(1),
-            i % report.grid.max(1),
-            w
-        )
-    });
-    let top = argmax(&s.text).filter(|(_, w)| *w > 0.0).map_or(
-        "- (no text keys)".to_string(),
-        |(i, w)| {
-            format!(
-                "{} {w:.3}",
-                report.text_tokens.get(i).map_or("?", String::as_str)
-            )
-        },
-    );
-    format!("{peak:<21}  {top}")
-}
-
-fn argmax(values: &[f32]) -> Option<(usize, f32)> {
-    values
-        .iter()
-        .copied()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::file_stem;
-
-    #[test]
-    fn file_stems_are_safe_names() {
-        assert_eq!(file_stem(0, "red"), "01-red");
-        assert_eq!(file_stem(9, "[EOS]"), "10-eos");
-        assert_eq!(file_stem(2, "?"), "03");
-        assert_eq!(file_stem(3, "../x"), "04-x");
     }
 }

@@ -9,17 +9,17 @@ pub mod decode;
 pub mod eval;
 pub mod experiment;
 pub mod explain;
+pub mod fusion_arg;
 pub mod init;
+pub mod model_args;
+pub mod output;
 pub mod recipe;
 pub mod score;
 pub mod train;
 
 use clap::{Parser, Subcommand};
 
-/// Exit code when some inputs failed but the others were processed.
-pub const EXIT_SOME_FAILED: u8 = 1;
-/// Exit code for an error that stopped the whole run (bad model, bad arguments).
-pub const EXIT_FATAL: u8 = 2;
+pub use common::{EXIT_FATAL, EXIT_SOME_FAILED};
 
 #[derive(Parser, Debug)]
 #[command(

@@ -1,9 +1,46 @@
-//! How examples are batched and weighed, and how many threads train:
-//! options shared by `train` and `experiment`.
+//! The training options shared by `train` and `experiment`: the data, the
+//! architecture, the optimiser's budget, how examples are batched and
+//! weighed, and where and on how many threads training runs.
+use std::path::PathBuf;
+
 use anyhow::{bail, Result};
 use clap::Args;
 
 use crate::train::TrainOptions;
+
+#[derive(Args, Debug, Clone)]
+pub struct TrainingArgs {
+    /// JSONL manifests; records with split "train" (or none) are trained on,
+    /// "val" validates (and `experiment` compares on "test").
+    #[arg(long, required = true, num_args = 1.., value_name = "MANIFEST")]
+    pub data: Vec<PathBuf>,
+    /// Architecture (config.json, e.g. from `fusecap init`); fusion and
+    /// vocab_size are replaced. Default: the shipped size. A file without
+    /// `cross_attention_sink` / `text_cross_attention` gets the older design
+    /// (both off), as an old model directory does.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Warm-up steps (at most the number of steps).
+    #[arg(long, default_value_t = 100)]
+    pub warmup: usize,
+    #[command(flatten)]
+    pub batching: BatchingArgs,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Percentage of training images held out for validation when no "val" split exists.
+    #[arg(long, default_value_t = 5)]
+    pub val_percent: u64,
+    #[command(flatten)]
+    pub threads: ThreadsArgs,
+    /// Where to run: cpu, or cuda / metal when built with those features.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
 
 #[derive(Args, Debug, Clone)]
 pub struct BatchingArgs {

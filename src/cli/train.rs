@@ -10,7 +10,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::common::refuse_renamed;
-use crate::cli::recipe::{BatchingArgs, ThreadsArgs};
+use crate::cli::model_args::parse_device;
+use crate::cli::recipe::TrainingArgs;
 use crate::data::batch::{Dataset, Sampler};
 use crate::data::manifest::load_manifests;
 use crate::data::split::{split_records, training_texts};
@@ -33,19 +34,13 @@ Writes a usable model directory to --out at every checkpoint, plus training.json
 loss.png, checkpoint.safetensors (weights + optimiser) and train_state.json.
 Ctrl-C saves a checkpoint and stops; --resume continues exactly where it stopped.")]
 pub struct TrainArgs {
-    /// JSONL manifests; records with split "train" (or none) are trained on, "val" validates.
-    #[arg(long, required = true, num_args = 1.., value_name = "MANIFEST")]
-    pub data: Vec<PathBuf>,
+    #[command(flatten)]
+    pub training: TrainingArgs,
     #[arg(long, value_enum)]
     pub fusion: Fusion,
     /// Output model directory.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Architecture (config.json); fusion and vocab_size are replaced. Default: the shipped size.
-    /// A file without `cross_attention_sink` / `text_cross_attention` gets the
-    /// older design (both off), as an old model directory does.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
     /// Fine-tune: start from this model directory's weights, with its
     /// architecture and tokenizer, instead of a random initialisation. The
     /// optimiser and the learning-rate schedule start afresh; --fusion must
@@ -61,13 +56,6 @@ pub struct TrainArgs {
     /// Passes over the training examples (alternative to --steps).
     #[arg(long)]
     pub epochs: Option<f64>,
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: usize,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    pub lr: f64,
-    #[arg(long, default_value_t = 100)]
-    pub warmup: usize,
     #[arg(long, default_value_t = 0.01)]
     pub weight_decay: f64,
     #[arg(long, default_value_t = 0.0)]
@@ -78,24 +66,17 @@ pub struct TrainArgs {
     /// Gaussian pixel noise, as a fraction of the pixel range (augmentation; 0 = off).
     #[arg(long, default_value_t = 0.0)]
     pub augment_noise: f32,
-    #[command(flatten)]
-    pub batching: BatchingArgs,
     /// Share of each batch that is multi-object scenes drawn afresh for every
     /// step (seeded by --seed, so a resume sees the same ones); 0 = off.
     /// Half the validation examples are then scenes from another stream.
     #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
     pub stream_share: f64,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
     /// Validate every N steps.
     #[arg(long, default_value_t = 250)]
     pub eval_every: usize,
     /// Checkpoint every N steps (and at the end, and on Ctrl-C).
     #[arg(long, default_value_t = 250)]
     pub checkpoint_every: usize,
-    /// Percentage of training images held out for validation when no "val" split exists.
-    #[arg(long, default_value_t = 5)]
-    pub val_percent: u64,
     /// Continue from the checkpoint in --out.
     #[arg(long)]
     pub resume: bool,
@@ -106,8 +87,6 @@ pub struct TrainArgs {
     /// Store model.safetensors as f16 (half the size) or f32.
     #[arg(long, default_value = "f16", value_parser = ["f16", "f32"])]
     pub save_dtype: String,
-    #[command(flatten)]
-    pub threads: ThreadsArgs,
     #[arg(long, short)]
     pub quiet: bool,
 }
@@ -115,22 +94,24 @@ pub struct TrainArgs {
 pub fn run(args: TrainArgs) -> Result<ExitCode> {
     refuse_renamed("--init", "--finetune", args.renamed_init.is_some())?;
     check_out(&args)?;
-    let threads = args.threads.apply()?;
-    if args.batch_size == 0
-        || args.batching.group_size == 0
+    let threads = args.training.threads.apply()?;
+    let device = parse_device(&args.training.device)?;
+    if args.training.batch_size == 0
+        || args.training.batching.group_size == 0
         || args.eval_every == 0
         || args.checkpoint_every == 0
     {
         bail!("--batch-size, --group-size, --eval-every and --checkpoint-every must be at least 1");
     }
     let stream_options = (args.stream_share != 0.0).then_some(StreamOptions {
-        seed: args.seed,
+        seed: args.training.seed,
         share: args.stream_share,
     });
     if let Some(s) = &stream_options {
-        s.validate().map_err(anyhow::Error::msg)?;
+        s.validate()
+            .map_err(|e| anyhow::anyhow!("--stream-share: {e}"))?;
     }
-    let manifest = load_manifests(&args.data)?;
+    let manifest = load_manifests(&args.training.data)?;
     for problem in &manifest.problems {
         eprintln!("warning: {problem}");
     }
@@ -141,12 +122,13 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             manifest.records.len()
         );
     }
-    let splits = split_records(&manifest.records, args.val_percent);
+    let splits = split_records(&manifest.records, args.training.val_percent);
     let (train_records, val_records) = (splits.train, splits.val);
     if train_records.is_empty() {
         bail!(
             "no training records (split \"train\" or no split) in {}",
-            args.data
+            args.training
+                .data
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
@@ -156,7 +138,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
 
     // Loaded whole, so a broken directory is refused before the images are decoded.
     let init = match &args.finetune {
-        Some(dir) => Some(ModelDir::load(dir, &candle_core::Device::Cpu)?),
+        Some(dir) => Some(ModelDir::load(dir, &device)?),
         None => None,
     };
     if let Some(init) = &init {
@@ -181,7 +163,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         }
     };
     let vocab = tokenizer.vocab_size();
-    let cfg = match (&init, &args.config) {
+    let cfg = match (&init, &args.training.config) {
         (Some(init), _) => Config {
             inference: false,
             ..init.model.cfg.clone()
@@ -215,22 +197,26 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let steps = match (args.steps, args.epochs) {
         (Some(s), _) => s,
         (None, Some(e)) => {
-            let per_epoch =
-                Sampler::new(&train, args.batch_size, args.batching.group_size, args.seed)
-                    .batches_per_epoch();
+            let per_epoch = Sampler::new(
+                &train,
+                args.training.batch_size,
+                args.training.batching.group_size,
+                args.training.seed,
+            )
+            .batches_per_epoch();
             (e * per_epoch as f64).ceil() as usize
         }
         (None, None) => TrainOptions::default().steps,
     }
     .max(1);
-    let options = args.batching.apply(TrainOptions {
+    let options = args.training.batching.apply(TrainOptions {
         steps,
-        batch_size: args.batch_size,
-        lr: args.lr,
-        warmup_steps: args.warmup.min(steps),
+        batch_size: args.training.batch_size,
+        lr: args.training.lr,
+        warmup_steps: args.training.warmup.min(steps),
         weight_decay: args.weight_decay,
         label_smoothing: args.label_smoothing,
-        seed: args.seed,
+        seed: args.training.seed,
         eval_every: args.eval_every,
         checkpoint_every: args.checkpoint_every,
         augment_shift: args.augment_shift,
@@ -254,7 +240,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             train.images.len(),
             val.examples.len(),
             steps,
-            args.batch_size
+            args.training.batch_size
         );
     }
 
@@ -305,6 +291,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         stop: &stop,
         on_step: &mut on_step,
         threads,
+        device,
     }
     .run()?;
     bar.finish_and_clear();

@@ -117,7 +117,7 @@ pub fn convert_coco(
     }
     if lines.is_empty() {
         anyhow::bail!(
-            "nothing imported from {}: none of its {} captioned images is in {} (e.g. {}); check --images",
+            "nothing imported from {}: none of its {} captioned images is in {} (e.g. {}); check the image folder",
             captions.display(),
             summary.missing_images,
             images.display(),

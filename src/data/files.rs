@@ -5,24 +5,6 @@ use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-/// Creates `out` for a new data set; refuses to overwrite an existing manifest unless `force`.
-pub fn prepare_output(out: &Path, force: bool) -> anyhow::Result<()> {
-    if out.exists() && !out.is_dir() {
-        bail!(
-            "--out {} is a file: give a folder to write the data set into",
-            out.display()
-        );
-    }
-    let manifest = out.join("manifest.jsonl");
-    if manifest.exists() && !force {
-        bail!(
-            "{} already exists: pass --force to overwrite it, or choose another --out",
-            manifest.display()
-        );
-    }
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create folder {}", out.display()))
-}
-
 /// Reads and parses a JSON file; `what` names the expected content in the error.
 pub fn read_json<T: DeserializeOwned>(path: &Path, what: &str) -> anyhow::Result<T> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -102,7 +84,7 @@ const IMAGE_EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "bmp", "gif", "webp",
 impl ImageIndex {
     pub fn build(dir: &Path) -> anyhow::Result<Self> {
         let entries = std::fs::read_dir(dir).with_context(|| {
-            format!("cannot read image folder {}: check --images", dir.display())
+            format!("cannot read image folder {}: check the path", dir.display())
         })?;
         let mut names: Vec<PathBuf> = Vec::new();
         for entry in entries {

@@ -96,7 +96,7 @@ pub fn filter_manifests(
         .collect();
     if kept.is_empty() {
         anyhow::bail!(
-            "no record of {} passes the filter: check --split, --task, --type, --answer, --with-word and --without-word",
+            "no record of {} passes the filter: check its split, task, question types, answers and words",
             inputs
                 .iter()
                 .map(|p| p.display().to_string())

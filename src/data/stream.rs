@@ -41,7 +41,7 @@ impl StreamOptions {
     pub fn validate(&self) -> Result<(), String> {
         if !(self.share > 0.0 && self.share <= 1.0) {
             return Err(format!(
-                "--stream-share {} is out of range: use a value above 0 and at most 1",
+                "share {} is out of range: use a value above 0 and at most 1",
                 self.share
             ));
         }

@@ -183,7 +183,7 @@ pub fn test_split(cfg: &SynthConfig) -> Vec<bool> {
 /// Writes `out/images/NNNNN.png`, `out/manifest.jsonl` and `out/scenes.jsonl`.
 pub fn write_dataset(cfg: &SynthConfig, out: &Path) -> anyhow::Result<SynthSummary> {
     if cfg.count == 0 {
-        bail!("--count must be at least 1");
+        bail!("count must be at least 1");
     }
     if !(8..=4096).contains(&cfg.image_size) {
         bail!(

@@ -155,7 +155,7 @@ pub fn convert_vqav2(
     summary.images = image_paths.values().filter(|p| p.is_some()).count();
     if lines.is_empty() {
         anyhow::bail!(
-            "nothing imported from {}: {} questions lack an annotation in {} and {} images are not in {} (e.g. {}); check the files and --images",
+            "nothing imported from {}: {} questions lack an annotation in {} and {} images are not in {} (e.g. {}); check the files and the image folder",
             questions.display(),
             summary.skipped,
             annotations.display(),

@@ -3,7 +3,8 @@ use std::cmp::Ordering;
 
 use anyhow::Result;
 
-use super::{GenerateOptions, Generated, Stepper, TokenRules};
+use super::options::GenerateOptions;
+use super::step::{Generated, Stepper, TokenRules};
 use crate::model::{FusionModel, Memory};
 
 /// A live hypothesis. `score` sums the search scores, `logprob` the model's.

@@ -1,54 +1,11 @@
 //! One token per row per step: greedy search and seeded sampling.
-use anyhow::{bail, Result};
+use anyhow::Result;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 
-use super::{argmax, GenerateOptions, Generated, OnToken, Stepper, TokenRules};
+use super::options::{GenerateOptions, SamplingOptions};
+use super::step::{argmax, Generated, OnToken, Stepper, TokenRules};
 use crate::model::{FusionModel, Memory};
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct SamplingOptions {
-    /// Divides the logits; below 1 sharpens the distribution, 0 picks the most likely token.
-    pub temperature: f32,
-    /// Draw only among the k most likely tokens.
-    pub top_k: Option<usize>,
-    /// Draw only among the fewest most likely tokens whose probability reaches p (1 = all).
-    pub top_p: f32,
-    /// The same seed and options give the same samples.
-    pub seed: u64,
-}
-
-impl Default for SamplingOptions {
-    fn default() -> Self {
-        SamplingOptions {
-            temperature: 1.0,
-            top_k: None,
-            top_p: 1.0,
-            seed: 0,
-        }
-    }
-}
-
-impl SamplingOptions {
-    pub fn validate(&self) -> Result<()> {
-        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            bail!(
-                "--temperature {}: give a number ≥ 0 (0 = greedy, 1 = the model's distribution)",
-                self.temperature
-            );
-        }
-        if self.top_k == Some(0) {
-            bail!("--top-k 0: keep at least 1 token, or leave --top-k out to keep all");
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            bail!(
-                "--top-p {}: give a probability in (0, 1], e.g. 0.9",
-                self.top_p
-            );
-        }
-        Ok(())
-    }
-}
 
 /// Decodes `opts.num_return` rows per input (image-major), choosing each token
 /// by argmax (`sampling` None, or temperature 0) or by a seeded draw.

@@ -2,9 +2,8 @@
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Init, Module, VarBuilder};
 
-use super::blocks::Linear;
-
-use super::Config;
+use super::config::Config;
+use super::linear::Linear;
 
 /// The additive bias given to a masked key. Finite, so a row whose keys are all
 /// masked gives a uniform softmax instead of NaN; [`KeyMask`] then zeroes that row.

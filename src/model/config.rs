@@ -2,7 +2,7 @@
 use serde::{Deserialize, Serialize};
 
 /// How the decoder's cross-attention fuses the vision and text memories.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Fusion {
     /// One cross-attention over the concatenated `[vision; text]` memory.
@@ -23,6 +23,26 @@ impl Fusion {
             Fusion::Gated => "gated",
         }
     }
+
+    /// One line on what the strategy does, for help texts.
+    pub fn description(self) -> &'static str {
+        match self {
+            Fusion::Concat => "One cross-attention over the concatenated `[vision; text]` memory",
+            Fusion::Separate => "Cross-attention to vision, then to text, each its own sublayer",
+            Fusion::Gated => "As `separate`, each output scaled by a learned `tanh(alpha)` gate",
+        }
+    }
+}
+
+impl std::str::FromStr for Fusion {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        Fusion::ALL
+            .into_iter()
+            .find(|f| f.name() == name)
+            .ok_or_else(|| format!("unknown fusion '{name}'; use concat, separate or gated"))
+    }
 }
 
 impl std::fmt::Display for Fusion {
@@ -42,7 +62,7 @@ pub enum ResizeMode {
 }
 
 /// How the vision encoder turns pixels into tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VisionStem {
     /// One linear projection of each `patch_size`² patch (ViT).

@@ -3,9 +3,10 @@ use candle_core::{Result, Tensor};
 use candle_nn::{Module, VarBuilder};
 
 use super::attention::{causal_mask, Attention, KeyValue};
-use super::blocks::{embedding_table, transposed, FeedForward, LayerNorm};
+use super::blocks::{embedding_table, FeedForward, LayerNorm};
+use super::config::Config;
 use super::fusion::{CrossKv, CrossWeights, FusionLayer};
-use super::Config;
+use super::linear::transposed;
 
 /// Per-layer self-attention keys/values of the tokens decoded so far.
 #[derive(Debug, Clone, Default)]

@@ -81,7 +81,7 @@ pub fn parameter_count(varmap: &VarMap, filter: impl Fn(&str) -> bool) -> usize 
 }
 
 /// The model over `varmap`'s current weights, laid out for fast inference
-/// (see `blocks::Linear`). Later changes to the weights do not reach it.
+/// (see `linear::Linear`). Later changes to the weights do not reach it.
 pub fn inference_model(cfg: &Config, varmap: &VarMap, device: &Device) -> Result<FusionModel> {
     let cfg = Config {
         inference: true,

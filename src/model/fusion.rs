@@ -4,7 +4,7 @@ use candle_nn::{Init, VarBuilder};
 
 use super::attention::{KeyMask, KeyValue};
 use super::blocks::CrossAttention;
-use super::{Config, Fusion};
+use super::config::{Config, Fusion};
 
 /// The encoders' outputs for a batch.
 #[derive(Debug, Clone)]
@@ -37,6 +37,69 @@ pub enum CrossKv {
 pub enum CrossWeights {
     Joint(Tensor),
     PerModality { vision: Tensor, text: Tensor },
+}
+
+impl Fusion {
+    /// One cross-attention over the concatenated memory: image and text keys
+    /// compete in one softmax, so each one's share of the attention mass says
+    /// how much the decoder drew on it. Under separate attentions each sums
+    /// to 1 on its own, and such shares say nothing.
+    pub fn joint_memory(self) -> bool {
+        match self {
+            Fusion::Concat => true,
+            Fusion::Separate | Fusion::Gated => false,
+        }
+    }
+
+    /// Each cross-attention's output is scaled by a learned `tanh(alpha)` gate.
+    pub fn is_gated(self) -> bool {
+        match self {
+            Fusion::Gated => true,
+            Fusion::Concat | Fusion::Separate => false,
+        }
+    }
+}
+
+/// One layer's cross-attention weights by kind of key, each [B, H, T, keys].
+#[derive(Debug, Clone)]
+pub struct AttentionParts {
+    /// On the image tokens.
+    pub vision: Tensor,
+    /// On the text-encoder tokens, padding included (with weight 0).
+    pub text: Tensor,
+    /// On the attention sinks (`Config::cross_attention_sink`): one under a
+    /// joint memory, the vision attention's then the text attention's under
+    /// separate ones; none for a model without sinks.
+    pub sink: Tensor,
+}
+
+impl CrossWeights {
+    /// Splits the weights into those on the `nv` image keys, on the text keys
+    /// and on the sinks; `sinks` says whether each attention has one.
+    pub fn parts(&self, nv: usize, sinks: bool) -> Result<AttentionParts> {
+        let s = usize::from(sinks);
+        match self {
+            CrossWeights::Joint(w) => {
+                let tk = w.dim(3)?;
+                Ok(AttentionParts {
+                    vision: w.narrow(3, 0, nv)?,
+                    text: w.narrow(3, nv, tk - nv - s)?,
+                    sink: w.narrow(3, tk - s, s)?,
+                })
+            }
+            CrossWeights::PerModality { vision, text } => {
+                let (kv, kt) = (vision.dim(3)?, text.dim(3)?);
+                Ok(AttentionParts {
+                    vision: vision.narrow(3, 0, kv - s)?,
+                    text: text.narrow(3, 0, kt - s)?,
+                    sink: Tensor::cat(
+                        &[vision.narrow(3, kv - s, s)?, text.narrow(3, kt - s, s)?],
+                        3,
+                    )?,
+                })
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

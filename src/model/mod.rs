@@ -6,6 +6,7 @@ pub mod config;
 pub mod decoder;
 pub mod dir;
 pub mod fusion;
+pub mod linear;
 pub mod text;
 pub mod vision;
 
@@ -16,7 +17,7 @@ pub use attention::KeyMask;
 use conditioning::QuestionConditioning;
 pub use config::{Activation, Config, Fusion, ResizeMode, VisionPositions, VisionStem};
 pub use decoder::{Decoder, SelfCache};
-pub use fusion::{CrossKv, CrossWeights, FusionLayer, Memory};
+pub use fusion::{AttentionParts, CrossKv, CrossWeights, FusionLayer, Memory};
 use text::TextEncoder;
 use vision::VisionEncoder;
 
@@ -34,14 +35,15 @@ pub struct FusionModel {
 impl FusionModel {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         cfg.validate().map_err(candle_core::Error::Msg)?;
-        let modality_embed = match cfg.fusion {
-            Fusion::Concat => Some(blocks::embedding_table(
+        let modality_embed = if cfg.fusion.joint_memory() {
+            Some(blocks::embedding_table(
                 2,
                 cfg.d_model,
                 "modality_embed",
                 &vb,
-            )?),
-            Fusion::Separate | Fusion::Gated => None,
+            )?)
+        } else {
+            None
         };
         Ok(FusionModel {
             cfg: cfg.clone(),

@@ -10,7 +10,7 @@ use candle_nn::{Module, VarBuilder};
 
 use super::attention::KeyMask;
 use super::blocks::{embedding_table, CrossAttention, EncoderBlock, LayerNorm};
-use super::Config;
+use super::config::Config;
 
 #[derive(Debug, Clone)]
 pub struct TextEncoder {

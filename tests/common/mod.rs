@@ -2,7 +2,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use candle_core::DType;
+use candle_core::{DType, Device};
 use fusecap::data::batch::Dataset;
 use fusecap::model::Config;
 use fusecap::tokenizer::TextTokenizer;
@@ -39,6 +39,7 @@ pub fn train_in_process(
         stop: &stop,
         on_step: &mut on_step,
         threads,
+        device: Device::Cpu,
     }
     .run()
     .expect("train")

@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use super::prediction::Prediction;
 use crate::data::files::lexically_normal;
 use crate::data::scene::Scene;
 use crate::data::synth::SceneLine;
 use crate::data::synth_text::is_split_conjunction;
-use crate::evaluate::Prediction;
 
 /// Mean VQA accuracy over `n` questions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
