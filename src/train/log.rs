@@ -41,11 +41,19 @@ impl LogWriter {
                 .collect(),
             _ => Vec::new(),
         };
-        let mut file =
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        for line in kept {
-            writeln!(file, "{line}")?;
-        }
+        // Rewritten beside the log and renamed into place: a run killed here
+        // must still find the records its checkpoint's steps have.
+        crate::model::dir::write_atomically(path, |tmp| {
+            let mut file = std::fs::File::create(tmp)?;
+            for line in &kept {
+                writeln!(file, "{line}")?;
+            }
+            Ok(())
+        })?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
         Ok(LogWriter { file })
     }
 
