@@ -652,14 +652,19 @@ fn sin_cos_positions_code_row_and_column_apart() {
             );
         }
     }
-    for a in 0..table.len() {
-        for b in a + 1..table.len() {
-            let distance: f32 = table[a]
+    assert_rows_differ(&table, "share a position code");
+}
+
+/// Every two rows differ by more than 1e-3 in L1 distance; `what` ends the message.
+fn assert_rows_differ(rows: &[Vec<f32>], what: &str) {
+    for a in 0..rows.len() {
+        for b in a + 1..rows.len() {
+            let distance: f32 = rows[a]
                 .iter()
-                .zip(&table[b])
+                .zip(&rows[b])
                 .map(|(x, y)| (x - y).abs())
                 .sum();
-            assert!(distance > 1e-3, "cells {a} and {b} share a position code");
+            assert!(distance > 1e-3, "cells {a} and {b} {what}");
         }
     }
 }
@@ -762,16 +767,7 @@ fn coordinate_channels_tell_flat_cells_apart() {
         .to_vec2::<f32>()
         .expect("tokens");
     assert_eq!(tokens.len(), 9);
-    for a in 0..9 {
-        for b in a + 1..9 {
-            let distance: f32 = tokens[a]
-                .iter()
-                .zip(&tokens[b])
-                .map(|(x, y)| (x - y).abs())
-                .sum();
-            assert!(distance > 1e-3, "flat cells {a} and {b} encode alike");
-        }
-    }
+    assert_rows_differ(&tokens, "of a flat image encode alike");
 }
 
 /// With `question_vision_layers` the vision memory of one image depends on

@@ -15,14 +15,20 @@ enum Stem {
     Conv(Vec<Conv3x3>),
 }
 
+/// Where a token's place enters the encoder.
+#[derive(Debug, Clone)]
+enum Positions {
+    /// [Nv, d], added to the stem's tokens (learned or sin-cos).
+    Added(Tensor),
+    /// [1, 2, S, S] column and row channels, appended to the pixels.
+    InputChannels(Tensor),
+}
+
 #[derive(Debug, Clone)]
 pub struct VisionEncoder {
     stem: Stem,
     stem_norm: Option<LayerNorm>,
-    /// Added to the stem's tokens; `None` where positions enter as input channels.
-    pos_embed: Option<Tensor>,
-    /// [1, 2, S, S] column and row channels, with `VisionPositions::Coordinates`.
-    coordinates: Option<Tensor>,
+    positions: Positions,
     blocks: Vec<EncoderBlock>,
     ln_f: LayerNorm,
 }
@@ -54,32 +60,29 @@ impl VisionEncoder {
         };
         Ok(VisionEncoder {
             stem,
-            stem_norm: match cfg.vision_stem_norm {
-                true => Some(LayerNorm::new(cfg, vb.pp("stem_norm"))?),
-                false => None,
+            stem_norm: if cfg.vision_stem_norm {
+                Some(LayerNorm::new(cfg, vb.pp("stem_norm"))?)
+            } else {
+                None
             },
-            pos_embed: match cfg.vision_positions {
-                VisionPositions::Learned => Some(embedding_table(
+            positions: match cfg.vision_positions {
+                VisionPositions::Learned => Positions::Added(embedding_table(
                     cfg.num_patches(),
                     cfg.d_model,
                     "pos_embed",
                     &vb,
                 )?),
-                VisionPositions::SinCos2d => Some(sincos_2d(
+                VisionPositions::SinCos2d => Positions::Added(sincos_2d(
                     cfg.grid_side(),
                     cfg.d_model,
                     vb.dtype(),
                     vb.device(),
                 )?),
-                VisionPositions::Coordinates => None,
-            },
-            coordinates: match cfg.vision_positions {
-                VisionPositions::Coordinates => Some(coordinate_channels(
+                VisionPositions::Coordinates => Positions::InputChannels(coordinate_channels(
                     cfg.image_size,
                     vb.dtype(),
                     vb.device(),
                 )?),
-                VisionPositions::Learned | VisionPositions::SinCos2d => None,
             },
             blocks: (0..cfg.vision_layers)
                 .map(|i| EncoderBlock::new(cfg, vb.pp(format!("blocks.{i}"))))
@@ -91,15 +94,15 @@ impl VisionEncoder {
     /// images: [B, 3, S, S], normalised -> [B, Nv, d]
     pub fn forward(&self, images: &Tensor) -> Result<Tensor> {
         let with_coordinates;
-        let images = match &self.coordinates {
-            Some(coordinates) => {
+        let images = match &self.positions {
+            Positions::InputChannels(coordinates) => {
                 let b = images.dim(0)?;
                 let (_, c, h, w) = coordinates.dims4()?;
                 with_coordinates =
                     Tensor::cat(&[images, &coordinates.broadcast_as((b, c, h, w))?], 1)?;
                 &with_coordinates
             }
-            None => images,
+            Positions::Added(_) => images,
         };
         let (b, c, h, w) = images.dims4()?;
         let tokens = match &self.stem {
@@ -130,9 +133,9 @@ impl VisionEncoder {
             Some(norm) => norm.forward(&tokens)?,
             None => tokens,
         };
-        let mut x = match &self.pos_embed {
-            Some(positions) => tokens.broadcast_add(positions)?,
-            None => tokens,
+        let mut x = match &self.positions {
+            Positions::Added(table) => tokens.broadcast_add(table)?,
+            Positions::InputChannels(_) => tokens,
         };
         for block in &self.blocks {
             x = block.forward(&x, None)?;
