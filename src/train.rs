@@ -462,9 +462,10 @@ impl TrainRun<'_> {
                     };
                     window = Instant::now();
                     if done % opts.eval_every == 0 || done == total {
-                        let (val_loss, val_acc) = evaluate(&model, self.val, opts, &device)?;
-                        record.val_loss = val_loss;
-                        record.val_accuracy = val_acc;
+                        let validation = evaluate(&model, self.val, opts, &device)?;
+                        record.val_loss = validation.loss;
+                        record.val_accuracy = validation.accuracy;
+                        record.val_accuracy_by_type = validation.accuracy_by_type;
                     }
                     log.write(&record)?;
                     (self.on_step)(&record);
@@ -555,19 +556,32 @@ fn save_checkpoint(
     save_model_dir(out, cfg, varmap, tokenizer, dtype)
 }
 
-/// Validation loss, and exact-match accuracy of greedy answers on the VQA examples.
+/// What one validation pass measured.
+#[derive(Debug, Default)]
+pub struct Validation {
+    pub loss: Option<f64>,
+    /// Exact-match accuracy of greedy answers on the VQA examples.
+    pub accuracy: Option<f64>,
+    /// The same, per question type.
+    pub accuracy_by_type: BTreeMap<String, f64>,
+}
+
+/// Validation loss, and exact-match accuracy of greedy answers on the VQA
+/// examples, overall and per question type.
 pub fn evaluate(
     model: &FusionModel,
     val: &Dataset,
     opts: &TrainOptions,
     device: &Device,
-) -> Result<(Option<f64>, Option<f64>)> {
+) -> Result<Validation> {
     if val.examples.is_empty() {
-        return Ok((None, None));
+        return Ok(Validation::default());
     }
     let cfg = &model.cfg;
     let take = val.examples.len().min(opts.val_examples);
-    let (mut loss_sum, mut batches, mut correct, mut asked) = (0.0, 0usize, 0usize, 0usize);
+    let (mut loss_sum, mut batches) = (0.0, 0usize);
+    // question type -> (correct, asked)
+    let mut tally: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let indices: Vec<usize> = (0..take).collect();
     for chunk in indices.chunks(opts.batch_size.max(1)) {
         let batch = Batch::new(val, chunk, cfg, Augment::NONE, 0, device)?;
@@ -602,10 +616,22 @@ pub fn evaluate(
             },
         )?;
         for (&i, g) in vqa.iter().zip(&generated) {
-            asked += 1;
-            correct += usize::from(g.tokens == val.examples[i].target);
+            let example = &val.examples[i];
+            let kind = example.question_type.clone().unwrap_or_default();
+            let entry = tally.entry(kind).or_default();
+            entry.0 += usize::from(g.tokens == example.target);
+            entry.1 += 1;
         }
     }
-    let accuracy = (asked > 0).then(|| correct as f64 / asked as f64);
-    Ok((Some(loss_sum / batches as f64), accuracy))
+    let (correct, asked) = tally
+        .values()
+        .fold((0, 0), |(c, a), &(tc, ta)| (c + tc, a + ta));
+    Ok(Validation {
+        loss: Some(loss_sum / batches as f64),
+        accuracy: (asked > 0).then(|| correct as f64 / asked as f64),
+        accuracy_by_type: tally
+            .into_iter()
+            .map(|(kind, (c, a))| (kind, c as f64 / a as f64))
+            .collect(),
+    })
 }

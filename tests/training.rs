@@ -98,6 +98,33 @@ fn training_reduces_the_loss() {
         log.iter().any(|r| r.val_loss.is_some()),
         "validation was never run"
     );
+    // Per-type validation accuracy: a fraction per scene question type, and
+    // the overall accuracy is a weighted mean of them, so it lies between.
+    for record in log.iter().filter(|r| r.val_accuracy.is_some()) {
+        let by_type = &record.val_accuracy_by_type;
+        assert!(
+            !by_type.is_empty(),
+            "step {}: no per-type accuracy",
+            record.step
+        );
+        let known = [
+            "color", "shape", "size", "count", "exist", "position", "relation",
+        ];
+        for (kind, &accuracy) in by_type {
+            assert!(
+                known.contains(&kind.as_str()),
+                "unknown question type {kind}"
+            );
+            assert!((0.0..=1.0).contains(&accuracy), "{kind}: {accuracy}");
+        }
+        let overall = record.val_accuracy.unwrap_or(f64::NAN);
+        let lowest = by_type.values().cloned().fold(f64::INFINITY, f64::min);
+        let highest = by_type.values().cloned().fold(f64::NEG_INFINITY, f64::max);
+        assert!(
+            lowest - 1e-12 <= overall && overall <= highest + 1e-12,
+            "overall {overall} outside the per-type range {lowest}..{highest}"
+        );
+    }
     // The output directory is a usable model, with its loss curve.
     ModelDir::load(&out, &Device::Cpu).expect("trained model loads");
     assert!(

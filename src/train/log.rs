@@ -1,5 +1,6 @@
 //! The training log (training.jsonl): its records, how a run appends to it,
 //! reading it back, and its charts (the loss, validation accuracy).
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -22,6 +23,9 @@ pub struct LogRecord {
     pub val_loss: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_accuracy: Option<f64>,
+    /// Validation accuracy per question type.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub val_accuracy_by_type: BTreeMap<String, f64>,
 }
 
 /// Appends to training.jsonl; on resume, drops records after the resumed step.
