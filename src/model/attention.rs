@@ -23,8 +23,7 @@ pub fn attention(
     if let Some(mask) = mask {
         scores = scores.broadcast_add(mask)?;
     }
-    // The fused `softmax_last_dim` records no gradient, so training needs this one.
-    let weights = candle_nn::ops::softmax(&scores, D::Minus1)?;
+    let weights = super::fused::softmax_last_dim(&scores)?;
     Ok((weights.matmul(v)?, weights))
 }
 

@@ -1,5 +1,5 @@
 //! Building blocks shared by the encoders and the decoder.
-use candle_core::{Result, Tensor, D};
+use candle_core::{Result, Tensor};
 use candle_nn::{Init, Module, VarBuilder};
 
 use super::attention::{Attention, KeyMask, KeyValue};
@@ -13,7 +13,8 @@ pub use super::linear::Linear;
 pub struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
-    fused: bool,
+    /// candle's forward-only kernel, for loaded models.
+    inference: bool,
 }
 
 impl LayerNorm {
@@ -23,14 +24,14 @@ impl LayerNorm {
         Ok(LayerNorm {
             weight: vb.get_with_hints(cfg.d_model, "weight", Init::Const(1.0))?,
             bias: vb.get_with_hints(cfg.d_model, "bias", Init::Const(0.0))?,
-            fused: cfg.inference,
+            inference: cfg.inference,
         })
     }
 }
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if self.fused {
+        if self.inference {
             return candle_nn::ops::layer_norm(
                 &x.contiguous()?,
                 &self.weight,
@@ -38,12 +39,7 @@ impl Module for LayerNorm {
                 Self::EPS as f32,
             );
         }
-        let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
-        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centred.broadcast_div(&(var + Self::EPS)?.sqrt()?)?;
-        normed
-            .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)
+        super::fused::layer_norm(x, &self.weight, &self.bias, Self::EPS)
     }
 }
 

@@ -5,6 +5,7 @@ pub mod conditioning;
 pub mod config;
 pub mod decoder;
 pub mod dir;
+pub mod fused;
 pub mod fusion;
 pub mod linear;
 pub mod text;

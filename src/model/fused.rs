@@ -1,0 +1,362 @@
+//! Softmax over the last axis and LayerNorm as single CPU kernels, each with
+//! its own backward kernel.
+//!
+//! Composed from candle's tensor ops, a LayerNorm is 8 ops forward and about
+//! 15 backward, each allocating a tensor of the activations' size, and the
+//! gradients of its weight and bias are sums over the leading axes, which
+//! candle reduces element by element with a division per element. At the
+//! shipped size those ops, not the matrix products, were most of a training
+//! step (BENCHMARKS.md, "Training kernels"). On other devices and dtypes the
+//! composed versions run instead.
+use candle_core::{
+    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D,
+};
+
+/// Whether the CPU kernels apply: f32 on the CPU.
+fn on_cpu_f32(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+/// The f32 elements of a contiguous CPU tensor.
+fn f32_elements<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        bail!("{op}: expects f32 elements")
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("{op}: expects a contiguous tensor"),
+    }
+}
+
+/// The length of the last axis, which must be at least 1.
+fn last_dim(layout: &Layout, op: &str) -> Result<usize> {
+    match layout.dims().last() {
+        Some(&d) if d > 0 => Ok(d),
+        _ => bail!(
+            "{op}: expects a non-empty last axis, got {:?}",
+            layout.dims()
+        ),
+    }
+}
+
+/// `softmax(x)` over the last axis.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if !on_cpu_f32(x) || x.elem_count() == 0 {
+        return candle_nn::ops::softmax(x, D::Minus1);
+    }
+    x.contiguous()?.apply_op1(Softmax)
+}
+
+struct Softmax;
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "fusecap-softmax"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let d = last_dim(layout, self.name())?;
+        let mut out = f32_elements(storage, layout, self.name())?.to_vec();
+        for row in out.chunks_exact_mut(d) {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0;
+            for v in row.iter_mut() {
+                *v = (*v - max).exp();
+                sum += *v;
+            }
+            for v in row.iter_mut() {
+                *v /= sum;
+            }
+        }
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, y: &Tensor, grad_y: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(
+            y.apply_op2_no_bwd(&grad_y.contiguous()?, &SoftmaxGrad)?,
+        ))
+    }
+}
+
+/// `dx = y ⊙ (dy − Σ dy ⊙ y)`, row by row.
+struct SoftmaxGrad;
+
+impl CustomOp2 for SoftmaxGrad {
+    fn name(&self) -> &'static str {
+        "fusecap-softmax-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        y_storage: &CpuStorage,
+        y_layout: &Layout,
+        g_storage: &CpuStorage,
+        g_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let d = last_dim(y_layout, self.name())?;
+        let y = f32_elements(y_storage, y_layout, self.name())?;
+        let g = f32_elements(g_storage, g_layout, self.name())?;
+        if y.len() != g.len() {
+            bail!(
+                "{}: {} outputs but {} gradients",
+                self.name(),
+                y.len(),
+                g.len()
+            );
+        }
+        let mut dx = vec![0f32; y.len()];
+        for ((dx, y), g) in dx
+            .chunks_exact_mut(d)
+            .zip(y.chunks_exact(d))
+            .zip(g.chunks_exact(d))
+        {
+            let dot: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
+            for ((dx, y), g) in dx.iter_mut().zip(y).zip(g) {
+                *dx = y * (g - dot);
+            }
+        }
+        Ok((CpuStorage::F32(dx), y_layout.shape().clone()))
+    }
+}
+
+/// `(x − mean) / sqrt(var + eps) · weight + bias` over the last axis, with
+/// gradients for all three.
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    if !on_cpu_f32(x) || x.elem_count() == 0 {
+        let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centred.broadcast_div(&(var + eps)?.sqrt()?)?;
+        return normed.broadcast_mul(weight)?.broadcast_add(bias);
+    }
+    x.contiguous()?.apply_op3(
+        &weight.contiguous()?,
+        &bias.contiguous()?,
+        LayerNorm { eps: eps as f32 },
+    )
+}
+
+struct LayerNorm {
+    eps: f32,
+}
+
+/// The mean of `row` and `sqrt(var + eps)`.
+fn moments(row: &[f32], eps: f32) -> (f32, f32) {
+    let n = row.len() as f32;
+    let mean = row.iter().sum::<f32>() / n;
+    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    (mean, (var + eps).sqrt())
+}
+
+/// The elements of a LayerNorm parameter, which must match the last axis.
+fn parameter<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    d: usize,
+    what: &str,
+    op: &str,
+) -> Result<&'a [f32]> {
+    let values = f32_elements(storage, layout, op)?;
+    if values.len() != d {
+        bail!(
+            "{op}: {what} has {} values for a last axis of {d}",
+            values.len()
+        );
+    }
+    Ok(values)
+}
+
+impl CustomOp3 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "fusecap-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x_storage: &CpuStorage,
+        x_layout: &Layout,
+        w_storage: &CpuStorage,
+        w_layout: &Layout,
+        b_storage: &CpuStorage,
+        b_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let op = self.name();
+        let d = last_dim(x_layout, op)?;
+        let x = f32_elements(x_storage, x_layout, op)?;
+        let weight = parameter(w_storage, w_layout, d, "the weight", op)?;
+        let bias = parameter(b_storage, b_layout, d, "the bias", op)?;
+        let mut out = vec![0f32; x.len()];
+        for (out, x) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+            let (mean, std) = moments(x, self.eps);
+            for (((out, x), w), b) in out.iter_mut().zip(x).zip(weight).zip(bias) {
+                *out = (x - mean) / std * w + b;
+            }
+        }
+        Ok((CpuStorage::F32(out), x_layout.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        _y: &Tensor,
+        grad_y: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let d = weight.elem_count();
+        let rows = x.elem_count() / d;
+        let packed = x.apply_op3_no_bwd(
+            weight,
+            &grad_y.contiguous()?,
+            &LayerNormGrad { eps: self.eps },
+        )?;
+        let dx = packed.narrow(0, 0, rows * d)?.reshape(x.shape())?;
+        let dweight = packed.narrow(0, rows * d, d)?;
+        let dbias = packed.narrow(0, rows * d + d, d)?;
+        Ok((Some(dx), Some(dweight), Some(dbias)))
+    }
+}
+
+/// The gradients of [`LayerNorm`] for x, the weight and the bias, packed
+/// into one vector in that order (one kernel can return one tensor).
+struct LayerNormGrad {
+    eps: f32,
+}
+
+impl CustomOp3 for LayerNormGrad {
+    fn name(&self) -> &'static str {
+        "fusecap-layer-norm-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x_storage: &CpuStorage,
+        x_layout: &Layout,
+        w_storage: &CpuStorage,
+        w_layout: &Layout,
+        g_storage: &CpuStorage,
+        g_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let op = self.name();
+        let d = last_dim(x_layout, op)?;
+        let x = f32_elements(x_storage, x_layout, op)?;
+        let weight = parameter(w_storage, w_layout, d, "the weight", op)?;
+        let g = f32_elements(g_storage, g_layout, op)?;
+        if g.len() != x.len() {
+            bail!("{op}: {} inputs but {} gradients", x.len(), g.len());
+        }
+        let n = x.len();
+        let mut packed = vec![0f32; n + 2 * d];
+        let (dx, params) = packed.split_at_mut(n);
+        let (dweight, dbias) = params.split_at_mut(d);
+        let mut x_hat = vec![0f32; d];
+        let mut g_hat = vec![0f32; d];
+        for ((dx, x), g) in dx
+            .chunks_exact_mut(d)
+            .zip(x.chunks_exact(d))
+            .zip(g.chunks_exact(d))
+        {
+            let (mean, std) = moments(x, self.eps);
+            let (mut mean_g_hat, mut mean_g_hat_x_hat) = (0f32, 0f32);
+            for j in 0..d {
+                x_hat[j] = (x[j] - mean) / std;
+                g_hat[j] = g[j] * weight[j];
+                dbias[j] += g[j];
+                dweight[j] += g[j] * x_hat[j];
+                mean_g_hat += g_hat[j];
+                mean_g_hat_x_hat += g_hat[j] * x_hat[j];
+            }
+            mean_g_hat /= d as f32;
+            mean_g_hat_x_hat /= d as f32;
+            for j in 0..d {
+                dx[j] = (g_hat[j] - mean_g_hat - x_hat[j] * mean_g_hat_x_hat) / std;
+            }
+        }
+        Ok((CpuStorage::F32(packed), Shape::from(n + 2 * d)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .and_then(|d| d.abs())
+            .and_then(|d| d.flatten_all())
+            .and_then(|d| d.max(0))
+            .and_then(|d| d.to_scalar::<f32>())
+            .expect("difference")
+    }
+
+    /// The kernels give the composed ops' values and gradients, on inputs
+    /// with masked (-1e9) entries and rows far from zero mean.
+    #[test]
+    fn kernels_match_the_composed_ops_and_their_gradients() -> Result<()> {
+        let dev = Device::Cpu;
+        let shift = Tensor::arange(0f32, 5.0, &dev)?.reshape((1, 5, 1))?;
+        let x = (Tensor::randn(0f32, 2.0, (3, 5, 16), &dev)?.broadcast_add(&(shift * 40.0)?))?;
+        let mask = Tensor::from_vec(
+            (0..16)
+                .map(|j| if j > 12 { -1e9f32 } else { 0.0 })
+                .collect(),
+            16,
+            &dev,
+        )?;
+        let x = Var::from_tensor(&x)?;
+        let weight = Var::from_tensor(&Tensor::randn(1f32, 0.3, 16, &dev)?)?;
+        let bias = Var::from_tensor(&Tensor::randn(0f32, 0.3, 16, &dev)?)?;
+        let upstream = Tensor::randn(0f32, 1.0, (3, 5, 16), &dev)?;
+
+        let run = |fused: bool| -> Result<Vec<Tensor>> {
+            let normed = if fused {
+                layer_norm(&x, &weight, &bias, 1e-5)?
+            } else {
+                let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
+                let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+                let normed = centred.broadcast_div(&(var + 1e-5)?.sqrt()?)?;
+                normed.broadcast_mul(&weight)?.broadcast_add(&bias)?
+            };
+            let scores = normed.broadcast_add(&mask)?;
+            let probs = if fused {
+                softmax_last_dim(&scores)?
+            } else {
+                candle_nn::ops::softmax(&scores, D::Minus1)?
+            };
+            let loss = ((&probs * &upstream)?.sum_all()? + (&normed * &upstream)?.sum_all()?)?;
+            let grads = loss.backward()?;
+            let grad = |v: &Var| {
+                grads
+                    .get(v.as_tensor())
+                    .cloned()
+                    .ok_or_else(|| candle_core::Error::Msg("no gradient".into()))
+            };
+            Ok(vec![normed, probs, grad(&x)?, grad(&weight)?, grad(&bias)?])
+        };
+        let (fused, composed) = (run(true)?, run(false)?);
+        let names = ["layer norm", "softmax", "d x", "d weight", "d bias"];
+        for ((name, a), b) in names.iter().zip(&fused).zip(&composed) {
+            assert_eq!(a.dims(), b.dims(), "{name}");
+            let scale = 1.0 + max_diff(b, &b.zeros_like()?);
+            let diff = max_diff(a, b);
+            assert!(
+                diff <= 2e-5 * scale,
+                "{name}: differs by {diff} (scale {scale})"
+            );
+        }
+        // Masked entries get no probability and no gradient.
+        let probs = fused[1].narrow(D::Minus1, 13, 3)?;
+        assert_eq!(max_diff(&probs, &probs.zeros_like()?), 0.0);
+        Ok(())
+    }
+
+    #[test]
+    fn other_dtypes_fall_back_to_the_composed_ops() -> Result<()> {
+        let x = Tensor::randn(0f32, 1.0, (2, 8), &Device::Cpu)?.to_dtype(DType::F64)?;
+        let y = softmax_last_dim(&x)?;
+        assert_eq!(y.dtype(), DType::F64);
+        let sums = y.sum(D::Minus1)?.to_vec1::<f64>()?;
+        assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-12), "{sums:?}");
+        Ok(())
+    }
+}
