@@ -10,7 +10,9 @@ use super::common::{check_counts, check_limit, exit_code, warn_problems, Notes};
 use super::fusion_arg::FusionList;
 use super::model_args::{parse_device, shipped_model};
 use crate::data::manifest::{load_manifest, Task};
+use crate::generate::DEFAULT_MAX_NEW_TOKENS;
 use crate::model::dir::{load_config, CONFIG_FILE};
+use crate::pipeline::DEFAULT_BATCH_SIZE;
 use crate::report::compare::{compare, plot_accuracy, CompareOptions};
 use crate::report::compare_markdown::render_markdown;
 use crate::report::evaluation::EvalOptions;
@@ -61,13 +63,13 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub disagreements: usize,
     /// Records per forward pass (also the batch size of the batched speed).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
     /// Records timed, one at a time and in batches, for the speed columns (the first ones).
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub speed_samples: usize,
     /// Longest output, in tokens.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = DEFAULT_MAX_NEW_TOKENS)]
     pub max_new_tokens: usize,
     /// Where to run: cpu, or cuda / metal when built with those features.
     #[arg(long, default_value = "cpu")]

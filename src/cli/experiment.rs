@@ -20,6 +20,7 @@ use crate::data::manifest::{load_manifests, Record};
 use crate::data::split::{split_records, training_texts, Splits};
 use crate::model::dir::load_config;
 use crate::model::{Config, Fusion};
+use crate::pipeline::DEFAULT_BATCH_SIZE;
 use crate::plot::Series;
 use crate::report::compare::{compare, plot_accuracy, CompareOptions};
 use crate::report::compare_markdown::render_markdown;
@@ -373,7 +374,7 @@ fn report(
         .collect();
     let opts = CompareOptions {
         eval: EvalOptions {
-            batch_size: 32,
+            batch_size: DEFAULT_BATCH_SIZE,
             modality_share: true,
             ..EvalOptions::default()
         },

@@ -4,8 +4,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Result};
 use candle_core::Device;
 
-use crate::model::dir::{load_config, ModelDir, CONFIG_FILE};
+use crate::model::dir::{load_config, CONFIG_FILE};
 use crate::model::Fusion;
+use crate::pipeline::{load_model, ModelDir};
 
 /// The shipped model used when neither `--model` nor `--fusion` is given.
 pub const DEFAULT_MODEL: &str = "scenes-separate";
@@ -44,7 +45,7 @@ impl ModelArgs {
             (None, Some(fusion)) => shipped_model(&format!("scenes-{fusion}"))?,
             (None, None) => shipped_model(DEFAULT_MODEL)?,
         };
-        Ok((ModelDir::load(&dir, &device)?, device))
+        Ok((load_model(&dir, &device)?, device))
     }
 }
 

@@ -16,8 +16,9 @@ use crate::data::batch::{Dataset, Sampler};
 use crate::data::manifest::load_manifests;
 use crate::data::split::{split_records, training_texts};
 use crate::data::stream::{self, StreamOptions};
-use crate::model::dir::{load_config, parameter_count, ModelDir, TOKENIZER_FILE};
+use crate::model::dir::{load_config, parameter_count, TOKENIZER_FILE};
 use crate::model::{Config, Fusion};
+use crate::pipeline::load_model;
 use crate::tokenizer::TextTokenizer;
 use crate::train::{
     LogRecord, Outcome, TrainOptions, TrainRun, CHECKPOINT_FILE, LOG_FILE, STATE_FILE,
@@ -138,7 +139,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
 
     // Loaded whole, so a broken directory is refused before the images are decoded.
     let init = match &args.finetune {
-        Some(dir) => Some(ModelDir::load(dir, &device)?),
+        Some(dir) => Some(load_model(dir, &device)?),
         None => None,
     };
     if let Some(init) = &init {
