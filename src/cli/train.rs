@@ -11,12 +11,12 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::common::refuse_renamed;
 use crate::cli::model_args::parse_device;
-use crate::cli::recipe::TrainingArgs;
+use crate::cli::recipe::{load_architecture, TrainingArgs};
 use crate::data::batch::{Dataset, Sampler};
 use crate::data::manifest::load_manifests;
 use crate::data::split::{split_records, training_texts};
 use crate::data::stream::{self, StreamOptions};
-use crate::model::dir::{load_config, parameter_count, TOKENIZER_FILE};
+use crate::model::dir::{parameter_count, TOKENIZER_FILE};
 use crate::model::{Config, Fusion};
 use crate::pipeline::load_model;
 use crate::tokenizer::TextTokenizer;
@@ -169,11 +169,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             inference: false,
             ..init.model.cfg.clone()
         },
-        (None, Some(path)) => Config {
-            fusion: args.fusion,
-            vocab_size: vocab,
-            ..load_config(path)?
-        },
+        (None, Some(path)) => load_architecture(path, args.fusion, vocab)?,
         (None, None) => Config::small(args.fusion, vocab),
     };
 
