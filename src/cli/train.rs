@@ -29,7 +29,7 @@ use crate::train::{
   fusecap train --data data/scenes/manifest.jsonl --fusion concat --out runs/concat --steps 2000
   fusecap train --data data/scenes/manifest.jsonl data/easy-vqa/manifest.jsonl --fusion gated --out runs/gated --epochs 3
   fusecap train --data data/scenes/manifest.jsonl --fusion gated --out runs/gated --steps 2000 --resume
-  fusecap train --data my/manifest.jsonl --fusion separate --finetune models/scenes-separate --out runs/tuned --steps 1000 --lr 3e-4
+  fusecap train --data my/manifest.jsonl --fusion separate --from models/scenes-separate --out runs/tuned --steps 1000 --lr 3e-4
 
 Writes a usable model directory to --out at every checkpoint, plus training.jsonl,
 loss.png, checkpoint.safetensors (weights + optimiser) and train_state.json.
@@ -47,10 +47,12 @@ pub struct TrainArgs {
     /// optimiser and the learning-rate schedule start afresh; --fusion must
     /// be the model's.
     #[arg(long, value_name = "DIR", conflicts_with = "config")]
-    pub finetune: Option<PathBuf>,
-    /// The earlier spelling of --finetune, refused with a message naming it.
+    pub from: Option<PathBuf>,
+    /// Earlier spellings of --from, refused with a message naming it.
     #[arg(long = "init", value_name = "DIR", hide = true)]
     pub renamed_init: Option<PathBuf>,
+    #[arg(long = "finetune", value_name = "DIR", hide = true)]
+    pub renamed_finetune: Option<PathBuf>,
     /// Optimiser steps.
     #[arg(long, conflicts_with = "epochs")]
     pub steps: Option<usize>,
@@ -93,7 +95,8 @@ pub struct TrainArgs {
 }
 
 pub fn run(args: TrainArgs) -> Result<ExitCode> {
-    refuse_renamed("--init", "--finetune", args.renamed_init.is_some())?;
+    refuse_renamed("--init", "--from", args.renamed_init.is_some())?;
+    refuse_renamed("--finetune", "--from", args.renamed_finetune.is_some())?;
     check_out(&args)?;
     let threads = args.training.threads.apply()?;
     let device = parse_device(&args.training.device)?;
@@ -138,7 +141,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     }
 
     // Loaded whole, so a broken directory is refused before the images are decoded.
-    let init = match &args.finetune {
+    let init = match &args.from {
         Some(dir) => Some(load_model(dir, &device)?),
         None => None,
     };
@@ -218,7 +221,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         checkpoint_every: args.checkpoint_every,
         augment_shift: args.augment_shift,
         augment_noise: args.augment_noise,
-        init_from: args.finetune.clone(),
+        init_from: args.from.clone(),
         stream: stream_options,
         ..TrainOptions::default()
     });
