@@ -67,10 +67,7 @@ pub fn run(args: AskArgs) -> Result<ExitCode> {
     let image = args.image.display().to_string();
     let base = OutputRecord {
         image: image.clone(),
-        task: "vqa",
-        fusion: md.model.cfg.fusion.to_string(),
-        model: md.name.clone(),
-        ..Default::default()
+        ..OutputRecord::of_model("vqa", &md)
     };
     let format = args.output.format;
     let mut printer = Printer::new(format);

@@ -137,12 +137,7 @@ pub fn run(args: CaptionArgs) -> Result<ExitCode> {
     }
     let (md, device) = args.model.load()?;
     warn_truncation(&md, &[], args.decode.max_new_tokens)?;
-    let base = OutputRecord {
-        task: "caption",
-        fusion: md.model.cfg.fusion.to_string(),
-        model: md.name.clone(),
-        ..Default::default()
-    };
+    let base = OutputRecord::of_model("caption", &md);
     let format = args.output.format;
     let mut printer = Printer::new(format);
     let progress = progress_bar(files.len(), args.output.quiet);
