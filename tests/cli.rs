@@ -348,3 +348,33 @@ fn config_files_need_neither_fusion_nor_vocab_size() {
         "{stderr}"
     );
 }
+
+/// `--model NAME` finds a shipped model by name when no such folder exists.
+#[test]
+fn model_names_a_shipped_model() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shipped = dir.path().join("shipped");
+    std::fs::create_dir_all(&shipped).expect("mkdir");
+    std::fs::rename(init_model(dir.path(), "gated"), shipped.join("tiny-gated")).expect("move");
+    let image = image_folder(dir.path()).join("a.png");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("mkdir");
+    let by_name = |name: &str| {
+        run(bin()
+            .current_dir(&elsewhere)
+            .env("FUSECAP_MODELS", &shipped)
+            .args(["caption", "--format", "jsonl", "--quiet", "--model", name])
+            .arg(&image))
+    };
+
+    let (output, stdout, stderr) = by_name("tiny-gated");
+    assert!(output.status.success(), "{stderr}");
+    let records = jsonl(&stdout);
+    assert_eq!(records.len(), 1, "{stdout}");
+    assert_eq!(records[0]["model"], "tiny-gated");
+    assert_eq!(records[0]["fusion"], "gated");
+
+    let (output, _, stderr) = by_name("no-such-model");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr.contains("no-such-model"), "{stderr}");
+}
