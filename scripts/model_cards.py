@@ -34,7 +34,7 @@ BOTH_AND_MATCH = f"{BOTH} {MATCH} {MATCH}"
 STAGES = [
     (BOTH, "Stage 1, from a random initialisation, on both data sets: "),
     ("data/yes-no-shape-positive/manifest.jsonl",
-     "Stage 2, fine-tuning stage 1's model (`--finetune`, a fresh optimiser and schedule), on easy-VQA's yes/no shape training questions in their positive form only: "),
+     "Stage 2, fine-tuning stage 1's model (`--from`, a fresh optimiser and schedule), on easy-VQA's yes/no shape training questions in their positive form only: "),
     ("data/yes-no-shape/manifest.jsonl",
      "Stage 3, fine-tuning stage 2's model, on all of easy-VQA's yes/no shape training questions, the negated ones too: "),
     (BOTH, "Stage 4, fine-tuning stage 3's model, on both data sets again: "),
@@ -53,7 +53,7 @@ def train_command(fusion, o, data, out, init=None):
              + "".join(f" --type-weight '{t}={w:g}'" for t, w in sorted(o.get("type_weights", {}).items()))
              + f" \\\n    --eval-every {o['eval_every']} --checkpoint-every {o['checkpoint_every']} --seed {o['seed']}")
     return [f"fusecap train --data {data} --fusion {fusion} \\",
-            f"    --out {out}" + (f" --finetune {init}" if init else "") + f" {flags}"]
+            f"    --out {out}" + (f" --from {init}" if init else "") + f" {flags}"]
 
 
 def training_bullets(name, log, opts, captions=True):

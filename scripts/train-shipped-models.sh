@@ -10,7 +10,7 @@
 # by default in the current folder (`pip download easy-vqa==1.0 --no-deps`).
 #
 # Stage 1 trains from a random initialisation on both data sets. Stages 2-4
-# fine-tune the stage before (`--finetune`, a fresh optimiser and schedule), images
+# fine-tune the stage before (`--from`, a fresh optimiser and schedule), images
 # shifted by up to 4 pixels: stage 2 on easy-VQA's yes/no shape questions in
 # their positive form only ("is there a circle?"), stage 3 on all of them (the
 # negated ones too), stage 4 on both data sets again, the yes/no shape
@@ -48,18 +48,18 @@ wait
 finish() {
   local fusion=$1 tuning=(--batch-size 64 --group-size 1 --augment-shift 4 --seed 0 --quiet)
   $FUSECAP train --data data/yes-no-shape-positive/manifest.jsonl --fusion "$fusion" \
-    --finetune "runs/scenes-$fusion-stage1" --out "runs/scenes-$fusion-stage2" \
+    --from "runs/scenes-$fusion-stage1" --out "runs/scenes-$fusion-stage2" \
     --steps 300 --lr 5e-4 --warmup 50 --eval-every 100 --checkpoint-every 100 "${tuning[@]}"
   $FUSECAP train --data data/yes-no-shape/manifest.jsonl --fusion "$fusion" \
-    --finetune "runs/scenes-$fusion-stage2" --out "runs/scenes-$fusion-stage3" \
+    --from "runs/scenes-$fusion-stage2" --out "runs/scenes-$fusion-stage3" \
     --steps 300 --lr 5e-4 --warmup 50 --eval-every 100 --checkpoint-every 100 "${tuning[@]}"
   $FUSECAP train --data $DATA --fusion "$fusion" \
-    --finetune "runs/scenes-$fusion-stage3" --out "runs/scenes-$fusion-stage4" \
+    --from "runs/scenes-$fusion-stage3" --out "runs/scenes-$fusion-stage4" \
     --steps 1400 --lr 5e-4 --warmup 100 --type-weight shape=2 --type-weight 'yes/no shape=4' \
     --eval-every 500 --checkpoint-every 250 "${tuning[@]}"
   # Stages 5 and 6: the same data and schedule, stage 6 at a lower learning rate.
   match_stage() { # INIT OUT LR
-    $FUSECAP train --data $DATA $MATCH $MATCH --fusion "$fusion" --finetune "$1" --out "$2" \
+    $FUSECAP train --data $DATA $MATCH $MATCH --fusion "$fusion" --from "$1" --out "$2" \
       --steps 3000 --lr "$3" --warmup 100 --type-weight shape=2 --type-weight 'yes/no shape=4' \
       --eval-every 1000 --checkpoint-every 250 "${tuning[@]}"
   }

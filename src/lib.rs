@@ -7,6 +7,7 @@ pub mod diff;
 pub mod generate;
 pub mod metrics;
 pub mod model;
+pub mod pipeline;
 pub mod plot;
 pub mod report;
 pub mod tokenizer;

@@ -294,3 +294,87 @@ fn missing_paths_and_empty_files_are_per_file_errors() {
     assert!(error_of("missing.png").is_some_and(|e| e.contains("no such file")));
     assert!(error_of("good.png").is_none());
 }
+
+/// A `--config` file may leave out what the command decides: the fusion
+/// (from --fusion) and the vocabulary size (from the tokenizer).
+#[test]
+fn config_files_need_neither_fusion_nor_vocab_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = init_model(dir.path(), "gated");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(base.join("config.json")).expect("read"))
+            .expect("json");
+    let fields = cfg.as_object_mut().expect("an object");
+    fields.remove("fusion");
+    fields.remove("vocab_size");
+    let architecture = dir.path().join("architecture.json");
+    std::fs::write(&architecture, cfg.to_string()).expect("write");
+
+    let vocab = dir.path().join("vocab.txt");
+    std::fs::write(&vocab, "zebra giraffe okapi").expect("write");
+    let out = dir.path().join("new");
+    let (output, _, stderr) = run(bin()
+        .args(["init", "--fusion", "concat", "--quiet", "--config"])
+        .arg(&architecture)
+        .arg("--vocab-from")
+        .arg(&vocab)
+        .arg("--out")
+        .arg(&out));
+    assert!(output.status.success(), "{stderr}");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).expect("read"))
+            .expect("json");
+    assert_eq!(written["fusion"], "concat");
+    let tokenizer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("tokenizer.json")).expect("read"))
+            .expect("json");
+    let tokens = tokenizer["model"]["vocab"]
+        .as_object()
+        .expect("a word-level vocabulary")
+        .len();
+    assert_eq!(written["vocab_size"].as_u64(), Some(tokens as u64));
+    assert_eq!(written["d_model"], cfg["d_model"]);
+
+    // A broken file is refused naming the option and the file.
+    std::fs::write(&architecture, "{\"d_model\": 0}").expect("write");
+    let (output, _, stderr) = run(bin()
+        .args(["init", "--fusion", "concat", "--config"])
+        .arg(&architecture)
+        .arg("--out")
+        .arg(dir.path().join("broken")));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr.contains("--config") && stderr.contains("architecture.json"),
+        "{stderr}"
+    );
+}
+
+/// `--model NAME` finds a shipped model by name when no such folder exists.
+#[test]
+fn model_names_a_shipped_model() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shipped = dir.path().join("shipped");
+    std::fs::create_dir_all(&shipped).expect("mkdir");
+    std::fs::rename(init_model(dir.path(), "gated"), shipped.join("tiny-gated")).expect("move");
+    let image = image_folder(dir.path()).join("a.png");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("mkdir");
+    let by_name = |name: &str| {
+        run(bin()
+            .current_dir(&elsewhere)
+            .env("FUSECAP_MODELS", &shipped)
+            .args(["caption", "--format", "jsonl", "--quiet", "--model", name])
+            .arg(&image))
+    };
+
+    let (output, stdout, stderr) = by_name("tiny-gated");
+    assert!(output.status.success(), "{stderr}");
+    let records = jsonl(&stdout);
+    assert_eq!(records.len(), 1, "{stdout}");
+    assert_eq!(records[0]["model"], "tiny-gated");
+    assert_eq!(records[0]["fusion"], "gated");
+
+    let (output, _, stderr) = by_name("no-such-model");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr.contains("no-such-model"), "{stderr}");
+}

@@ -12,8 +12,8 @@ const EXCEPTIONS: &[(&str, &str)] = &[
     ("batch-size", "train and experiment: the optimiser's batch (64); elsewhere images per forward pass (32)"),
     ("split", "eval and compare default to the test split; score and data filter to every record"),
     ("seed", "the seed of the command's own randomness: initialisation, data or sampling, each with its default"),
+    ("from", "where a command starts from: the model directory train fine-tunes, the wheel or folder data easy-vqa imports"),
     ("eval-every", "train validates every 250 steps by default, experiment every tenth of --steps"),
-    ("json", "a summary FILE in eval, compare and score; a switch that prints the data importers' summary as JSON"),
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -100,7 +100,25 @@ fn renamed_flags_are_refused_with_the_new_name() {
             vec![
                 "train", "--data", "m.jsonl", "--fusion", "concat", "--out", "o", "--init", "d",
             ],
-            "--finetune",
+            "--from",
+        ),
+        (
+            vec![
+                "train",
+                "--data",
+                "m.jsonl",
+                "--fusion",
+                "concat",
+                "--out",
+                "o",
+                "--finetune",
+                "d",
+            ],
+            "--from",
+        ),
+        (
+            vec!["data", "synth", "--out", "o", "--json"],
+            "--json <FILE>",
         ),
         (
             vec!["data", "filter", "--from", "m.jsonl", "--out", "o"],
@@ -137,11 +155,51 @@ fn commands_that_run_a_model_take_device_and_quiet() {
             );
         }
     }
-    for name in ["init", "score"] {
-        let cmd = cli.find_subcommand(name).expect("subcommand");
+    let data = cli.find_subcommand("data").expect("data");
+    let others = ["init", "score"].map(|name| cli.find_subcommand(name).expect("subcommand"));
+    for cmd in others.into_iter().chain(data.get_subcommands()) {
         assert!(
             cmd.get_arguments().any(|a| a.get_long() == Some("quiet")),
-            "{name} lacks --quiet"
+            "{} lacks --quiet",
+            cmd.get_name()
         );
     }
+}
+
+#[test]
+fn data_writes_its_summary_to_the_json_file_and_quiet_silences_stdout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let summary = dir.path().join("summary.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fusecap"))
+        .args([
+            "data",
+            "synth",
+            "--count",
+            "3",
+            "--image-size",
+            "16",
+            "--quiet",
+        ])
+        .arg("--out")
+        .arg(dir.path().join("d"))
+        .arg("--json")
+        .arg(&summary)
+        .output()
+        .expect("run fusecap");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "--quiet printed {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let text = std::fs::read_to_string(&summary).expect("the summary file");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(json["images"], 3, "{text}");
+    let manifest = std::fs::read_to_string(dir.path().join("d/manifest.jsonl")).expect("manifest");
+    assert_eq!(
+        json["caption_records"].as_u64(),
+        Some(manifest.matches("\"task\":\"caption\"").count() as u64),
+        "{text}"
+    );
 }

@@ -5,10 +5,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use candle_core::{DType, Device};
-use fusecap::data::image::Preprocess;
-use fusecap::generate::{encode_queries, greedy, GenerateOptions, Query};
+use fusecap::generate::{greedy, GenerateOptions};
 use fusecap::model::dir::{init_model, save_model_dir, ModelDir};
 use fusecap::model::{Config, Fusion};
+use fusecap::pipeline::{encode_queries, Preprocess, Query};
 use fusecap::plot::GRID_HEADER;
 use fusecap::report::attention::{decoding_steps, step_attention, Layers};
 use fusecap::report::explain::{BARS_SIZE, GRID_BARS_HEIGHT, GRID_COLUMNS, OVERLAY_SIZE};

@@ -135,3 +135,29 @@ fn the_exif_orientation_is_applied() {
     );
     assert_eq!(decoded.get_pixel(1, 0).0, [255, 0, 0]);
 }
+
+#[test]
+fn every_listed_extension_has_a_decoder() {
+    use fusecap::data::image::IMAGE_EXTENSIONS;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Binary PPM, written by hand so the test does not rely on an encoder:
+    // a 2×1 image, one red and one blue pixel.
+    let ppm = dir.path().join("two.ppm");
+    let mut bytes = b"P6\n2 1\n255\n".to_vec();
+    bytes.extend_from_slice(&[255, 0, 0, 0, 0, 255]);
+    std::fs::write(&ppm, bytes).expect("write");
+    let image = decode_rgb(&ppm).expect("a listed extension decodes");
+    assert_eq!((image.width(), image.height()), (2, 1));
+    assert_eq!(image.get_pixel(0, 0).0, [255, 0, 0]);
+    assert_eq!(image.get_pixel(1, 0).0, [0, 0, 255]);
+
+    // Every other listed extension: a 1×1 image saved in that format decodes.
+    for ext in IMAGE_EXTENSIONS.iter().filter(|e| **e != "ppm") {
+        let path = dir.path().join(format!("one.{ext}"));
+        ImageBuffer::from_pixel(1, 1, Rgb([10u8, 200, 30]))
+            .save(&path)
+            .unwrap_or_else(|e| panic!("saving .{ext}: {e}"));
+        let decoded = decode_rgb(&path).unwrap_or_else(|e| panic!(".{ext}: {e:#}"));
+        assert_eq!((decoded.width(), decoded.height()), (1, 1), ".{ext}");
+    }
+}

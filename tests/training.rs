@@ -444,7 +444,7 @@ fn fine_tuning_starts_from_the_given_model_and_refuses_another_fusion() {
         bin()
             .args(["train", "--fusion", fusion, "--steps", "3", "--lr", "1e-4"])
             .args(schedule)
-            .arg("--finetune")
+            .arg("--from")
             .arg(&base)
             .arg("--data")
             .arg(&manifest)

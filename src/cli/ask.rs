@@ -10,8 +10,7 @@ use super::common::{exit_code, progress_bar};
 use super::decode::{print_ranked, run_queries, warn_truncation, DecodeArgs};
 use super::model_args::ModelArgs;
 use super::output::{OutputArgs, OutputRecord, Printer};
-use crate::data::image::Preprocess;
-use crate::generate::Query;
+use crate::pipeline::{image_pixels, Query};
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
@@ -68,15 +67,12 @@ pub fn run(args: AskArgs) -> Result<ExitCode> {
     let image = args.image.display().to_string();
     let base = OutputRecord {
         image: image.clone(),
-        task: "vqa",
-        fusion: md.model.cfg.fusion.to_string(),
-        model: md.name.clone(),
-        ..Default::default()
+        ..OutputRecord::of_model("vqa", &md)
     };
     let format = args.output.format;
     let mut printer = Printer::new(format);
     let progress = progress_bar(questions.len(), args.output.quiet);
-    let pixels = match Preprocess::from_config(&md.model.cfg).load(&args.image) {
+    let pixels = match image_pixels(&md, &args.image) {
         Ok(p) => p,
         Err(e) => {
             printer.print(

@@ -11,9 +11,8 @@ use super::common::{exit_code, progress_bar};
 use super::decode::{print_ranked, run_queries, warn_truncation, DecodeArgs};
 use super::model_args::ModelArgs;
 use super::output::{OutputArgs, OutputRecord, Printer};
-use crate::data::image::Preprocess;
 use crate::data::walk::{collect_images, Inputs};
-use crate::generate::{Answer, Query};
+use crate::pipeline::{image_pixels, Answer, Query, IMAGE_EXTENSIONS};
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
@@ -138,12 +137,7 @@ pub fn run(args: CaptionArgs) -> Result<ExitCode> {
     }
     let (md, device) = args.model.load()?;
     warn_truncation(&md, &[], args.decode.max_new_tokens)?;
-    let base = OutputRecord {
-        task: "caption",
-        fusion: md.model.cfg.fusion.to_string(),
-        model: md.name.clone(),
-        ..Default::default()
-    };
+    let base = OutputRecord::of_model("caption", &md);
     let format = args.output.format;
     let mut printer = Printer::new(format);
     let progress = progress_bar(files.len(), args.output.quiet);
@@ -157,13 +151,12 @@ pub fn run(args: CaptionArgs) -> Result<ExitCode> {
             &progress,
         )?;
     }
-    let preprocess = Preprocess::from_config(&md.model.cfg);
     let opts = args.decode.options();
     for chunk in files.chunks(args.decode.batch_size) {
         let mut queries = Vec::new();
         let mut loaded = Vec::new();
         for path in chunk {
-            match preprocess.load(path) {
+            match image_pixels(&md, path) {
                 Ok(pixels) => {
                     queries.push(Query {
                         pixels,
@@ -235,7 +228,7 @@ pub fn run(args: CaptionArgs) -> Result<ExitCode> {
     if files.is_empty() && problems.is_empty() && total == 0 {
         return Err(anyhow!(
             "no image files found in the given inputs (known extensions: {})",
-            crate::data::image::IMAGE_EXTENSIONS.join(", ")
+            IMAGE_EXTENSIONS.join(", ")
         ));
     }
     Ok(exit_code(printer.failures))

@@ -8,9 +8,11 @@ use clap::Args;
 
 use super::common::{check_counts, check_limit, exit_code, warn_problems, Notes};
 use super::fusion_arg::FusionList;
-use super::model_args::{parse_device, shipped_model};
+use super::model_args::{model_dir, parse_device, shipped_model};
 use crate::data::manifest::{load_manifest, Task};
+use crate::generate::DEFAULT_MAX_NEW_TOKENS;
 use crate::model::dir::{load_config, CONFIG_FILE};
+use crate::pipeline::DEFAULT_BATCH_SIZE;
 use crate::report::compare::{compare, plot_accuracy, CompareOptions};
 use crate::report::compare_markdown::render_markdown;
 use crate::report::evaluation::EvalOptions;
@@ -32,8 +34,8 @@ to --disagreements records where the models' outputs differ, with each model's o
 
 Exit codes: 0 compared, 1 some images could not be read (scored as empty outputs), 2 fatal error.")]
 pub struct CompareArgs {
-    /// Model directories to compare.
-    #[arg(long, num_args = 1.., value_name = "DIR", required_unless_present = "fusion", conflicts_with = "fusion")]
+    /// Model directories to compare, or names of shipped models (as --model).
+    #[arg(long, num_args = 1.., value_name = "DIR|NAME", required_unless_present = "fusion", conflicts_with = "fusion")]
     pub models: Vec<PathBuf>,
     /// Compare the shipped models (models/scenes-FUSION): "all", or a comma-separated list such as concat,gated.
     #[arg(long, value_name = "all|LIST")]
@@ -61,13 +63,13 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub disagreements: usize,
     /// Records per forward pass (also the batch size of the batched speed).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
     /// Records timed, one at a time and in batches, for the speed columns (the first ones).
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub speed_samples: usize,
     /// Longest output, in tokens.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = DEFAULT_MAX_NEW_TOKENS)]
     pub max_new_tokens: usize,
     /// Where to run: cpu, or cuda / metal when built with those features.
     #[arg(long, default_value = "cpu")]
@@ -157,7 +159,7 @@ fn model_dirs(args: &CompareArgs) -> Result<Vec<PathBuf>> {
             .iter()
             .map(|f| shipped_model(&format!("scenes-{f}")))
             .collect::<Result<Vec<_>>>()?,
-        None => args.models.clone(),
+        None => args.models.iter().map(|m| model_dir(m)).collect(),
     };
     if dirs.is_empty() {
         bail!("nothing to compare: pass --models DIR... or --fusion all");

@@ -9,6 +9,7 @@ use crate::data::filter::{filter_manifests, RecordFilter};
 use crate::data::scene::SceneKind;
 use crate::data::synth::{write_dataset, SynthConfig};
 use crate::data::vqav2::{convert_vqav2, TypeField, Vqav2Options};
+use crate::report::write::write_json;
 use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,8 @@ use std::process::ExitCode;
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Every subcommand writes OUT/manifest.jsonl (JSONL, one caption or VQA record per line) and
-prints a summary (--json for JSON). Exit codes: 0 success, 1 some inputs skipped, 2 error.
+prints a summary (--json FILE also writes it as JSON, --quiet prints none).
+Exit codes: 0 success, 1 some inputs skipped (the rest were written), 2 error.
 
 Examples:
   fusecap data synth --out data/scenes --count 10000 --seed 1
@@ -66,7 +68,8 @@ const EASY_VQA_HELP: &str = "\
 Reads easy_vqa/data/{train,test}/questions.json and images from the wheel (no Python needed)
 and writes OUT/images/{train,test}/ID.png and OUT/manifest.jsonl with the official split.
 Question types: shape, color, yes/no shape, yes/no color. Each image also gets a caption
-record (\"a blue rectangle\") deduced from its questions.
+record (\"a blue rectangle\") deduced from its questions. Questions whose image is not in
+the wheel are skipped and counted (exit code 1).
 
 Examples:
   pip download easy-vqa==1.0 --no-deps -d .
@@ -109,6 +112,18 @@ Examples:
   fusecap data filter --data data/scenes/manifest.jsonl data/easy-vqa/manifest.jsonl \\
       --out data/captions --task caption";
 
+/// Where the summary goes: stdout as text, and with `--json FILE` a JSON file.
+#[derive(Args, Debug)]
+pub struct SummaryArgs {
+    // The earlier switch `--json` (no FILE) is refused by clap, naming `--json <FILE>`.
+    /// Also write the summary as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// No summary on stdout (warnings still go to stderr).
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
 #[derive(Args, Debug)]
 pub struct FilterArgs {
     /// Manifests to read (JSONL).
@@ -141,9 +156,8 @@ pub struct FilterArgs {
     /// Overwrite an existing manifest in OUT.
     #[arg(long)]
     pub force: bool,
-    /// Print the summary as JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub summary: SummaryArgs,
 }
 
 #[derive(Args, Debug)]
@@ -181,9 +195,8 @@ pub struct SynthArgs {
     /// Overwrite an existing manifest in OUT.
     #[arg(long)]
     pub force: bool,
-    /// Print the summary as JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub summary: SummaryArgs,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -203,9 +216,8 @@ pub struct EasyVqaArgs {
     /// Overwrite an existing manifest in OUT.
     #[arg(long)]
     pub force: bool,
-    /// Print the summary as JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub summary: SummaryArgs,
 }
 
 #[derive(Args, Debug)]
@@ -228,9 +240,8 @@ pub struct CocoArgs {
     /// Overwrite an existing manifest in OUT.
     #[arg(long)]
     pub force: bool,
-    /// Print the summary as JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub summary: SummaryArgs,
 }
 
 #[derive(Args, Debug)]
@@ -256,9 +267,8 @@ pub struct Vqav2Args {
     /// Overwrite an existing manifest in OUT.
     #[arg(long)]
     pub force: bool,
-    /// Print the summary as JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub summary: SummaryArgs,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -300,7 +310,7 @@ fn filter(a: FilterArgs) -> anyhow::Result<ExitCode> {
     for problem in &s.problems {
         eprintln!("warning: skipped {problem}");
     }
-    print_summary(a.json, &s, || {
+    print_summary(&a.summary, &s, || {
         format!(
             "wrote {}: kept {} of {} records",
             a.out.join("manifest.jsonl").display(),
@@ -345,7 +355,7 @@ fn synth(a: SynthArgs) -> anyhow::Result<ExitCode> {
         },
     };
     let s = write_dataset(&cfg, &a.out)?;
-    print_summary(a.json, &s, || {
+    print_summary(&a.summary, &s, || {
         format!(
             "wrote {}: {} images ({} train, {} test), {} caption records, {} vqa records ({})",
             a.out.join("manifest.jsonl").display(),
@@ -377,7 +387,7 @@ fn easy_vqa(a: EasyVqaArgs) -> anyhow::Result<ExitCode> {
             s.partial_captions, s.contradictory_images
         );
     }
-    print_summary(a.json, &s, || {
+    print_summary(&a.summary, &s, || {
         format!(
             "wrote {}: {} images ({} train, {} test), {} vqa records ({}), {} caption records \
              ({} from questions alone, {} completed from pixels; pixel check agrees on {}/{})",
@@ -394,7 +404,11 @@ fn easy_vqa(a: EasyVqaArgs) -> anyhow::Result<ExitCode> {
             s.pixel_check_total
         )
     })?;
-    Ok(ExitCode::SUCCESS)
+    Ok(if s.questions_without_image > 0 {
+        ExitCode::from(EXIT_SOME_SKIPPED)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn coco(a: CocoArgs) -> anyhow::Result<ExitCode> {
@@ -406,7 +420,7 @@ fn coco(a: CocoArgs) -> anyhow::Result<ExitCode> {
         keep_case: a.keep_case,
     };
     let s = convert_coco(&a.captions, &a.images, &a.out, &opts)?;
-    finish_import(&a.out, &a.images, a.json, &s)
+    finish_import(&a.out, &a.images, &a.summary, &s)
 }
 
 fn vqav2(a: Vqav2Args) -> anyhow::Result<ExitCode> {
@@ -422,7 +436,7 @@ fn vqav2(a: Vqav2Args) -> anyhow::Result<ExitCode> {
         },
     };
     let s = convert_vqav2(&a.questions, &a.annotations, &a.images, &a.out, &opts)?;
-    finish_import(&a.out, &a.images, a.json, &s)
+    finish_import(&a.out, &a.images, &a.summary, &s)
 }
 
 /// Checks an input before anything is written.
@@ -437,7 +451,7 @@ fn require(flag: &str, path: &std::path::Path) -> anyhow::Result<()> {
 fn finish_import(
     out: &std::path::Path,
     images: &std::path::Path,
-    json: bool,
+    summary: &SummaryArgs,
     s: &ImportSummary,
 ) -> anyhow::Result<ExitCode> {
     if s.missing_images > 0 {
@@ -452,7 +466,7 @@ fn finish_import(
     if s.skipped > 0 {
         eprintln!("warning: skipped {} {}", s.skipped, s.skipped_reason);
     }
-    print_summary(json, s, || {
+    print_summary(summary, s, || {
         format!(
             "wrote {}: {} records over {} images (split {})",
             out.join("manifest.jsonl").display(),
@@ -469,13 +483,14 @@ fn finish_import(
 }
 
 fn print_summary<T: Serialize>(
-    json: bool,
+    args: &SummaryArgs,
     summary: &T,
     text: impl FnOnce() -> String,
 ) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string(summary)?);
-    } else {
+    if let Some(path) = &args.json {
+        write_json(path, summary)?;
+    }
+    if !args.quiet {
         println!("{}", text());
     }
     Ok(())

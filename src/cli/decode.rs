@@ -10,22 +10,21 @@ use serde::Serialize;
 use super::output::{Format, OutputRecord, Printer};
 use candle_core::Device;
 
-use crate::generate::{
-    answer_queries, Answer, GenerateOptions, InvalidOption, Query, SamplingOptions,
+use crate::generate::{GenerateOptions, InvalidOption, SamplingOptions, DEFAULT_MAX_NEW_TOKENS};
+use crate::pipeline::{
+    answer_queries, decode_text, text_ids, token_label, Answer, ModelDir, Query, DEFAULT_BATCH_SIZE,
 };
-use crate::model::dir::ModelDir;
-use crate::tokenizer::TextTokenizer;
 
 #[derive(Args, Debug, Clone)]
 pub struct DecodeArgs {
     /// Longest output, in tokens.
-    #[arg(long, default_value_t = 40, help_heading = "Decoding")]
+    #[arg(long, default_value_t = DEFAULT_MAX_NEW_TOKENS, help_heading = "Decoding")]
     pub max_new_tokens: usize,
     /// Shortest output, in tokens: end-of-sequence is not allowed before.
     #[arg(long, default_value_t = 0, help_heading = "Decoding")]
     pub min_new_tokens: usize,
     /// Images per forward pass.
-    #[arg(long, default_value_t = 32, help_heading = "Decoding")]
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE, help_heading = "Decoding")]
     pub batch_size: usize,
     /// Beam search with N beams per input; 1 is greedy search.
     #[arg(long, default_value_t = 1, value_name = "N", help_heading = "Decoding")]
@@ -144,7 +143,7 @@ pub fn warn_truncation(md: &ModelDir, questions: &[String], max_new_tokens: usiz
         );
     }
     for question in questions {
-        let tokens = md.tokenizer.encode(question)?.len();
+        let tokens = text_ids(md, question)?.len();
         if tokens > cfg.max_text_len {
             eprintln!(
                 "warning: the question {:?} is {tokens} tokens long; {} reads only its first {} (max_text_len in its config.json) and ignores the rest",
@@ -197,19 +196,19 @@ pub fn print_ranked(
 
 /// Writes one output to stdout word by word as its tokens arrive.
 pub struct TokenStream<'a> {
-    tokenizer: &'a TextTokenizer,
+    md: &'a ModelDir,
     tokens: Vec<u32>,
     printed: String,
 }
 
 impl<'a> TokenStream<'a> {
     /// Starts the line with `prefix` (the text-format columns before the output).
-    pub fn start(tokenizer: &'a TextTokenizer, prefix: &str) -> Result<Self> {
+    pub fn start(md: &'a ModelDir, prefix: &str) -> Result<Self> {
         let mut stdout = std::io::stdout().lock();
         write!(stdout, "{prefix}")?;
         stdout.flush()?;
         Ok(TokenStream {
-            tokenizer,
+            md,
             tokens: Vec::new(),
             printed: String::new(),
         })
@@ -217,12 +216,12 @@ impl<'a> TokenStream<'a> {
 
     pub fn push(&mut self, token: u32) -> Result<()> {
         self.tokens.push(token);
-        let text = self.tokenizer.decode(&self.tokens)?;
+        let text = decode_text(self.md, &self.tokens)?;
         // Decoding joins some tokens to the previous word ("what ?" -> "what?"),
         // so print what the full text adds to what is already on screen.
         let new = match text.strip_prefix(self.printed.as_str()) {
             Some(rest) => rest.to_string(),
-            None => format!(" {}", self.tokenizer.token(token).unwrap_or_default()),
+            None => format!(" {}", token_label(self.md, token)),
         };
         let mut stdout = std::io::stdout().lock();
         write!(stdout, "{new}")?;
@@ -250,7 +249,7 @@ pub fn run_queries(
     let Some(prefix) = stream_prefix else {
         return answer_queries(md, queries, opts, device, None);
     };
-    let mut stream = TokenStream::start(&md.tokenizer, &prefix)?;
+    let mut stream = TokenStream::start(md, &prefix)?;
     let mut push = |_: usize, token: u32| stream.push(token);
     let results = answer_queries(md, queries, opts, device, Some(&mut push))?;
     stream.finish()?;

@@ -10,6 +10,8 @@ use super::common::{
 };
 use super::model_args::ModelArgs;
 use crate::data::manifest::load_manifest;
+use crate::generate::DEFAULT_MAX_NEW_TOKENS;
+use crate::pipeline::DEFAULT_BATCH_SIZE;
 use crate::report::eval_report::EvalReport;
 use crate::report::evaluation::{evaluate, EvalOptions};
 use crate::report::records::select_records;
@@ -45,10 +47,10 @@ pub struct EvalArgs {
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// Records per forward pass.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
     /// Longest output, in tokens.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = DEFAULT_MAX_NEW_TOKENS)]
     pub max_new_tokens: usize,
     /// How many of the worst answers and of the worst captions to show.
     #[arg(long, default_value_t = 5, value_name = "N")]

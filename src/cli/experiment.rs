@@ -14,12 +14,12 @@ use indicatif::ProgressBar;
 use super::common::{check_counts, check_limit, progress_bar, warn_problems, Notes};
 use super::fusion_arg::FusionList;
 use super::model_args::parse_device;
-use crate::cli::recipe::TrainingArgs;
+use crate::cli::recipe::{load_architecture, TrainingArgs};
 use crate::data::batch::Dataset;
 use crate::data::manifest::{load_manifests, Record};
 use crate::data::split::{split_records, training_texts, Splits};
-use crate::model::dir::load_config;
 use crate::model::{Config, Fusion};
+use crate::pipeline::DEFAULT_BATCH_SIZE;
 use crate::plot::Series;
 use crate::report::compare::{compare, plot_accuracy, CompareOptions};
 use crate::report::compare_markdown::render_markdown;
@@ -103,7 +103,7 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
     let splits = split_records(&manifest.records, args.training.val_percent);
     check_splits(&splits, &args.training.data)?;
     let options = train_options(&args);
-    let mut data = TrainingData::build(&splits, args.training.config.as_deref())?;
+    let mut data = TrainingData::build(&splits, args.training.config.as_deref(), &args.fusion.0)?;
     options.weigh_examples(&mut data.train)?;
     if !args.quiet {
         eprintln!(
@@ -216,16 +216,16 @@ struct TrainingData {
 }
 
 impl TrainingData {
-    fn build(splits: &Splits, config: Option<&Path>) -> Result<Self> {
+    /// `fusions` are the strategies to train; the shared base configuration
+    /// takes the first, and each run sets its own.
+    fn build(splits: &Splits, config: Option<&Path>, fusions: &[Fusion]) -> Result<Self> {
         let texts = training_texts(&splits.train);
         let tokenizer = TextTokenizer::train(texts.iter().map(String::as_str), 1)?;
         let vocab_size = tokenizer.vocab_size();
+        let fusion = fusions.first().copied().unwrap_or(Fusion::ALL[0]);
         let base = match config {
-            Some(path) => Config {
-                vocab_size,
-                ..load_config(path)?
-            },
-            None => Config::small(Fusion::Concat, vocab_size),
+            Some(path) => load_architecture(path, fusion, vocab_size)?,
+            None => Config::small(fusion, vocab_size),
         };
         let (train, mut problems) = Dataset::build(&splits.train, &tokenizer, &base)?;
         let (val, val_problems) = Dataset::build(&splits.val, &tokenizer, &base)?;
@@ -373,7 +373,7 @@ fn report(
         .collect();
     let opts = CompareOptions {
         eval: EvalOptions {
-            batch_size: 32,
+            batch_size: DEFAULT_BATCH_SIZE,
             modality_share: true,
             ..EvalOptions::default()
         },

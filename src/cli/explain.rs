@@ -9,8 +9,8 @@ use clap::Args;
 use super::common::EXIT_SOME_FAILED;
 use super::decode::warn_truncation;
 use super::model_args::ModelArgs;
-use crate::data::image::decode_rgb;
-use crate::model::dir::ModelDir;
+use crate::generate::DEFAULT_MAX_NEW_TOKENS;
+use crate::pipeline::{decode_rgb, ModelDir};
 use crate::report::attention::Layers;
 use crate::report::explain::{explain, ExplainInput, GRID_FILE, JSON_FILE};
 
@@ -44,7 +44,7 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "N")]
     pub layer: Option<usize>,
     /// Longest output, in tokens.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = DEFAULT_MAX_NEW_TOKENS)]
     pub max_new_tokens: usize,
     /// No notes on stderr (warnings and errors still go there).
     #[arg(long, short)]

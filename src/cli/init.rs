@@ -6,7 +6,8 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use clap::Args;
 
-use crate::model::dir::{init_model, load_config, parameter_count, save_model_dir, CONFIG_FILE};
+use super::recipe::load_architecture;
+use crate::model::dir::{init_model, parameter_count, save_model_dir, CONFIG_FILE};
 use crate::model::{Config, Fusion};
 use crate::tokenizer::TextTokenizer;
 
@@ -38,7 +39,8 @@ pub struct InitArgs {
     /// Architecture preset (ignored with --config).
     #[arg(long, value_enum, default_value = "small")]
     pub size: Size,
-    /// A config.json to take the architecture from (its fusion and vocab_size are replaced).
+    /// A config.json to take the architecture from (fusion and vocab_size
+    /// come from --fusion and the tokenizer, so the file may leave them out).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Overwrite an existing model directory.
@@ -105,11 +107,7 @@ pub fn run(args: InitArgs) -> Result<ExitCode> {
     };
     let vocab = tokenizer.vocab_size();
     let cfg = match (&args.config, args.size) {
-        (Some(path), _) => Config {
-            fusion: args.fusion,
-            vocab_size: vocab,
-            ..load_config(path)?
-        },
+        (Some(path), _) => load_architecture(path, args.fusion, vocab)?,
         (None, Size::Tiny) => Config::tiny(args.fusion, vocab),
         (None, Size::Small) => Config::small(args.fusion, vocab),
     };

@@ -4,16 +4,18 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Result};
 use candle_core::Device;
 
-use crate::model::dir::{load_config, ModelDir, CONFIG_FILE};
+use crate::model::dir::{load_config, CONFIG_FILE};
 use crate::model::Fusion;
+use crate::pipeline::{load_model, ModelDir};
 
 /// The shipped model used when neither `--model` nor `--fusion` is given.
 pub const DEFAULT_MODEL: &str = "scenes-separate";
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Model directory (config.json, model.safetensors, tokenizer.json).
-    #[arg(long, value_name = "DIR")]
+    /// Model directory (config.json, model.safetensors, tokenizer.json), or
+    /// the name of a shipped model (scenes-gated) when no such folder exists.
+    #[arg(long, value_name = "DIR|NAME")]
     pub model: Option<PathBuf>,
     /// Use the shipped model of this fusion strategy (models/scenes-FUSION).
     #[arg(long, value_enum)]
@@ -27,7 +29,7 @@ impl ModelArgs {
     /// Resolves `--model` / `--fusion` to a directory and loads it.
     pub fn load(&self) -> Result<(ModelDir, Device)> {
         let device = parse_device(&self.device)?;
-        let dir = match (&self.model, self.fusion) {
+        let dir = match (self.model.as_deref().map(model_dir), self.fusion) {
             (Some(dir), Some(fusion)) => {
                 let cfg = load_config(&dir.join(CONFIG_FILE))?;
                 if cfg.fusion != fusion {
@@ -38,14 +40,27 @@ impl ModelArgs {
                         fusion
                     );
                 }
-                dir.clone()
+                dir
             }
-            (Some(dir), None) => dir.clone(),
+            (Some(dir), None) => dir,
             (None, Some(fusion)) => shipped_model(&format!("scenes-{fusion}"))?,
             (None, None) => shipped_model(DEFAULT_MODEL)?,
         };
-        Ok((ModelDir::load(&dir, &device)?, device))
+        Ok((load_model(&dir, &device)?, device))
     }
+}
+
+/// A `--model` value: the folder when it exists, else the shipped model of
+/// that name, else the folder as given (loading it then says what is missing).
+pub fn model_dir(given: &Path) -> PathBuf {
+    let is_name = given.components().count() == 1;
+    if given.exists() || !is_name {
+        return given.to_path_buf();
+    }
+    given
+        .to_str()
+        .and_then(|name| shipped_model(name).ok())
+        .unwrap_or_else(|| given.to_path_buf())
 }
 
 /// Finds a shipped model: under $FUSECAP_MODELS, ./models, or the source tree's models/.

@@ -5,6 +5,8 @@ use anyhow::Result;
 use indicatif::ProgressBar;
 use serde::Serialize;
 
+use crate::pipeline::ModelDir;
+
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Text,
@@ -39,6 +41,18 @@ pub struct OutputRecord {
     pub ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl OutputRecord {
+    /// What every record of a `task` run with `md` shares.
+    pub fn of_model(task: &'static str, md: &ModelDir) -> Self {
+        OutputRecord {
+            task,
+            fusion: md.model.cfg.fusion.to_string(),
+            model: md.name.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 /// Writes records to stdout in the chosen format, and errors to stderr.

@@ -1,11 +1,12 @@
 //! The training options shared by `train` and `experiment`: the data, the
 //! architecture, the optimiser's budget, how examples are batched and
 //! weighed, and where and on how many threads training runs.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
+use crate::model::{Config, Fusion};
 use crate::train::TrainOptions;
 
 #[derive(Args, Debug, Clone)]
@@ -15,7 +16,8 @@ pub struct TrainingArgs {
     #[arg(long, required = true, num_args = 1.., value_name = "MANIFEST")]
     pub data: Vec<PathBuf>,
     /// Architecture (config.json, e.g. from `fusecap init`); fusion and
-    /// vocab_size are replaced. Default: the shipped size. A file without
+    /// vocab_size come from the command and the tokenizer, so the file may
+    /// leave them out. Default: the shipped size. A file without
     /// `cross_attention_sink` / `text_cross_attention` gets the older design
     /// (both off), as an old model directory does.
     #[arg(long, value_name = "FILE")]
@@ -111,4 +113,27 @@ impl ThreadsArgs {
         std::env::set_var("RAYON_NUM_THREADS", "1");
         Ok(count)
     }
+}
+
+/// The architecture in the config.json at `path`, with `fusion` and
+/// `vocab_size` put in: the command chooses the one and the tokenizer
+/// decides the other, so the file may leave them out or hold other values.
+pub fn load_architecture(path: &Path, fusion: Fusion, vocab_size: usize) -> Result<Config> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--config {}: cannot read the file", path.display()))?;
+    let invalid = |e: &dyn std::fmt::Display| {
+        anyhow!(
+            "--config {}: invalid config ({e}); compare it with the config.json `fusecap init` writes",
+            path.display()
+        )
+    };
+    let mut value: serde_json::Value = serde_json::from_str(&text).map_err(|e| invalid(&e))?;
+    let Some(fields) = value.as_object_mut() else {
+        return Err(invalid(&"not a JSON object"));
+    };
+    fields.insert("fusion".into(), fusion.name().into());
+    fields.insert("vocab_size".into(), vocab_size.into());
+    let cfg: Config = serde_json::from_value(value).map_err(|e| invalid(&e))?;
+    cfg.validate().map_err(|e| invalid(&e))?;
+    Ok(cfg)
 }

@@ -11,13 +11,14 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::common::refuse_renamed;
 use crate::cli::model_args::parse_device;
-use crate::cli::recipe::TrainingArgs;
+use crate::cli::recipe::{load_architecture, TrainingArgs};
 use crate::data::batch::{Dataset, Sampler};
 use crate::data::manifest::load_manifests;
 use crate::data::split::{split_records, training_texts};
 use crate::data::stream::{self, StreamOptions};
-use crate::model::dir::{load_config, parameter_count, ModelDir, TOKENIZER_FILE};
+use crate::model::dir::{parameter_count, TOKENIZER_FILE};
 use crate::model::{Config, Fusion};
+use crate::pipeline::load_model;
 use crate::tokenizer::TextTokenizer;
 use crate::train::{
     LogRecord, Outcome, TrainOptions, TrainRun, CHECKPOINT_FILE, LOG_FILE, STATE_FILE,
@@ -28,7 +29,7 @@ use crate::train::{
   fusecap train --data data/scenes/manifest.jsonl --fusion concat --out runs/concat --steps 2000
   fusecap train --data data/scenes/manifest.jsonl data/easy-vqa/manifest.jsonl --fusion gated --out runs/gated --epochs 3
   fusecap train --data data/scenes/manifest.jsonl --fusion gated --out runs/gated --steps 2000 --resume
-  fusecap train --data my/manifest.jsonl --fusion separate --finetune models/scenes-separate --out runs/tuned --steps 1000 --lr 3e-4
+  fusecap train --data my/manifest.jsonl --fusion separate --from models/scenes-separate --out runs/tuned --steps 1000 --lr 3e-4
 
 Writes a usable model directory to --out at every checkpoint, plus training.jsonl,
 loss.png, checkpoint.safetensors (weights + optimiser) and train_state.json.
@@ -46,10 +47,12 @@ pub struct TrainArgs {
     /// optimiser and the learning-rate schedule start afresh; --fusion must
     /// be the model's.
     #[arg(long, value_name = "DIR", conflicts_with = "config")]
-    pub finetune: Option<PathBuf>,
-    /// The earlier spelling of --finetune, refused with a message naming it.
+    pub from: Option<PathBuf>,
+    /// Earlier spellings of --from, refused with a message naming it.
     #[arg(long = "init", value_name = "DIR", hide = true)]
     pub renamed_init: Option<PathBuf>,
+    #[arg(long = "finetune", value_name = "DIR", hide = true)]
+    pub renamed_finetune: Option<PathBuf>,
     /// Optimiser steps.
     #[arg(long, conflicts_with = "epochs")]
     pub steps: Option<usize>,
@@ -92,7 +95,8 @@ pub struct TrainArgs {
 }
 
 pub fn run(args: TrainArgs) -> Result<ExitCode> {
-    refuse_renamed("--init", "--finetune", args.renamed_init.is_some())?;
+    refuse_renamed("--init", "--from", args.renamed_init.is_some())?;
+    refuse_renamed("--finetune", "--from", args.renamed_finetune.is_some())?;
     check_out(&args)?;
     let threads = args.training.threads.apply()?;
     let device = parse_device(&args.training.device)?;
@@ -137,8 +141,8 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     }
 
     // Loaded whole, so a broken directory is refused before the images are decoded.
-    let init = match &args.finetune {
-        Some(dir) => Some(ModelDir::load(dir, &device)?),
+    let init = match &args.from {
+        Some(dir) => Some(load_model(dir, &device)?),
         None => None,
     };
     if let Some(init) = &init {
@@ -168,11 +172,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             inference: false,
             ..init.model.cfg.clone()
         },
-        (None, Some(path)) => Config {
-            fusion: args.fusion,
-            vocab_size: vocab,
-            ..load_config(path)?
-        },
+        (None, Some(path)) => load_architecture(path, args.fusion, vocab)?,
         (None, None) => Config::small(args.fusion, vocab),
     };
 
@@ -221,7 +221,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         checkpoint_every: args.checkpoint_every,
         augment_shift: args.augment_shift,
         augment_noise: args.augment_noise,
-        init_from: args.finetune.clone(),
+        init_from: args.from.clone(),
         stream: stream_options,
         ..TrainOptions::default()
     });

@@ -49,10 +49,13 @@ pub struct GenerateOptions {
     pub sampling: Option<SamplingOptions>,
 }
 
+/// The longest output, in tokens, when nothing else is asked for.
+pub const DEFAULT_MAX_NEW_TOKENS: usize = 40;
+
 impl Default for GenerateOptions {
     fn default() -> Self {
         GenerateOptions {
-            max_new_tokens: 40,
+            max_new_tokens: DEFAULT_MAX_NEW_TOKENS,
             min_new_tokens: 0,
             cache_cross_kv: true,
             beams: 1,

@@ -12,8 +12,8 @@ use super::evaluation::{evaluate, EvalOptions};
 use super::model_report::{measure_speed, model_report, ModelReport};
 use super::prediction::Prediction;
 use crate::data::manifest::{Record, Task};
-use crate::model::dir::ModelDir;
 use crate::model::Fusion;
+use crate::pipeline::{load_model, ModelDir};
 use crate::plot::{grouped_bars, BarSeries};
 
 /// How `compare` runs each model.
@@ -60,7 +60,7 @@ pub fn compare(
 ) -> Result<CompareReport> {
     let mut models: Vec<ModelReport> = Vec::with_capacity(dirs.len());
     for dir in dirs {
-        let md = ModelDir::load(dir, device)?;
+        let md = load_model(dir, device)?;
         let taken: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
         let name = unique_name(&md.name, dir, &taken);
         models.push(run_model(&md, name, records, opts, device, progress)?);

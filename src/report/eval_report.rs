@@ -12,8 +12,8 @@ use super::metrics::{metrics, worst, Metrics};
 use super::metrics_table::metrics_table;
 use super::prediction::Prediction;
 use super::text::{quoted_list, thousands};
-use crate::model::dir::ModelDir;
 use crate::model::Fusion;
+use crate::pipeline::ModelDir;
 
 /// What `eval` reports; `--json` writes exactly this.
 #[derive(Debug, Clone, Serialize)]

@@ -1,22 +1,21 @@
 //! Running a model greedily over manifest records and scoring its outputs.
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::Result;
 use candle_core::Device;
-use image::RgbImage;
 use indicatif::ProgressBar;
 use serde::Serialize;
 
 use super::attention::image_shares;
 use super::prediction::{score_predictions, Prediction};
 use super::records::type_key;
-use crate::data::image::{decode_rgb, Preprocess};
-use crate::data::manifest::{Record, Task};
-use crate::generate::{encode_queries, greedy, GenerateOptions, Query};
-use crate::model::dir::ModelDir;
+use crate::data::manifest::Record;
+use crate::generate::{greedy, GenerateOptions, DEFAULT_MAX_NEW_TOKENS};
 use crate::model::Config;
+use crate::pipeline::{
+    decode_text, encode_queries, input_text, ImageCache, ModelDir, Query, DEFAULT_BATCH_SIZE,
+};
 
 #[derive(Debug, Clone)]
 pub struct EvalOptions {
@@ -31,8 +30,8 @@ pub struct EvalOptions {
 impl Default for EvalOptions {
     fn default() -> Self {
         EvalOptions {
-            batch_size: 32,
-            max_new_tokens: GenerateOptions::default().max_new_tokens,
+            batch_size: DEFAULT_BATCH_SIZE,
+            max_new_tokens: DEFAULT_MAX_NEW_TOKENS,
             modality_share: false,
         }
     }
@@ -91,42 +90,6 @@ impl Evaluation {
     }
 }
 
-/// Decoded images at the model's input size, each file read once.
-struct ImageCache {
-    preprocess: Preprocess,
-    images: HashMap<PathBuf, std::result::Result<RgbImage, String>>,
-}
-
-impl ImageCache {
-    fn new(cfg: &Config) -> Self {
-        ImageCache {
-            preprocess: Preprocess::from_config(cfg),
-            images: HashMap::new(),
-        }
-    }
-
-    fn pixels(&mut self, path: &Path) -> std::result::Result<Vec<f32>, String> {
-        let preprocess = &self.preprocess;
-        let entry = self.images.entry(path.to_path_buf()).or_insert_with(|| {
-            decode_rgb(path)
-                .map(|img| preprocess.resized(&img))
-                .map_err(|e| format!("{e:#}"))
-        });
-        match entry {
-            Ok(img) => Ok(preprocess.normalise(img)),
-            Err(e) => Err(e.clone()),
-        }
-    }
-}
-
-/// The text-encoder input of a record: its question, or the caption prompt.
-pub fn input_text(record: &Record, cfg: &Config) -> String {
-    match &record.task {
-        Task::Caption { .. } => cfg.caption_prompt.clone(),
-        Task::Vqa { question, .. } => question.clone(),
-    }
-}
-
 /// Runs the model greedily over `records` in batches and scores the outputs.
 /// A record whose image cannot be read gets an error prediction (scored as
 /// empty); the others still run. `progress` advances by one per record.
@@ -150,7 +113,7 @@ pub fn evaluate(
             let generated = greedy(&md.model, &memory, &opts.generate())?;
             let texts = generated
                 .iter()
-                .map(|g| md.tokenizer.decode(&g.tokens))
+                .map(|g| decode_text(md, &g.tokens))
                 .collect::<Result<Vec<_>>>()?;
             seconds += start.elapsed().as_secs_f64();
             decoded += batch.queries.len();

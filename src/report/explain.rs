@@ -12,10 +12,11 @@ use serde::Serialize;
 use super::attention::{decoding_steps, step_attention, Layers, StepAttention};
 use super::facts::{gates, Gate};
 use super::write::write_json;
-use crate::data::image::Preprocess;
-use crate::generate::{encode_queries, greedy, GenerateOptions, Query};
-use crate::model::dir::ModelDir;
+use crate::generate::{greedy, GenerateOptions};
 use crate::model::Fusion;
+use crate::pipeline::{
+    decode_text, encode_queries, preprocess, text_ids, token_label, ModelDir, Preprocess, Query,
+};
 use crate::plot::{attention_overlay, bar_image, image_grid, label_image, save_png};
 
 /// Side of each heat-map picture, in pixels.
@@ -99,7 +100,7 @@ pub fn explain(
     device: &Device,
 ) -> Result<ExplainReport> {
     let cfg = &md.model.cfg;
-    let preprocess = Preprocess::from_config(cfg);
+    let preprocess = preprocess(md);
     let text = input
         .question
         .map_or_else(|| cfg.caption_prompt.clone(), str::to_string);
@@ -118,7 +119,7 @@ pub fn explain(
         fusion: cfg.fusion,
         image: input.path.display().to_string(),
         question: input.question.map(str::to_string),
-        output: md.tokenizer.decode(&tokens)?,
+        output: decode_text(md, &tokens)?,
         layer: layers.layer(),
         decoder_layers: cfg.decoder_layers,
         grid: cfg.image_size / cfg.patch_size,
@@ -190,10 +191,10 @@ fn layer_name(layer: Option<usize>) -> String {
 
 /// The text-encoder keys' labels: the input's tokens, then "[PAD]" for padding.
 fn text_labels(md: &ModelDir, text: &str, keys: usize) -> Result<Vec<String>> {
-    let ids = md.tokenizer.encode(text)?;
+    let ids = text_ids(md, text)?;
     Ok((0..keys)
         .map(|k| match ids.get(k) {
-            Some(&id) => md.tokenizer.token(id).unwrap_or_else(|| format!("#{id}")),
+            Some(&id) => token_label(md, id),
             None => "[PAD]".to_string(),
         })
         .collect())
@@ -203,7 +204,7 @@ fn text_labels(md: &ModelDir, text: &str, keys: usize) -> Result<Vec<String>> {
 fn step_labels(md: &ModelDir, tokens: &[u32], steps: usize) -> Vec<String> {
     (0..steps)
         .map(|i| match tokens.get(i) {
-            Some(&id) => md.tokenizer.token(id).unwrap_or_else(|| format!("#{id}")),
+            Some(&id) => token_label(md, id),
             None => "[EOS]".to_string(),
         })
         .collect()

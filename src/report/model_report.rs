@@ -11,8 +11,8 @@ use super::facts::{gates, parameter_counts, peak_memory_bytes, Gate};
 use super::metrics::{metrics, Metrics};
 use super::prediction::Prediction;
 use crate::data::manifest::Record;
-use crate::model::dir::ModelDir;
 use crate::model::Fusion;
+use crate::pipeline::ModelDir;
 
 /// One model's row of a comparison.
 #[derive(Debug, Clone, Serialize)]
