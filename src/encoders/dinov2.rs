@@ -220,6 +220,23 @@ pub fn read_config(dir: &std::path::Path) -> anyhow::Result<Dinov2Config> {
             config.model_type
         );
     }
+    let c = &config;
+    if c.patch_size == 0
+        || c.image_size < c.patch_size
+        || c.num_attention_heads == 0
+        || c.hidden_size % c.num_attention_heads != 0
+        || c.mlp_ratio == 0
+    {
+        bail!(
+            "{}: patch_size {}, image_size {}, hidden_size {}, num_attention_heads {} and mlp_ratio {} do not describe a DINOv2 model",
+            path.display(),
+            c.patch_size,
+            c.image_size,
+            c.hidden_size,
+            c.num_attention_heads,
+            c.mlp_ratio
+        );
+    }
     Ok(config)
 }
 
@@ -375,7 +392,10 @@ pub fn from_onnx(
             Tensor::cat(&[load(c)?, load(p)?], 1)?
         }
     };
-    let n = pos.dim(1)? - 1;
+    let n = match pos.dims() {
+        &[1, n, width] if width == d && n > 1 => n - 1,
+        dims => bail!("the position embeddings have shape {dims:?}, expected [1, 1 + N*N, {d}]"),
+    };
     let grid = (n as f64).sqrt().round() as usize;
     if grid * grid != n {
         bail!("the position table has {n} patch positions, not a square grid");
@@ -558,7 +578,8 @@ fn traced_layer_norm_eps(graph: &Graph) -> Option<f64> {
         }
         let (_, t) = node.tensor_attributes.iter().find(|(n, _)| n == "value")?;
         match t.to_f32().ok()?.as_slice() {
-            [eps] => Some(f64::from(*eps)),
+            // via the f32's shortest decimal form, so that 1e-6 reads as 1e-6
+            [eps] => eps.to_string().parse().ok(),
             _ => None,
         }
     })
