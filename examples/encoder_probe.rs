@@ -14,6 +14,9 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use fusecap::encoders::dinov2::Dinov2;
 
+/// Reads one label of an example.
+type Label = fn(&Example) -> String;
+
 struct Example {
     image: PathBuf,
     shape: String,
@@ -176,7 +179,7 @@ fn main() -> Result<()> {
         1000.0 * secs / (train.len() + test.len()) as f64
     );
     let (ptr, pte) = (pixel_features(&train)?, pixel_features(&test)?);
-    let targets: [(&str, fn(&Example) -> String); 2] = [
+    let targets: [(&str, Label); 2] = [
         ("shape", |e| e.shape.clone()),
         ("color", |e| e.color.clone()),
     ];

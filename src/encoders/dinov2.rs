@@ -187,7 +187,7 @@ impl Dinov2 {
     pub fn forward(&self, images: &Tensor) -> candle_core::Result<Tensor> {
         let (b, _c, h, w) = images.dims4()?;
         let p = self.config.patch_size;
-        if h % p != 0 || w % p != 0 {
+        if !h.is_multiple_of(p) || !w.is_multiple_of(p) {
             candle_core::bail!("image side {h}x{w} is not a multiple of the patch size {p}");
         }
         let x = self.patch_embed.forward(images)?; // b, d, gh, gw
@@ -224,7 +224,7 @@ pub fn read_config(dir: &std::path::Path) -> anyhow::Result<Dinov2Config> {
     if c.patch_size == 0
         || c.image_size < c.patch_size
         || c.num_attention_heads == 0
-        || c.hidden_size % c.num_attention_heads != 0
+        || !c.hidden_size.is_multiple_of(c.num_attention_heads)
         || c.mlp_ratio == 0
     {
         bail!(
@@ -421,7 +421,7 @@ pub fn from_onnx(
         .get("encoder.layer.0.mlp.fc1.bias")
         .context("missing encoder.layer.0.mlp.fc1.bias")?
         .dim(0)?;
-    if d % 64 != 0 || mlp_hidden % d != 0 {
+    if d == 0 || !d.is_multiple_of(64) || !mlp_hidden.is_multiple_of(d) {
         bail!("hidden size {d} and MLP size {mlp_hidden} do not match a DINOv2 model");
     }
     let input_size = graph

@@ -174,7 +174,7 @@ fn parse_tensor(bytes: &[u8]) -> Result<TensorProto<'_>> {
             (2, v) => t.data_type = v.varint()? as i32,
             (4, Value::Fixed32(b)) => t.float_data.push(f32::from_le_bytes(b)),
             (4, Value::Bytes(packed)) => {
-                if packed.len() % 4 != 0 {
+                if !packed.len().is_multiple_of(4) {
                     bail!(
                         "packed float_data of {} bytes is not whole floats",
                         packed.len()
