@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{bail, Context};
-use candle_core::{DType, Device, IndexOp, Module, Tensor};
+use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
 use candle_nn::{Conv2d, Conv2dConfig, LayerNorm, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -86,21 +86,29 @@ impl Block {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    fn forward(&self, x: &Tensor, grads: bool) -> candle_core::Result<Tensor> {
         let (b, n, c) = x.dims3()?;
         let hd = c / self.heads;
         let qkv = self
             .qkv
-            .forward(&self.norm1.forward(x)?)?
+            .forward(&norm(&self.norm1, x, grads)?)?
             .reshape((b, n, 3, self.heads, hd))?
             .permute((2, 0, 3, 1, 4))?; // 3, b, heads, n, hd
         let q = (qkv.i(0)?.contiguous()? * (1.0 / (hd as f64).sqrt()))?;
         let k = qkv.i(1)?.contiguous()?;
         let v = qkv.i(2)?.contiguous()?;
-        let attn = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
+        let scores = q.matmul(&k.t()?)?;
+        let attn = if grads {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
         let ctx = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
         let x = (x + self.proj.forward(&ctx)?.broadcast_mul(&self.ls1)?)?;
-        let h = self.fc1.forward(&self.norm2.forward(&x)?)?.gelu_erf()?;
+        let h = self
+            .fc1
+            .forward(&norm(&self.norm2, &x, grads)?)?
+            .gelu_erf()?;
         &x + self.fc2.forward(&h)?.broadcast_mul(&self.ls2)?
     }
 }
@@ -114,6 +122,25 @@ pub struct Dinov2 {
     pos_embed: Tensor,
     blocks: Vec<Block>,
     norm: LayerNorm,
+    grads: bool,
+}
+
+/// candle-nn's `LayerNorm` takes a fused path that records no gradient; the
+/// plain ops do.
+fn norm(ln: &LayerNorm, x: &Tensor, grads: bool) -> candle_core::Result<Tensor> {
+    if !grads {
+        return ln.forward(x);
+    }
+    let eps = ln.eps();
+    let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
+    let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+    let normed = centred
+        .broadcast_div(&(var + eps)?.sqrt()?)?
+        .broadcast_mul(ln.weight())?;
+    match ln.bias() {
+        Some(b) => normed.broadcast_add(b),
+        None => Ok(normed),
+    }
 }
 
 impl Dinov2 {
@@ -134,7 +161,15 @@ impl Dinov2 {
                 .map(|i| Block::new(config, vb.pp("blocks").pp(i.to_string())))
                 .collect::<candle_core::Result<_>>()?,
             norm: candle_nn::layer_norm(d, config.layer_norm_eps, vb.pp("norm"))?,
+            grads: false,
         })
+    }
+
+    /// Uses ops that record gradients (slower), for fine-tuning; by default
+    /// the forward pass is for inference and frozen use.
+    pub fn with_gradients(mut self, on: bool) -> Self {
+        self.grads = on;
+        self
     }
 
     /// Loads `DIR/config.json` and `DIR/model.safetensors` (memory-mapped, frozen).
@@ -197,9 +232,9 @@ impl Dinov2 {
         let mut x =
             Tensor::cat(&[&cls, &x], 1)?.broadcast_add(&self.position_embeddings(gh, gw)?)?;
         for block in &self.blocks {
-            x = block.forward(&x)?;
+            x = block.forward(&x, self.grads)?;
         }
-        self.norm.forward(&x)
+        norm(&self.norm, &x, self.grads)
     }
 }
 

@@ -7,6 +7,7 @@ pub mod decoder;
 pub mod dir;
 pub mod fusion;
 pub mod linear;
+pub mod pretrained;
 pub mod text;
 pub mod vision;
 
