@@ -209,3 +209,210 @@ fn with_gradients_every_encoder_tensor_gets_one() {
         .expect("s");
     assert!(diff < 1e-4, "{diff}");
 }
+
+// ---- the model with a vision_encoder ----
+
+use fusecap::model::dir::{
+    inference_model, init_model, load_config, load_weights, save_config, save_weights, sorted_vars,
+};
+use fusecap::model::{Config, Fusion, FusionModel};
+
+const VOCAB: usize = 40;
+
+/// Writes a random tiny DINOv2 directory (patch 2, 4x4 position grid).
+fn encoder_dir(dir: &std::path::Path) {
+    let (map, _) = random_encoder(&Device::Cpu);
+    map.save(dir.join("model.safetensors")).expect("save");
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string(&tiny_config()).expect("json"),
+    )
+    .expect("write");
+}
+
+fn pretrained_config(fusion: Fusion, dir: &std::path::Path) -> Config {
+    Config {
+        image_size: 8,
+        patch_size: 4,
+        image_mean: IMAGENET_MEAN,
+        image_std: IMAGENET_STD,
+        vision_encoder: Some(spec(dir, 2)),
+        ..Config::tiny(fusion, VOCAB)
+    }
+}
+
+fn logits_of(model: &FusionModel) -> Tensor {
+    let dev = Device::Cpu;
+    let images = Tensor::randn(0f32, 1.0, (2, 3, 8, 8), &dev).expect("images");
+    let text = Tensor::new(&[[5u32, 6, 7], [8, 9, 0]], &dev).expect("text");
+    let valid = Tensor::new(&[[1f32, 1., 1.], [1., 1., 0.]], &dev).expect("valid");
+    let memory = model.encode(&images, &text, &valid).expect("encode");
+    assert_eq!(
+        memory.vision.dims(),
+        &[2, 4, model.cfg.d_model],
+        "tokens x tokens memory"
+    );
+    let cross = model.cross_kv(&memory).expect("cross");
+    let tokens = Tensor::new(&[[1u32, 10, 11, 12], [1, 13, 14, 15]], &dev).expect("tokens");
+    model
+        .decoder
+        .forward(&tokens, &cross, None, None)
+        .expect("decode")
+}
+
+#[test]
+fn every_fusion_trains_on_pretrained_vision_tokens_and_round_trips() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    encoder_dir(tmp.path());
+    let dev = Device::Cpu;
+    for fusion in Fusion::ALL {
+        let cfg = pretrained_config(fusion, tmp.path());
+        let (model, varmap) = init_model(&cfg, 7, &dev).expect("init");
+        for (name, var) in sorted_vars(&varmap) {
+            if name.contains("gate_") {
+                var.set(&Tensor::new(&[0.5f32], &dev).expect("t"))
+                    .expect("set");
+            }
+        }
+        let vars = sorted_vars(&varmap);
+        let pretrained: Vec<&str> = vars
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .filter(|n| n.contains("pretrained"))
+            .collect();
+        assert_eq!(
+            pretrained,
+            [
+                "vision.pretrained.proj.bias",
+                "vision.pretrained.proj.weight"
+            ],
+            "{fusion}: only the projection is trainable"
+        );
+        assert!(
+            !vars
+                .iter()
+                .any(|(n, _)| n.starts_with("vision.patch_embed")),
+            "{fusion}: no patch stem"
+        );
+
+        let logits = logits_of(&model);
+        assert_eq!(logits.dims(), &[2, 4, VOCAB]);
+        let target = Tensor::new(&[[10u32, 11, 12, 2], [13, 14, 15, 2]], &dev).expect("target");
+        let loss = candle_nn::loss::cross_entropy(
+            &logits.flatten_to(1).expect("flat"),
+            &target.flatten_all().expect("flat"),
+        )
+        .expect("loss");
+        let grads = loss.backward().expect("backward");
+        for (name, var) in &vars {
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("{fusion}: no gradient for {name}"));
+            let norm = g
+                .sqr()
+                .expect("sq")
+                .sum_all()
+                .expect("sum")
+                .to_scalar::<f32>()
+                .expect("scalar");
+            assert!(
+                norm.is_finite() && norm > 0.0,
+                "{fusion}: gradient of {name} is {norm}"
+            );
+        }
+
+        // Save and load: the config names the encoder, the weights hold the rest.
+        let out = tmp.path().join(format!("model-{fusion}"));
+        std::fs::create_dir_all(&out).expect("mkdir");
+        save_config(&cfg, &out.join("config.json")).expect("save config");
+        save_weights(&varmap, &out.join("model.safetensors"), DType::F32).expect("save weights");
+        let loaded = load_config(&out.join("config.json")).expect("load config");
+        assert_eq!(loaded, cfg);
+        let fresh = candle_nn::VarMap::new();
+        FusionModel::new(&loaded, VarBuilder::from_varmap(&fresh, DType::F32, &dev))
+            .expect("build");
+        load_weights(&fresh, &out.join("model.safetensors"), &dev).expect("load weights");
+        let a = inference_model(&cfg, &varmap, &dev).expect("a");
+        let b = inference_model(&loaded, &fresh, &dev).expect("b");
+        let images = Tensor::randn(0f32, 1.0, (2, 3, 8, 8), &dev).expect("images");
+        let text = Tensor::new(&[[5u32, 6]], &dev)
+            .expect("t")
+            .repeat((2, 1))
+            .expect("r");
+        let valid = Tensor::ones((2, 2), DType::F32, &dev).expect("v");
+        let (ma, mb) = (
+            a.encode(&images, &text, &valid).expect("a"),
+            b.encode(&images, &text, &valid).expect("b"),
+        );
+        let diff = (ma.vision - mb.vision)
+            .expect("d")
+            .abs()
+            .expect("a")
+            .max_all()
+            .expect("m")
+            .to_scalar::<f32>()
+            .expect("s");
+        assert!(diff < 1e-5, "{fusion}: {diff}");
+    }
+}
+
+#[test]
+fn configs_without_a_vision_encoder_load_as_before() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut seen = 0;
+    for dir in [
+        "models/scenes-concat",
+        "models/scenes-gated",
+        "models/scenes-separate",
+    ] {
+        let path = root.join(dir).join("config.json");
+        let original: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+        let cfg = load_config(&path).expect("load");
+        assert!(cfg.vision_encoder.is_none());
+        // Written back, every original field keeps its value and no vision_encoder key appears.
+        let written = serde_json::to_value(&cfg).expect("value");
+        assert!(written.get("vision_encoder").is_none(), "{dir}");
+        for (key, value) in original.as_object().expect("object") {
+            assert_eq!(written.get(key), Some(value), "{dir}: {key}");
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, 3);
+}
+
+#[test]
+fn a_vision_encoder_config_must_agree_with_the_model_grid_and_normalisation() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    encoder_dir(tmp.path());
+    let cfg = Config {
+        patch_size: 2,
+        ..pretrained_config(Fusion::Separate, tmp.path())
+    };
+    assert!(cfg
+        .validate()
+        .err()
+        .unwrap_or_default()
+        .contains("patch_size (2) times its tokens (2)"));
+    let cfg = Config {
+        image_mean: [0.5; 3],
+        ..pretrained_config(Fusion::Separate, tmp.path())
+    };
+    let err = init_model(&cfg, 1, &Device::Cpu)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("image_mean"), "{err}");
+    let mut cfg = pretrained_config(Fusion::Separate, tmp.path());
+    if let Some(s) = cfg.vision_encoder.as_mut() {
+        s.dir = tmp.path().join("missing");
+    }
+    let err = init_model(&cfg, 1, &Device::Cpu)
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+    assert!(
+        err.contains("missing") && err.contains("config.json"),
+        "{err}"
+    );
+}

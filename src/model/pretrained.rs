@@ -2,8 +2,8 @@
 //! encoder directory (`fusecap encoders import`), its patch grid average-pooled
 //! to `tokens` × `tokens`, and a learned projection to `d_model`.
 //!
-//! The building block of the `vision_encoder` config entry; the model does not
-//! use it yet. Only frozen encoders so far (`freeze: false` is refused): the
+//! The stem of the vision encoder when a config names a `vision_encoder`
+//! (`vision.rs`). Only frozen encoders so far (`freeze: false` is refused): the
 //! encoder's output is detached, and its weights come from its own directory,
 //! outside the model's trainable variables.
 use std::path::PathBuf;
@@ -106,6 +106,14 @@ impl PretrainedVision {
             proj,
             spec: spec.clone(),
         })
+    }
+
+    /// The image mean and std the encoder expects.
+    pub fn normalisation(&self) -> ([f32; 3], [f32; 3]) {
+        (
+            self.encoder.config.image_mean,
+            self.encoder.config.image_std,
+        )
     }
 
     /// Number of memory tokens per image.
