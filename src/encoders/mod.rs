@@ -84,7 +84,15 @@ pub fn import_dinov2_onnx(bytes: &[u8], source: &str, out: &Path) -> Result<Impo
     let weights = out.join("model.safetensors");
     candle_core::safetensors::save(&tensors, &weights)
         .with_context(|| format!("cannot write {}", weights.display()))?;
-    write_json(&out.join("config.json"), &conversion.config)?;
+    let config = out.join("config.json");
+    write_json(&config, &conversion.config)?;
+    // candle's safetensors save left the 88 MB DINOv2 file readable by its
+    // owner only (0600); give it the permissions config.json got.
+    let permissions = std::fs::metadata(&config)
+        .with_context(|| format!("cannot read {}", config.display()))?
+        .permissions();
+    std::fs::set_permissions(&weights, permissions)
+        .with_context(|| format!("cannot set the permissions of {}", weights.display()))?;
     Ok(ImportSummary {
         kind: "dinov2".into(),
         source: source.into(),
