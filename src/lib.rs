@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod data;
 pub mod diff;
+pub mod encoders;
 pub mod generate;
 pub mod metrics;
 pub mod model;

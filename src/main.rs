@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         Command::Experiment(args) => fusecap::cli::experiment::run(args),
         Command::Explain(args) => fusecap::cli::explain::run(args),
         Command::Score(args) => fusecap::cli::score::run(args),
+        Command::Encoders(args) => fusecap::cli::encoders::run(args),
     };
     match result {
         Ok(code) => code,

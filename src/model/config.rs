@@ -164,6 +164,11 @@ pub struct Config {
     /// weights, fused LayerNorm). Such a model gives no gradients.
     #[serde(skip)]
     pub inference: bool,
+    /// A pretrained encoder directory whose pooled, projected tokens replace
+    /// the vision stem (`pretrained.rs`); `image_size` / `patch_size` must be
+    /// its `tokens`. Older model directories have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vision_encoder: Option<super::pretrained::VisionEncoderSpec>,
 }
 
 impl Config {
@@ -201,6 +206,7 @@ impl Config {
             question_vision_layers: 0,
             gate_init: 1.0,
             inference: false,
+            vision_encoder: None,
         }
     }
 
@@ -321,6 +327,23 @@ impl Config {
                 "d_model ({}) must be a multiple of n_heads ({})",
                 self.d_model, self.n_heads
             ));
+        }
+        if let Some(spec) = &self.vision_encoder {
+            if spec.image_size != self.image_size
+                || self.image_size != spec.tokens * self.patch_size
+            {
+                errors.push(format!(
+                    "with a vision_encoder, image_size ({}) must equal its image_size ({}) and patch_size ({}) times its tokens ({})",
+                    self.image_size, spec.image_size, self.patch_size, spec.tokens
+                ));
+            }
+            if self.vision_positions == VisionPositions::Coordinates
+                || self.vision_stem != VisionStem::Patch
+            {
+                errors.push(
+                    "a vision_encoder replaces the stem: use vision_stem \"patch\" and learned or sin-cos vision_positions".into(),
+                );
+            }
         }
         if self.patch_size == 0 || !self.image_size.is_multiple_of(self.patch_size) {
             errors.push(format!(

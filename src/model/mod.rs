@@ -8,6 +8,7 @@ pub mod dir;
 pub mod fused;
 pub mod fusion;
 pub mod linear;
+pub mod pretrained;
 pub mod text;
 pub mod vision;
 

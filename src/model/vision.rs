@@ -7,12 +7,18 @@ use candle_core::{Result, Tensor};
 use candle_nn::{Module, VarBuilder};
 
 use super::blocks::{embedding_table, EncoderBlock, LayerNorm, Linear};
+use super::pretrained::PretrainedVision;
 use super::{Config, VisionPositions, VisionStem};
 
 #[derive(Debug, Clone)]
 enum Stem {
-    Patch { embed: Linear, size: usize },
+    Patch {
+        embed: Linear,
+        size: usize,
+    },
     Conv(Vec<Conv3x3>),
+    /// A pretrained encoder's pooled, projected tokens (`Config::vision_encoder`).
+    Pretrained(PretrainedVision),
 }
 
 /// Where a token's place enters the encoder.
@@ -35,15 +41,26 @@ pub struct VisionEncoder {
 
 impl VisionEncoder {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
-        let stem = match cfg.vision_stem {
-            VisionStem::Patch => {
+        let stem = match (&cfg.vision_encoder, cfg.vision_stem) {
+            (Some(spec), _) => {
+                let p = PretrainedVision::load(spec, cfg.d_model, vb.pp("pretrained"), vb.device())
+                    .map_err(|e| candle_core::Error::Msg(format!("{e:#}")))?;
+                let (mean, std) = p.normalisation();
+                if mean != cfg.image_mean || std != cfg.image_std {
+                    candle_core::bail!(
+                        "the vision_encoder expects images normalised with mean {mean:?} and std {std:?}: set image_mean and image_std to them"
+                    );
+                }
+                Stem::Pretrained(p)
+            }
+            (None, VisionStem::Patch) => {
                 let patch_dim = cfg.vision_input_channels() * cfg.patch_size * cfg.patch_size;
                 Stem::Patch {
                     embed: Linear::new(patch_dim, cfg.d_model, true, cfg, vb.pp("patch_embed"))?,
                     size: cfg.patch_size,
                 }
             }
-            VisionStem::Conv => {
+            (None, VisionStem::Conv) => {
                 let channels = cfg.conv_stem_channels();
                 let inputs =
                     std::iter::once(cfg.vision_input_channels()).chain(channels.iter().copied());
@@ -128,6 +145,7 @@ impl VisionEncoder {
                 let (_, gh, gw, d) = x.dims4()?;
                 x.reshape((b, gh * gw, d))?
             }
+            Stem::Pretrained(p) => p.forward(images)?,
         };
         let tokens = match &self.stem_norm {
             Some(norm) => norm.forward(&tokens)?,

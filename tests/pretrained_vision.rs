@@ -1,0 +1,418 @@
+//! The pretrained vision block: a frozen DINOv2 directory, pooled and
+//! projected to the decoder's width.
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use fusecap::encoders::dinov2::{Dinov2, Dinov2Config, IMAGENET_MEAN, IMAGENET_STD};
+use fusecap::model::pretrained::{PretrainedVision, VisionEncoderSpec};
+
+fn tiny_config() -> Dinov2Config {
+    Dinov2Config {
+        model_type: "dinov2".into(),
+        hidden_size: 64,
+        num_hidden_layers: 1,
+        num_attention_heads: 1,
+        mlp_ratio: 2,
+        patch_size: 2,
+        image_size: 8,
+        layer_norm_eps: 1e-6,
+        hidden_act: "gelu".into(),
+        input_size: 8,
+        image_mean: IMAGENET_MEAN,
+        image_std: IMAGENET_STD,
+        source: "test".into(),
+    }
+}
+
+/// A DINOv2 with random weights held in a VarMap, whose forward pass records
+/// gradients: any gradient that reached it would show.
+fn random_encoder(dev: &Device) -> (VarMap, Dinov2) {
+    let map = VarMap::new();
+    let enc = Dinov2::new(
+        &tiny_config(),
+        VarBuilder::from_varmap(&map, DType::F32, dev),
+    )
+    .expect("encoder")
+    .with_gradients(true);
+    for var in map.all_vars() {
+        let r = Tensor::randn(0f32, 0.5, var.shape(), dev).expect("randn");
+        var.set(&r).expect("set");
+    }
+    (map, enc)
+}
+
+fn spec(dir: &std::path::Path, tokens: usize) -> VisionEncoderSpec {
+    serde_json::from_value(serde_json::json!({
+        "kind": "dinov2", "dir": dir, "image_size": 8, "tokens": tokens
+    }))
+    .expect("spec")
+}
+
+#[test]
+fn pooled_projected_tokens_train_the_projection_and_never_the_frozen_encoder() {
+    let dev = Device::Cpu;
+    let (enc_map, enc) = random_encoder(&dev);
+    let s = spec(std::path::Path::new("unused"), 2);
+    assert!(s.freeze, "freeze defaults to true");
+    let proj_map = VarMap::new();
+    let vision = PretrainedVision::new(
+        &s,
+        enc,
+        32,
+        VarBuilder::from_varmap(&proj_map, DType::F32, &dev),
+    )
+    .expect("vision");
+    assert_eq!(vision.num_tokens(), 4);
+    let images = Tensor::randn(0f32, 1.0, (3, 3, 8, 8), &dev).expect("images");
+    let out = vision.forward(&images).expect("forward");
+    assert_eq!(out.dims(), &[3, 4, 32]);
+    let grads = out
+        .sqr()
+        .expect("sqr")
+        .sum_all()
+        .expect("sum")
+        .backward()
+        .expect("backward");
+    let proj_vars = proj_map.all_vars();
+    assert_eq!(proj_vars.len(), 2, "weight and bias");
+    for var in &proj_vars {
+        let g = grads.get(var.as_tensor()).expect("projection gradient");
+        let norm = g
+            .abs()
+            .expect("abs")
+            .sum_all()
+            .expect("sum")
+            .to_scalar::<f32>()
+            .expect("scalar");
+        assert!(norm.is_finite() && norm > 0.0, "projection gradient {norm}");
+    }
+    let enc_vars = enc_map.all_vars();
+    assert!(enc_vars.len() > 10);
+    for var in &enc_vars {
+        assert!(
+            grads.get(var.as_tensor()).is_none(),
+            "a frozen encoder tensor got a gradient"
+        );
+    }
+    assert!(vision
+        .forward(&Tensor::zeros((1, 3, 10, 10), DType::F32, &dev).expect("z"))
+        .is_err());
+}
+
+#[test]
+fn specs_that_cannot_work_are_refused_with_the_reason() {
+    let dev = Device::Cpu;
+    let dir = std::path::Path::new("unused");
+    let proj = VarMap::new();
+    let build = |s: VisionEncoderSpec| {
+        let (_, enc) = random_encoder(&dev);
+        PretrainedVision::new(
+            &s,
+            enc,
+            32,
+            VarBuilder::from_varmap(&proj, DType::F32, &dev),
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+    };
+    assert!(build(spec(dir, 3)).contains("does not divide the 4x4 patch grid"));
+    let mut s = spec(dir, 2);
+    s.image_size = 9;
+    assert!(build(s).contains("multiple of the patch size 2"));
+    let mut s = spec(dir, 2);
+    s.freeze = false;
+    assert!(build(s).contains("not supported yet"));
+    let mut s = spec(dir, 2);
+    s.kind = "bert".into();
+    assert!(build(s).contains("use \"dinov2\""));
+}
+
+#[test]
+fn an_encoder_directory_loads_to_the_same_outputs() {
+    let dev = Device::Cpu;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (enc_map, enc) = random_encoder(&dev);
+    enc_map
+        .save(tmp.path().join("model.safetensors"))
+        .expect("save");
+    std::fs::write(
+        tmp.path().join("config.json"),
+        serde_json::to_string(&tiny_config()).expect("json"),
+    )
+    .expect("write");
+    let s = spec(tmp.path(), 1);
+    let proj_map = VarMap::new();
+    let vb = VarBuilder::from_varmap(&proj_map, DType::F32, &dev);
+    let a = PretrainedVision::new(&s, enc, 16, vb.clone()).expect("in memory");
+    let b = PretrainedVision::load(&s, 16, vb, &dev).expect("from the directory");
+    let images = Tensor::randn(0f32, 1.0, (2, 3, 8, 8), &dev).expect("images");
+    let (ya, yb) = (
+        a.forward(&images).expect("a"),
+        b.forward(&images).expect("b"),
+    );
+    assert_eq!(ya.dims(), &[2, 1, 16]);
+    let diff = (ya - yb)
+        .expect("diff")
+        .abs()
+        .expect("abs")
+        .max_all()
+        .expect("max")
+        .to_scalar::<f32>()
+        .expect("s");
+    assert!(diff < 1e-6, "{diff}");
+}
+
+#[test]
+fn with_gradients_every_encoder_tensor_gets_one() {
+    // The control for the frozen test: the encoder itself passes gradients to
+    // all of its tensors, so only the freeze keeps them out.
+    let dev = Device::Cpu;
+    let (map, enc) = random_encoder(&dev);
+    let images = Tensor::randn(0f32, 1.0, (2, 3, 6, 6), &dev).expect("images");
+    let out = enc
+        .forward(&images)
+        .expect("forward (3x3 grid: interpolated positions)");
+    let grads = out
+        .sqr()
+        .expect("sqr")
+        .sum_all()
+        .expect("sum")
+        .backward()
+        .expect("backward");
+    for var in map.all_vars() {
+        let g = grads
+            .get(var.as_tensor())
+            .expect("a gradient for every encoder tensor");
+        let norm = g
+            .abs()
+            .expect("abs")
+            .sum_all()
+            .expect("sum")
+            .to_scalar::<f32>()
+            .expect("scalar");
+        assert!(norm.is_finite() && norm > 0.0, "{:?}: {norm}", var.shape());
+    }
+    // The inference path (fused ops) gives the same features.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = tmp.path().join("enc.safetensors");
+    map.save(&file).expect("save");
+    let (mut map2, enc2) = random_encoder(&dev);
+    map2.load(&file).expect("load");
+    let fast = enc2.with_gradients(false).forward(&images).expect("fast");
+    let diff = (fast - out)
+        .expect("d")
+        .abs()
+        .expect("a")
+        .max_all()
+        .expect("m")
+        .to_scalar::<f32>()
+        .expect("s");
+    assert!(diff < 1e-4, "{diff}");
+}
+
+// ---- the model with a vision_encoder ----
+
+use fusecap::model::dir::{
+    inference_model, init_model, load_config, load_weights, save_config, save_weights, sorted_vars,
+};
+use fusecap::model::{Config, Fusion, FusionModel};
+
+const VOCAB: usize = 40;
+
+/// Writes a random tiny DINOv2 directory (patch 2, 4x4 position grid).
+fn encoder_dir(dir: &std::path::Path) {
+    let (map, _) = random_encoder(&Device::Cpu);
+    map.save(dir.join("model.safetensors")).expect("save");
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string(&tiny_config()).expect("json"),
+    )
+    .expect("write");
+}
+
+fn pretrained_config(fusion: Fusion, dir: &std::path::Path) -> Config {
+    Config {
+        image_size: 8,
+        patch_size: 4,
+        image_mean: IMAGENET_MEAN,
+        image_std: IMAGENET_STD,
+        vision_encoder: Some(spec(dir, 2)),
+        ..Config::tiny(fusion, VOCAB)
+    }
+}
+
+fn logits_of(model: &FusionModel) -> Tensor {
+    let dev = Device::Cpu;
+    let images = Tensor::randn(0f32, 1.0, (2, 3, 8, 8), &dev).expect("images");
+    let text = Tensor::new(&[[5u32, 6, 7], [8, 9, 0]], &dev).expect("text");
+    let valid = Tensor::new(&[[1f32, 1., 1.], [1., 1., 0.]], &dev).expect("valid");
+    let memory = model.encode(&images, &text, &valid).expect("encode");
+    assert_eq!(
+        memory.vision.dims(),
+        &[2, 4, model.cfg.d_model],
+        "tokens x tokens memory"
+    );
+    let cross = model.cross_kv(&memory).expect("cross");
+    let tokens = Tensor::new(&[[1u32, 10, 11, 12], [1, 13, 14, 15]], &dev).expect("tokens");
+    model
+        .decoder
+        .forward(&tokens, &cross, None, None)
+        .expect("decode")
+}
+
+#[test]
+fn every_fusion_trains_on_pretrained_vision_tokens_and_round_trips() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    encoder_dir(tmp.path());
+    let dev = Device::Cpu;
+    for fusion in Fusion::ALL {
+        let cfg = pretrained_config(fusion, tmp.path());
+        let (model, varmap) = init_model(&cfg, 7, &dev).expect("init");
+        for (name, var) in sorted_vars(&varmap) {
+            if name.contains("gate_") {
+                var.set(&Tensor::new(&[0.5f32], &dev).expect("t"))
+                    .expect("set");
+            }
+        }
+        let vars = sorted_vars(&varmap);
+        let pretrained: Vec<&str> = vars
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .filter(|n| n.contains("pretrained"))
+            .collect();
+        assert_eq!(
+            pretrained,
+            [
+                "vision.pretrained.proj.bias",
+                "vision.pretrained.proj.weight"
+            ],
+            "{fusion}: only the projection is trainable"
+        );
+        assert!(
+            !vars
+                .iter()
+                .any(|(n, _)| n.starts_with("vision.patch_embed")),
+            "{fusion}: no patch stem"
+        );
+
+        let logits = logits_of(&model);
+        assert_eq!(logits.dims(), &[2, 4, VOCAB]);
+        let target = Tensor::new(&[[10u32, 11, 12, 2], [13, 14, 15, 2]], &dev).expect("target");
+        let loss = candle_nn::loss::cross_entropy(
+            &logits.flatten_to(1).expect("flat"),
+            &target.flatten_all().expect("flat"),
+        )
+        .expect("loss");
+        let grads = loss.backward().expect("backward");
+        for (name, var) in &vars {
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("{fusion}: no gradient for {name}"));
+            let norm = g
+                .sqr()
+                .expect("sq")
+                .sum_all()
+                .expect("sum")
+                .to_scalar::<f32>()
+                .expect("scalar");
+            assert!(
+                norm.is_finite() && norm > 0.0,
+                "{fusion}: gradient of {name} is {norm}"
+            );
+        }
+
+        // Save and load: the config names the encoder, the weights hold the rest.
+        let out = tmp.path().join(format!("model-{fusion}"));
+        std::fs::create_dir_all(&out).expect("mkdir");
+        save_config(&cfg, &out.join("config.json")).expect("save config");
+        save_weights(&varmap, &out.join("model.safetensors"), DType::F32).expect("save weights");
+        let loaded = load_config(&out.join("config.json")).expect("load config");
+        assert_eq!(loaded, cfg);
+        let fresh = candle_nn::VarMap::new();
+        FusionModel::new(&loaded, VarBuilder::from_varmap(&fresh, DType::F32, &dev))
+            .expect("build");
+        load_weights(&fresh, &out.join("model.safetensors"), &dev).expect("load weights");
+        let a = inference_model(&cfg, &varmap, &dev).expect("a");
+        let b = inference_model(&loaded, &fresh, &dev).expect("b");
+        let images = Tensor::randn(0f32, 1.0, (2, 3, 8, 8), &dev).expect("images");
+        let text = Tensor::new(&[[5u32, 6]], &dev)
+            .expect("t")
+            .repeat((2, 1))
+            .expect("r");
+        let valid = Tensor::ones((2, 2), DType::F32, &dev).expect("v");
+        let (ma, mb) = (
+            a.encode(&images, &text, &valid).expect("a"),
+            b.encode(&images, &text, &valid).expect("b"),
+        );
+        let diff = (ma.vision - mb.vision)
+            .expect("d")
+            .abs()
+            .expect("a")
+            .max_all()
+            .expect("m")
+            .to_scalar::<f32>()
+            .expect("s");
+        assert!(diff < 1e-5, "{fusion}: {diff}");
+    }
+}
+
+#[test]
+fn configs_without_a_vision_encoder_load_as_before() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut seen = 0;
+    for dir in [
+        "models/scenes-concat",
+        "models/scenes-gated",
+        "models/scenes-separate",
+    ] {
+        let path = root.join(dir).join("config.json");
+        let original: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+        let cfg = load_config(&path).expect("load");
+        assert!(cfg.vision_encoder.is_none());
+        // Written back, every original field keeps its value and no vision_encoder key appears.
+        let written = serde_json::to_value(&cfg).expect("value");
+        assert!(written.get("vision_encoder").is_none(), "{dir}");
+        for (key, value) in original.as_object().expect("object") {
+            assert_eq!(written.get(key), Some(value), "{dir}: {key}");
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, 3);
+}
+
+#[test]
+fn a_vision_encoder_config_must_agree_with_the_model_grid_and_normalisation() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    encoder_dir(tmp.path());
+    let cfg = Config {
+        patch_size: 2,
+        ..pretrained_config(Fusion::Separate, tmp.path())
+    };
+    assert!(cfg
+        .validate()
+        .err()
+        .unwrap_or_default()
+        .contains("patch_size (2) times its tokens (2)"));
+    let cfg = Config {
+        image_mean: [0.5; 3],
+        ..pretrained_config(Fusion::Separate, tmp.path())
+    };
+    let err = init_model(&cfg, 1, &Device::Cpu)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("image_mean"), "{err}");
+    let mut cfg = pretrained_config(Fusion::Separate, tmp.path());
+    if let Some(s) = cfg.vision_encoder.as_mut() {
+        s.dir = tmp.path().join("missing");
+    }
+    let err = init_model(&cfg, 1, &Device::Cpu)
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+    assert!(
+        err.contains("missing") && err.contains("config.json"),
+        "{err}"
+    );
+}
