@@ -526,13 +526,17 @@ fn the_cli_imports_and_refuses_to_overwrite_without_force() {
             .output()
             .expect("run fusecap")
     };
-    let first = run(&["--json"]);
+    let summary_file = tmp.path().join("summary.json");
+    let summary_arg = summary_file.to_string_lossy().into_owned();
+    let first = run(&["--json", &summary_arg]);
     assert!(
         first.status.success(),
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    let summary: Value = serde_json::from_slice(&first.stdout).expect("json summary");
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(&summary_file).expect("summary file"))
+            .expect("json summary");
     assert_eq!(summary["kind"], "dinov2");
     let again = run(&[]);
     assert_eq!(again.status.code(), Some(2));

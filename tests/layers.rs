@@ -11,7 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["pipeline"],
     &["generate", "data"],
     &["model"],
-    &["tokenizer", "metrics", "plot", "diff"],
+    &["encoders", "tokenizer", "metrics", "plot", "diff"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

