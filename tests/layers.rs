@@ -12,6 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["generate", "data"],
     &["model"],
     &["encoders", "tokenizer", "metrics", "plot", "diff"],
+    &["atomic"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

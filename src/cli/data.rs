@@ -505,18 +505,25 @@ fn counts(map: &std::collections::BTreeMap<String, usize>) -> String {
 
 /// Creates `out` for a new data set; refuses to overwrite an existing manifest unless `force`.
 fn prepare_output(out: &Path, force: bool) -> anyhow::Result<()> {
+    refuse_overwrite(out, "manifest.jsonl", "the data set", force)?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create folder {}", out.display()))
+}
+
+/// Refuses an `--out` that is a file, or that holds `marker` (the file that
+/// makes it a `what`) unless `force`.
+pub fn refuse_overwrite(out: &Path, marker: &str, what: &str, force: bool) -> anyhow::Result<()> {
     if out.exists() && !out.is_dir() {
         bail!(
-            "--out {} is a file: give a folder to write the data set into",
+            "--out {} is a file: give a folder to write {what} into",
             out.display()
         );
     }
-    let manifest = out.join("manifest.jsonl");
-    if manifest.exists() && !force {
+    let existing = out.join(marker);
+    if existing.exists() && !force {
         bail!(
             "{} already exists: pass --force to overwrite it, or choose another --out",
-            manifest.display()
+            existing.display()
         );
     }
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create folder {}", out.display()))
+    Ok(())
 }

@@ -1,13 +1,13 @@
 //! `fusecap encoders`: import pretrained encoders from the wheels that carry them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
 
-use super::data::{print_summary, SummaryArgs};
+use super::data::{print_summary, refuse_overwrite, SummaryArgs};
 
 use crate::encoders::import_wheel;
 
@@ -62,7 +62,7 @@ fn import(a: ImportArgs) -> anyhow::Result<ExitCode> {
     if !a.from.exists() {
         bail!("--from {} does not exist: check the path", a.from.display());
     }
-    prepare_output(&a.out, a.force)?;
+    refuse_overwrite(&a.out, "config.json", "the encoder", a.force)?;
     let start = Instant::now();
     let s = import_wheel(&a.from, &a.out)?;
     let seconds = start.elapsed().as_secs_f64();
@@ -93,21 +93,4 @@ fn import(a: ImportArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn prepare_output(out: &Path, force: bool) -> anyhow::Result<()> {
-    if out.exists() && !out.is_dir() {
-        bail!(
-            "--out {} is a file: give a folder to write the encoder into",
-            out.display()
-        );
-    }
-    let config = out.join("config.json");
-    if config.exists() && !force {
-        bail!(
-            "{} already exists: pass --force to overwrite it, or choose another --out",
-            config.display()
-        );
-    }
-    Ok(())
 }

@@ -8,7 +8,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
 
-use super::ImportSummary;
+use super::{read_config, ImportSummary};
+use crate::atomic::write_atomically;
 
 /// Checks the three files of a BERT encoder and writes them to `out` unchanged.
 pub fn import(
@@ -51,8 +52,7 @@ pub fn import(
         ("model.safetensors", weights),
         ("tokenizer.json", tokenizer),
     ] {
-        let path = out.join(name);
-        std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+        write_atomically(&out.join(name), |tmp| Ok(std::fs::write(tmp, bytes)?))?;
     }
     Ok(ImportSummary {
         kind: "bert".into(),
@@ -147,15 +147,7 @@ impl TextEncoder {
 }
 
 pub fn read_config_and_tokenizer(dir: &Path) -> Result<(Config, tokenizers::Tokenizer)> {
-    let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "cannot read {}: give a directory written by `fusecap encoders import`",
-            path.display()
-        )
-    })?;
-    let config: Config = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a BERT config", path.display()))?;
+    let config: Config = read_config(dir, "a BERT config")?;
     let tok_path = dir.join("tokenizer.json");
     let mut tokenizer = tokenizers::Tokenizer::from_file(&tok_path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", tok_path.display()))?;

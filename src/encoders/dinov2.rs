@@ -239,15 +239,8 @@ impl Dinov2 {
 }
 
 pub fn read_config(dir: &std::path::Path) -> anyhow::Result<Dinov2Config> {
+    let config: Dinov2Config = super::read_config(dir, "a DINOv2 encoder config")?;
     let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "cannot read {}: give a directory written by `fusecap encoders import`",
-            path.display()
-        )
-    })?;
-    let config: Dinov2Config = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a DINOv2 encoder config", path.display()))?;
     if config.model_type != "dinov2" {
         bail!(
             "{} describes a {:?} model, not dinov2",

