@@ -1,7 +1,10 @@
 //! Properties of the fusion model, checked on tiny randomly initialised models
 //! of every fusion kind.
+
+mod common;
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarMap;
+use common::{max_abs_diff, squared_norm};
 use fusecap::generate::{greedy, GenerateOptions};
 use fusecap::model::attention::attention;
 use fusecap::model::dir::{init_model, parameter_count, save_weights, sorted_vars};
@@ -68,19 +71,6 @@ fn logits(model: &FusionModel, memory: &Memory, tokens: &Tensor) -> Tensor {
         .decoder
         .forward(tokens, &cross, None, None)
         .expect("decode")
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .expect("sub")
-        .abs()
-        .expect("abs")
-        .flatten_all()
-        .expect("flat")
-        .max(0)
-        .expect("max")
-        .to_scalar::<f32>()
-        .expect("scalar")
 }
 
 fn set_gates(varmap: &VarMap, value: f32) {
@@ -497,13 +487,7 @@ fn every_parameter_gets_a_finite_nonzero_gradient() {
             let grad = grads
                 .get(var.as_tensor())
                 .unwrap_or_else(|| panic!("{fusion}/{stem:?}: no gradient for {name}"));
-            let norm = grad
-                .sqr()
-                .expect("sq")
-                .sum_all()
-                .expect("sum")
-                .to_scalar::<f32>()
-                .expect("scalar");
+            let norm = squared_norm(grad);
             assert!(
                 norm.is_finite() && norm > 0.0,
                 "{fusion}/{stem:?}: gradient of {name} is {norm}"

@@ -1,7 +1,10 @@
 //! The pretrained vision block: a frozen DINOv2 directory, pooled and
 //! projected to the decoder's width.
+
+mod common;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
+use common::{max_abs_diff, squared_norm};
 use fusecap::encoders::dinov2::{Dinov2, Dinov2Config, IMAGENET_MEAN, IMAGENET_STD};
 use fusecap::model::pretrained::{PretrainedVision, VisionEncoderSpec};
 
@@ -151,14 +154,7 @@ fn an_encoder_directory_loads_to_the_same_outputs() {
         b.forward(&images).expect("b"),
     );
     assert_eq!(ya.dims(), &[2, 1, 16]);
-    let diff = (ya - yb)
-        .expect("diff")
-        .abs()
-        .expect("abs")
-        .max_all()
-        .expect("max")
-        .to_scalar::<f32>()
-        .expect("s");
+    let diff = max_abs_diff(&ya, &yb);
     assert!(diff < 1e-6, "{diff}");
 }
 
@@ -199,14 +195,7 @@ fn with_gradients_every_encoder_tensor_gets_one() {
     let (mut map2, enc2) = random_encoder(&dev);
     map2.load(&file).expect("load");
     let fast = enc2.with_gradients(false).forward(&images).expect("fast");
-    let diff = (fast - out)
-        .expect("d")
-        .abs()
-        .expect("a")
-        .max_all()
-        .expect("m")
-        .to_scalar::<f32>()
-        .expect("s");
+    let diff = max_abs_diff(&fast, &out);
     assert!(diff < 1e-4, "{diff}");
 }
 
@@ -308,13 +297,7 @@ fn every_fusion_trains_on_pretrained_vision_tokens_and_round_trips() {
             let g = grads
                 .get(var.as_tensor())
                 .unwrap_or_else(|| panic!("{fusion}: no gradient for {name}"));
-            let norm = g
-                .sqr()
-                .expect("sq")
-                .sum_all()
-                .expect("sum")
-                .to_scalar::<f32>()
-                .expect("scalar");
+            let norm = squared_norm(g);
             assert!(
                 norm.is_finite() && norm > 0.0,
                 "{fusion}: gradient of {name} is {norm}"
@@ -344,14 +327,7 @@ fn every_fusion_trains_on_pretrained_vision_tokens_and_round_trips() {
             a.encode(&images, &text, &valid).expect("a"),
             b.encode(&images, &text, &valid).expect("b"),
         );
-        let diff = (ma.vision - mb.vision)
-            .expect("d")
-            .abs()
-            .expect("a")
-            .max_all()
-            .expect("m")
-            .to_scalar::<f32>()
-            .expect("s");
+        let diff = max_abs_diff(&ma.vision, &mb.vision);
         assert!(diff < 1e-5, "{fusion}: {diff}");
     }
 }

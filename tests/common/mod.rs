@@ -2,7 +2,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use fusecap::data::batch::Dataset;
 use fusecap::model::Config;
 use fusecap::tokenizer::TextTokenizer;
@@ -10,7 +10,7 @@ use fusecap::train::{LogRecord, Outcome, TrainOptions, TrainRun};
 
 /// Trains in-process into `out` on `threads` workers, with f32 weights and
 /// `stop_after` (a step) standing in for Ctrl-C.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, dead_code)]
 pub fn train_in_process(
     out: &Path,
     cfg: Config,
@@ -43,4 +43,23 @@ pub fn train_in_process(
     }
     .run()
     .expect("train")
+}
+
+/// The largest absolute difference between two tensors of one shape.
+#[allow(dead_code)]
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.max_all())
+        .and_then(|d| d.to_scalar::<f32>())
+        .expect("max abs difference")
+}
+
+/// The sum of squares of a tensor's elements.
+#[allow(dead_code)]
+pub fn squared_norm(t: &Tensor) -> f32 {
+    t.sqr()
+        .and_then(|s| s.sum_all())
+        .and_then(|s| s.to_scalar::<f32>())
+        .expect("squared norm")
 }
