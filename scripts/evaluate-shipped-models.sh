@@ -1,19 +1,31 @@
 #!/usr/bin/env bash
-# Regenerates the comparison of the shipped models in README.md and the
-# model cards: tables, per-type plots and attention grids, under docs/results/.
+# Evaluates the shipped models on the held-out test splits and writes what the
+# README and the model cards quote, under docs/results/:
+# - {scenes,easy-vqa}-compare.{json,md} and -per-type.png: the three models
+#   side by side (`fusecap compare`);
+# - eval-{scenes,scenes-noise}-FUSION.json: binding in scenes of 2+ objects and
+#   the noisy-background scenes (`fusecap eval`);
+# - learning-curves.png: validation accuracy against the step, from each
+#   model's training.jsonl;
+# - explain-FUSION/: where each model looks for "what color is the star?".
+# The data comes from scripts/train-shipped-models.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-FUSECAP=target/release/fusecap
+FUSECAP=${FUSECAP:-target/release/fusecap}
 OUT=docs/results
 mkdir -p "$OUT"
-$FUSECAP compare --fusion all --data data/scenes/manifest.jsonl --split test --limit 1 \
-  --curves "$OUT/learning-curves.png" --quiet > /dev/null
+$FUSECAP compare --data data/scenes/manifest.jsonl --split test --limit 1 --quiet \
+  --curves "$OUT/learning-curves.png" > /dev/null
 for data in scenes easy-vqa; do
-  $FUSECAP compare --fusion all --data "data/$data/manifest.jsonl" --split test \
+  $FUSECAP compare --data "data/$data/manifest.jsonl" --split test --quiet \
     --plot "$OUT/$data-per-type.png" --json "$OUT/$data-compare.json" > "$OUT/$data-compare.md"
 done
 for fusion in concat separate gated; do
+  for data in scenes scenes-noise; do
+    $FUSECAP eval --model "scenes-$fusion" --data "data/$data/manifest.jsonl" --split test \
+      --json "$OUT/eval-$data-$fusion.json" --quiet > /dev/null
+  done
   rm -rf "$OUT/explain-$fusion" # one image per answer token: drop an older answer's
   $FUSECAP explain samples/scene-1.png --question "what color is the star?" \
-    --fusion "$fusion" --out "$OUT/explain-$fusion" > "$OUT/explain-$fusion.txt"
+    --model "scenes-$fusion" --out "$OUT/explain-$fusion" > "$OUT/explain-$fusion.txt"
 done

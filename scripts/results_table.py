@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Prints the README's results table from docs/results/{easy-vqa,scenes}-compare.json
-(written by scripts/evaluate-shipped-models.sh)."""
+"""Prints the README's results tables from docs/results/{easy-vqa,scenes}-compare.json
+and docs/results/eval-{scenes,scenes-noise}-FUSION.json (written by
+scripts/evaluate-shipped-models.sh)."""
 import json
 import sys
 
@@ -38,4 +39,18 @@ for name, m in sc.items():
     cells = [name, pct(m["vqa"]["accuracy"])] + [pct(m["vqa_per_type"][t]["accuracy"]) for t in sc_types]
     c = m["caption"]
     cells += [pct(c["exact_match"]), f"{c['bleu'][3]:.3f}", f"{c['cider_d']:.3f}", f"{c['rouge_l']:.3f}"]
+    print("| " + " | ".join(cells) + " |")
+print()
+header = ["model", "scenes", "noisy background", "colour (2+ objects)", "shape (2+)", "size (2+)", "red and circle on different objects"]
+print("| " + " | ".join(header) + " |")
+print("|" + "---|" * len(header))
+for name, m in sc.items():
+    fusion = m["fusion"]
+    plain = json.load(open(f"{root}/eval-scenes-{fusion}.json"))
+    noise = json.load(open(f"{root}/eval-scenes-noise-{fusion}.json"))
+    multi = plain["binding"]["per_type"]
+    conj = plain["binding"]["split_conjunctions"]
+    cells = [name, pct(plain["vqa"]["accuracy"]), pct(noise["vqa"]["accuracy"])]
+    cells += [pct(multi[t][1]["accuracy"]) for t in ("color", "shape", "size")]
+    cells += [f"{pct(conj['accuracy'])} (n={conj['n']})"]
     print("| " + " | ".join(cells) + " |")

@@ -8,7 +8,7 @@ use fusecap::cli::Cli;
 
 /// Flags whose value name or default differs between commands by design.
 const EXCEPTIONS: &[(&str, &str)] = &[
-    ("fusion", "the shipped model of one strategy where a model is loaded; the strategy of a new model in train and init; a list in experiment and compare"),
+    ("fusion", "the strategy of a new model: one in train and init, a list in experiment"),
     ("batch-size", "train and experiment: the optimiser's batch (64); elsewhere images per forward pass (32)"),
     ("split", "eval and compare default to the test split; score and data filter to every record"),
     ("seed", "the seed of the command's own randomness: initialisation, data or sampling, each with its default"),
@@ -123,6 +123,28 @@ fn renamed_flags_are_refused_with_the_new_name() {
         (
             vec!["data", "filter", "--from", "m.jsonl", "--out", "o"],
             "--data",
+        ),
+        (
+            vec!["caption", "samples/red-circle.png", "--fusion", "gated"],
+            "--model scenes-gated",
+        ),
+        (
+            vec![
+                "ask",
+                "samples/red-circle.png",
+                "is it red?",
+                "--fusion",
+                "concat",
+            ],
+            "--model scenes-concat",
+        ),
+        (
+            vec!["compare", "--data", "m.jsonl", "--fusion", "all"],
+            "--model scenes-concat --model scenes-separate --model scenes-gated",
+        ),
+        (
+            vec!["compare", "--data", "m.jsonl", "--models", "a", "b"],
+            "--model",
         ),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_fusecap"))

@@ -101,7 +101,7 @@ fn compare_puts_both_models_in_one_table_on_the_same_records() {
         dir,
         &[
             "compare",
-            "--models",
+            "--model",
             "m-concat",
             "m-gated",
             "--data",
@@ -214,7 +214,7 @@ fn compare_draws_svg_plots_and_eval_agrees_with_it() {
         dir,
         &[
             "compare",
-            "--models",
+            "--model",
             "m-sep",
             "--data",
             "data/manifest.jsonl",
@@ -293,7 +293,7 @@ fn compare_names_the_manifest_and_its_splits_when_the_split_is_empty() {
         dir,
         &[
             "compare",
-            "--models",
+            "--model",
             "m",
             "--data",
             "data/manifest.jsonl",
@@ -312,7 +312,7 @@ fn compare_names_the_manifest_and_its_splits_when_the_split_is_empty() {
         dir,
         &[
             "compare",
-            "--models",
+            "--model",
             "m",
             "no-such-model",
             "--data",
@@ -337,7 +337,7 @@ fn compare_draws_the_learning_curves_from_the_training_logs() {
             dir,
             &[
                 "compare",
-                "--models",
+                "--model",
                 "m-concat",
                 "m-separate",
                 "--data",

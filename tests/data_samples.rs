@@ -10,23 +10,13 @@ use fusecap::data::synth::{generate_item, SynthConfig};
 use fusecap::data::synth_text::candidate_questions;
 use std::path::PathBuf;
 
+mod common;
+use common::samples;
+
 const SIDE: u32 = 64;
 
 fn samples_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples")
-}
-
-fn object(shape: Shape, color: Color, size: Size, row: usize, col: usize) -> SceneObject {
-    SceneObject {
-        shape,
-        color,
-        size,
-        row,
-        col,
-        cx: (col as f32 + 0.5) / 3.0,
-        cy: (row as f32 + 0.5) / 3.0,
-        radius: if size == Size::Large { 0.155 } else { 0.1 },
-    }
 }
 
 fn single(shape: Shape, color: Color) -> Scene {
@@ -50,20 +40,7 @@ fn single(shape: Shape, color: Color) -> Scene {
 fn samples() -> Vec<(String, Scene)> {
     use Color::*;
     use Shape::*;
-    use Size::*;
-    let mut out = vec![(
-        "scene-1".to_string(),
-        Scene {
-            kind: SceneKind::Scenes,
-            objects: vec![
-                object(Circle, Red, Large, 0, 0),
-                object(Star, Yellow, Small, 0, 2),
-                object(Square, Blue, Large, 1, 1),
-                object(Triangle, Green, Small, 2, 0),
-            ],
-            noise_seed: None,
-        },
-    )];
+    let mut out = vec![("scene-1".to_string(), samples::scene_1())];
     let cfg = SynthConfig {
         seed: 2024,
         ..SynthConfig::default()
@@ -115,28 +92,14 @@ fn sample_images_match_their_scenes() {
 
 #[test]
 fn sample_questions_are_answerable_for_scene_1() {
-    let text = std::fs::read_to_string(samples_dir().join("questions.txt")).unwrap();
-    let scene = &samples()[0].1;
-    let candidates = candidate_questions(scene);
-    let mut expected: Option<String> = None;
-    let mut checked = 0;
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        if let Some(answer) = line.strip_prefix("# answer:") {
-            expected = Some(answer.trim().to_string());
-            continue;
-        }
-        if line.starts_with('#') {
-            continue;
-        }
+    let candidates = candidate_questions(&samples::scene_1());
+    let noted = samples::noted_questions();
+    for (question, answer) in &noted {
         let qa = candidates
             .iter()
-            .find(|qa| qa.question == line)
-            .unwrap_or_else(|| panic!("{line:?} is not answerable for scene-1"));
-        let answer = expected
-            .take()
-            .unwrap_or_else(|| panic!("no answer noted for {line:?}"));
-        assert_eq!(qa.answer, answer, "{line}");
-        checked += 1;
+            .find(|qa| &qa.question == question)
+            .unwrap_or_else(|| panic!("{question:?} is not answerable for scene-1"));
+        assert_eq!(&qa.answer, answer, "{question}");
     }
-    assert!(checked >= 8);
+    assert!(noted.len() >= 8);
 }

@@ -514,18 +514,20 @@ fn easy_images_are_drawn_on_a_tinted_background_like_easy_vqa() {
 
 #[test]
 fn colours_are_far_apart_and_far_from_both_backgrounds() {
-    let colours: Vec<[u8; 3]> = Color::ALL.iter().map(|c| c.rgb()).collect();
-    let backgrounds = [SceneKind::Scenes.background(), SceneKind::Easy.background()];
-    let distance = |a: &[u8; 3], b: &[u8; 3]| -> f64 {
-        (0..3)
-            .map(|k| (a[k] as f64 - b[k] as f64).powi(2))
-            .sum::<f64>()
-            .sqrt()
-    };
-    for (i, a) in colours.iter().enumerate() {
-        for b in colours[i + 1..].iter().chain(&backgrounds) {
-            let d = distance(a, b);
-            assert!(d >= 80.0, "{a:?} and {b:?} are only {d:.0} apart");
+    for kind in [SceneKind::Scenes, SceneKind::Easy] {
+        let colours: Vec<[u8; 3]> = Color::ALL.iter().map(|c| c.rgb_in(kind)).collect();
+        let backgrounds = [SceneKind::Scenes.background(), SceneKind::Easy.background()];
+        let distance = |a: &[u8; 3], b: &[u8; 3]| -> f64 {
+            (0..3)
+                .map(|k| (a[k] as f64 - b[k] as f64).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        };
+        for (i, a) in colours.iter().enumerate() {
+            for b in colours[i + 1..].iter().chain(&backgrounds) {
+                let d = distance(a, b);
+                assert!(d >= 80.0, "{kind:?}: {a:?} and {b:?} are only {d:.0} apart");
+            }
         }
     }
 }
@@ -544,4 +546,77 @@ fn bad_settings_are_rejected_with_the_value_named() {
     assert!(err.to_string().contains("1.5"), "{err}");
     let err = write_dataset(&scenes_cfg(0, 0), dir.path()).unwrap_err();
     assert!(err.to_string().contains("count"), "{err}");
+}
+
+/// easy-VQA draws in CSS named colours (measured on its images: red is
+/// (255, 0, 0), brown (165, 42, 42)); easy-style scenes must too, or the
+/// scenes' red (220, 30, 30) reads as easy-VQA's brown.
+#[test]
+fn easy_images_use_easy_vqa_colours() {
+    let (dir, _) = make(&SynthConfig {
+        kind: SceneKind::Easy,
+        ..scenes_cfg(40, 4)
+    });
+    let easy_vqa = [
+        ("red", [255, 0, 0]),
+        ("green", [0, 255, 0]),
+        ("blue", [0, 0, 255]),
+        ("yellow", [255, 255, 0]),
+        ("black", [0, 0, 0]),
+        ("gray", [128, 128, 128]),
+        ("teal", [0, 128, 128]),
+        ("brown", [165, 42, 42]),
+    ];
+    let text = std::fs::read_to_string(dir.path().join("scenes.jsonl")).unwrap();
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let img = image::open(dir.path().join(v["image"].as_str().unwrap()))
+            .unwrap()
+            .to_rgb8();
+        let object = &v["objects"][0];
+        let name = object["color"].as_str().unwrap();
+        let (_, rgb) = easy_vqa.iter().find(|(n, _)| *n == name).unwrap();
+        let at = |key: &str| (object[key].as_f64().unwrap() * 64.0) as u32;
+        assert_eq!(&img.get_pixel(at("cx"), at("cy")).0, rgb, "{line}");
+    }
+}
+
+/// `--balanced` asks what training's stream asks: many more "is there a red
+/// circle?" questions whose colour and shape sit on different objects than
+/// the default sampler, never the same question twice for one image, and
+/// every type of question.
+#[test]
+fn balanced_questions_probe_binding() {
+    use fusecap::data::synth::generate_item;
+    use fusecap::data::synth_text::is_split_conjunction;
+    let count = |balanced: bool| {
+        let cfg = SynthConfig {
+            balanced,
+            ..scenes_cfg(300, 13)
+        };
+        let mut split = 0;
+        let mut types = BTreeSet::new();
+        for i in 0..cfg.count {
+            let (scene, questions) = generate_item(&cfg, i);
+            let distinct: BTreeSet<&str> = questions.iter().map(|q| q.question.as_str()).collect();
+            assert_eq!(
+                distinct.len(),
+                questions.len(),
+                "image {i} repeats a question"
+            );
+            split += questions
+                .iter()
+                .filter(|q| is_split_conjunction(&scene, &q.question))
+                .count();
+            types.extend(questions.iter().map(|q| q.question_type));
+        }
+        (split, types.len())
+    };
+    let (default_split, _) = count(false);
+    let (balanced_split, balanced_types) = count(true);
+    assert!(
+        balanced_split >= 20 && balanced_split > 4 * default_split,
+        "split conjunctions: {balanced_split} balanced against {default_split} by default"
+    );
+    assert_eq!(balanced_types, 7);
 }

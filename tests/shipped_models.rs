@@ -4,6 +4,7 @@
 
 use std::process::Command;
 
+
 /// The last tab-separated field of the last line `fusecap ARGS` prints.
 fn last_field(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_fusecap"))
@@ -22,7 +23,13 @@ fn last_field(args: &[&str]) -> String {
 }
 
 fn answer(fusion: &str, image: &str, question: &str) -> String {
-    last_field(&["ask", "--fusion", fusion, image, question])
+    last_field(&[
+        "ask",
+        "--model",
+        &format!("scenes-{fusion}"),
+        image,
+        question,
+    ])
 }
 
 #[test]
@@ -58,8 +65,9 @@ fn every_shipped_model_captions_the_single_shape_samples() {
             ("samples/green-triangle.png", "a green triangle"),
             ("samples/yellow-circle.png", "a yellow circle"),
         ] {
-            let got = last_field(&["caption", "--fusion", fusion, image]);
+            let got = last_field(&["caption", "--model", &format!("scenes-{fusion}"), image]);
             assert_eq!(got, caption, "{fusion} {image}");
         }
     }
 }
+

@@ -16,7 +16,7 @@ use crate::pipeline::{image_pixels, Query};
 #[command(after_help = "Examples:
   fusecap ask samples/red-circle.png \"what color is the shape?\"
   fusecap ask samples/scene-1.png --questions samples/questions.txt --format jsonl
-  fusecap ask img.png \"is there a star?\" --fusion concat
+  fusecap ask img.png \"is there a star?\" --model scenes-concat
   fusecap ask img.png \"what shape is it?\" --beams 3 --num-return 3 --format jsonl
   fusecap ask img.png \"what color is it?\" --temperature 0.7 --top-k 5 --seed 1
   fusecap ask img.png --questions samples/questions.txt --stream

@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use clap::Args;
 
-use super::common::{check_counts, check_limit, exit_code, warn_problems, Notes};
-use super::fusion_arg::FusionList;
-use super::model_args::{model_dir, parse_device, shipped_model};
+use super::common::{check_counts, check_limit, exit_code, refuse_renamed, warn_problems, Notes};
+use super::model_args::{
+    model_dir, parse_device, refuse_fusion_as_model, shipped_model, SHIPPED_MODELS,
+};
 use crate::data::manifest::{load_manifest, Task};
 use crate::generate::DEFAULT_MAX_NEW_TOKENS;
 use crate::model::dir::{load_config, CONFIG_FILE};
@@ -21,10 +22,11 @@ use crate::report::write::write_json;
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
-  fusecap compare --fusion all --data data/scenes/manifest.jsonl
-  fusecap compare --models runs/concat runs/gated --data data/easy-vqa/manifest.jsonl --limit 1000 --json cmp.json --plot cmp.png
-  fusecap compare --fusion concat,gated --data data/scenes/manifest.jsonl --disagreements 10 --plot cmp.svg
+  fusecap compare --data data/scenes/manifest.jsonl
+  fusecap compare --model runs/concat runs/gated --data data/easy-vqa/manifest.jsonl --limit 1000 --json cmp.json --plot cmp.png
+  fusecap compare --model scenes-concat --model scenes-gated --data data/scenes/manifest.jsonl --disagreements 10 --plot cmp.svg
 
+Without --model it compares the three shipped models (scenes-concat, scenes-separate, scenes-gated).
 Prints one Markdown table, one row per model: fusion, parameter counts, caption metrics,
 VQA accuracy overall and per question type, ms/image at batch 1 and at --batch-size,
 the process's peak memory, for concat models the share of cross-attention on image vs
@@ -34,12 +36,15 @@ to --disagreements records where the models' outputs differ, with each model's o
 
 Exit codes: 0 compared, 1 some images could not be read (scored as empty outputs), 2 fatal error.")]
 pub struct CompareArgs {
-    /// Model directories to compare, or names of shipped models (as --model).
-    #[arg(long, num_args = 1.., value_name = "DIR|NAME", required_unless_present = "fusion", conflicts_with = "fusion")]
-    pub models: Vec<PathBuf>,
-    /// Compare the shipped models (models/scenes-FUSION): "all", or a comma-separated list such as concat,gated.
-    #[arg(long, value_name = "all|LIST")]
-    pub fusion: Option<FusionList>,
+    /// Model directories to compare, or names of shipped models; repeat the
+    /// flag or list several after it. Default: the three shipped models.
+    #[arg(long, num_args = 1.., action = clap::ArgAction::Append, value_name = "DIR|NAME")]
+    pub model: Vec<PathBuf>,
+    /// Earlier ways of naming the models, refused with a message naming --model.
+    #[arg(long = "models", num_args = 1.., value_name = "DIR|NAME", hide = true)]
+    pub retired_models: Vec<PathBuf>,
+    #[arg(long = "fusion", value_name = "FUSION", hide = true)]
+    pub retired_fusion: Option<String>,
     /// The manifest holding the references (JSONL).
     #[arg(long, value_name = "MANIFEST")]
     pub data: PathBuf,
@@ -151,23 +156,22 @@ fn plot_curves(dirs: &[PathBuf], out: &Path) -> Result<()> {
     crate::train::log::val_accuracy_curves(&logs, out)
 }
 
-/// `--models` as given, or the shipped models of `--fusion`.
+/// `--model` as given, or the three shipped models.
 fn model_dirs(args: &CompareArgs) -> Result<Vec<PathBuf>> {
-    let dirs = match &args.fusion {
-        Some(list) => list
-            .0
+    refuse_renamed("--models", "--model", !args.retired_models.is_empty())?;
+    refuse_fusion_as_model(args.retired_fusion.as_deref())?;
+    let dirs = if args.model.is_empty() {
+        SHIPPED_MODELS
             .iter()
-            .map(|f| shipped_model(&format!("scenes-{f}")))
-            .collect::<Result<Vec<_>>>()?,
-        None => args.models.iter().map(|m| model_dir(m)).collect(),
+            .map(|name| shipped_model(name))
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        args.model.iter().map(|m| model_dir(m)).collect()
     };
-    if dirs.is_empty() {
-        bail!("nothing to compare: pass --models DIR... or --fusion all");
-    }
     // Check every model before spending time on the first.
     for dir in &dirs {
         if !dir.is_dir() {
-            bail!("model directory {} does not exist; check --models (each a folder with config.json, model.safetensors, tokenizer.json)", dir.display());
+            bail!("model directory {} does not exist; check --model (each a folder with config.json, model.safetensors, tokenizer.json, or a shipped model's name)", dir.display());
         }
         load_config(&dir.join(CONFIG_FILE))?;
     }

@@ -62,6 +62,7 @@ grid. Question types: color, shape, size, count, exist, position, relation (over
 Examples:
   fusecap data synth --out data/scenes --count 10000 --seed 1
   fusecap data synth --out data/noisy --count 2000 --seed 2 --noise --image-size 96
+  fusecap data synth --out data/probe --count 1000 --seed 13 --balanced --test-fraction 1
   fusecap data synth --out data/easy --count 5000 --kind easy --test-fraction 0.2";
 
 const EASY_VQA_HELP: &str = "\
@@ -189,6 +190,11 @@ pub struct SynthArgs {
     /// The earlier spelling of --questions-per-image, refused with a message naming it.
     #[arg(long = "questions", hide = true)]
     pub renamed_questions: Option<usize>,
+    /// Draw questions as training's scene stream does: balanced over type,
+    /// template and answer, and "is there a red circle?" asked where red and
+    /// circle sit on different objects (a binding probe for `eval`).
+    #[arg(long)]
+    pub balanced: bool,
     /// Multi-object scenes, or one shape per image like easy-VQA.
     #[arg(long, value_enum, default_value_t = KindArg::Scenes)]
     pub kind: KindArg,
@@ -349,6 +355,7 @@ fn synth(a: SynthArgs) -> anyhow::Result<ExitCode> {
         noise: a.noise,
         test_fraction: a.test_fraction,
         questions_per_image: a.questions,
+        balanced: a.balanced,
         kind: match a.kind {
             KindArg::Scenes => SceneKind::Scenes,
             KindArg::Easy => SceneKind::Easy,

@@ -20,7 +20,7 @@ use crate::report::write::write_json;
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   fusecap eval --model models/scenes-gated --data data/scenes/manifest.jsonl
-  fusecap eval --fusion concat --data data/easy-vqa/manifest.jsonl --limit 500 --json eval.json
+  fusecap eval --model scenes-concat --data data/easy-vqa/manifest.jsonl --limit 500 --json eval.json
   fusecap eval --model runs/gated --data data/scenes/manifest.jsonl --split val --quiet
 
 Prints, on stdout, caption metrics (BLEU-1..4, CIDEr-D, ROUGE-L, exact match) over the

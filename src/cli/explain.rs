@@ -17,7 +17,7 @@ use crate::report::explain::{explain, ExplainInput, GRID_FILE, JSON_FILE};
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   fusecap explain samples/scene-1.png --out explain/scene-1
-  fusecap explain samples/red-circle.png --question \"what color is the shape?\" --out explain/q --fusion concat
+  fusecap explain samples/red-circle.png --question \"what color is the shape?\" --out explain/q --model scenes-concat
   fusecap explain img.png --question \"is there a star?\" --model runs/gated --layer 1 --out explain/g
 
 Writes into --out, for each generated token N (the last step is the end token):

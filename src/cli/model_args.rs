@@ -1,14 +1,16 @@
-//! Which model a command runs, and where: `--model`, `--fusion`, `--device`.
+//! Which model a command runs, and where: `--model`, `--device`.
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
 use candle_core::Device;
 
-use crate::model::dir::{load_config, CONFIG_FILE};
-use crate::model::Fusion;
+use crate::model::dir::CONFIG_FILE;
 use crate::pipeline::{load_model, ModelDir};
 
-/// The shipped model used when neither `--model` nor `--fusion` is given.
+/// The shipped models, one per fusion strategy, in the order reports list them.
+pub const SHIPPED_MODELS: [&str; 3] = ["scenes-concat", "scenes-separate", "scenes-gated"];
+
+/// The shipped model used when no `--model` is given.
 pub const DEFAULT_MODEL: &str = "scenes-separate";
 
 #[derive(clap::Args, Debug, Clone)]
@@ -17,37 +19,45 @@ pub struct ModelArgs {
     /// the name of a shipped model (scenes-gated) when no such folder exists.
     #[arg(long, value_name = "DIR|NAME")]
     pub model: Option<PathBuf>,
-    /// Use the shipped model of this fusion strategy (models/scenes-FUSION).
-    #[arg(long, value_enum)]
-    pub fusion: Option<Fusion>,
+    /// `--fusion` once picked a shipped model here; refused, naming `--model`.
+    #[arg(long = "fusion", value_name = "FUSION", hide = true)]
+    pub retired_fusion: Option<String>,
     /// Where to run: cpu, or cuda / metal when built with those features.
     #[arg(long, default_value = "cpu")]
     pub device: String,
 }
 
 impl ModelArgs {
-    /// Resolves `--model` / `--fusion` to a directory and loads it.
+    /// Resolves `--model` (or the default shipped model) and loads it.
     pub fn load(&self) -> Result<(ModelDir, Device)> {
+        refuse_fusion_as_model(self.retired_fusion.as_deref())?;
         let device = parse_device(&self.device)?;
-        let dir = match (self.model.as_deref().map(model_dir), self.fusion) {
-            (Some(dir), Some(fusion)) => {
-                let cfg = load_config(&dir.join(CONFIG_FILE))?;
-                if cfg.fusion != fusion {
-                    bail!(
-                        "--model {} uses fusion '{}' but --fusion says '{}'; drop one of the two options",
-                        dir.display(),
-                        cfg.fusion,
-                        fusion
-                    );
-                }
-                dir
-            }
-            (Some(dir), None) => dir,
-            (None, Some(fusion)) => shipped_model(&format!("scenes-{fusion}"))?,
-            (None, None) => shipped_model(DEFAULT_MODEL)?,
+        let dir = match self.model.as_deref() {
+            Some(given) => model_dir(given),
+            None => shipped_model(DEFAULT_MODEL)?,
         };
         Ok((load_model(&dir, &device)?, device))
     }
+}
+
+/// `--fusion` names the strategy of a new model (train, init, experiment);
+/// commands that run an existing model take its directory or name by `--model`.
+pub fn refuse_fusion_as_model(given: Option<&str>) -> Result<()> {
+    let Some(value) = given else { return Ok(()) };
+    let names: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && *v != "all")
+        .map(|v| format!("--model scenes-{v}"))
+        .collect();
+    let instead = if names.is_empty() {
+        SHIPPED_MODELS.map(|m| format!("--model {m}")).join(" ")
+    } else {
+        names.join(" ")
+    };
+    bail!(
+        "--fusion picks the strategy of a new model (train, init, experiment); to run a shipped model, name it: {instead}"
+    )
 }
 
 /// A `--model` value: the folder when it exists, else the shipped model of

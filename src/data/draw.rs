@@ -54,7 +54,7 @@ pub fn render_on(scene: &Scene, size: u32, backdrop: &Backdrop) -> RgbImage {
     let side = size as f32;
     for object in &scene.objects {
         let (cx, cy, r) = (object.cx * side, object.cy * side, object.radius * side);
-        let rgb = Rgb(object.color.rgb());
+        let rgb = Rgb(object.color.rgb_in(scene.kind));
         let x0 = (cx - r).floor().max(0.0) as u32;
         let y0 = (cy - r).floor().max(0.0) as u32;
         let x1 = ((cx + r).ceil() as u32).min(size);

@@ -94,6 +94,30 @@ impl Color {
             Color::Brown => [130, 75, 25],
         }
     }
+
+    /// The colour as easy-VQA draws it (CSS named colours; its brown,
+    /// (165, 42, 42), is close to the scenes' red).
+    pub fn easy_vqa_rgb(self) -> [u8; 3] {
+        match self {
+            Color::Red => [255, 0, 0],
+            Color::Green => [0, 255, 0],
+            Color::Blue => [0, 0, 255],
+            Color::Yellow => [255, 255, 0],
+            Color::Black => [0, 0, 0],
+            Color::Gray => [128, 128, 128],
+            Color::Teal => [0, 128, 128],
+            Color::Brown => [165, 42, 42],
+        }
+    }
+
+    /// The colour as drawn in scenes of `kind`: easy-VQA-style scenes use
+    /// easy-VQA's palette, so that a model trained on easy-VQA reads them.
+    pub fn rgb_in(self, kind: SceneKind) -> [u8; 3] {
+        match kind {
+            SceneKind::Scenes => self.rgb(),
+            SceneKind::Easy => self.easy_vqa_rgb(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -7,7 +7,7 @@
 use super::draw::render;
 use super::manifest::{write_manifest, ManifestLine};
 use super::scene::{Color, Scene, SceneKind, SceneObject, Shape, Size};
-use super::synth_text::{captions, sample_questions, Qa};
+use super::synth_text::{captions, sample_balanced_questions, sample_questions, Qa};
 use anyhow::{bail, Context};
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
@@ -28,6 +28,10 @@ pub struct SynthConfig {
     /// Share of images in the "test" split.
     pub test_fraction: f64,
     pub questions_per_image: usize,
+    /// Draw questions as training's scene stream does (balanced over type,
+    /// template and answer, with split-binding "is there a red circle?"
+    /// questions) instead of half relation questions.
+    pub balanced: bool,
     pub kind: SceneKind,
 }
 
@@ -40,6 +44,7 @@ impl Default for SynthConfig {
             noise: false,
             test_fraction: 0.1,
             questions_per_image: 6,
+            balanced: false,
             kind: SceneKind::Scenes,
         }
     }
@@ -153,7 +158,11 @@ pub fn generate_item(cfg: &SynthConfig, index: usize) -> (Scene, Vec<Qa>) {
         SceneKind::Scenes => random_scene(&mut rng, cfg.noise),
         SceneKind::Easy => random_easy_scene(&mut rng, cfg.noise),
     };
-    let questions = sample_questions(&scene, &mut rng, cfg.questions_per_image);
+    let questions = if cfg.balanced {
+        sample_balanced_questions(&scene, &mut rng, cfg.questions_per_image)
+    } else {
+        sample_questions(&scene, &mut rng, cfg.questions_per_image)
+    };
     (scene, questions)
 }
 

@@ -498,6 +498,23 @@ pub fn sample_balanced_question(scene: &Scene, rng: &mut impl Rng) -> Option<Qa>
     take_balanced(&mut group, rng)
 }
 
+/// Up to `n` different questions, each drawn by [`sample_balanced_question`].
+pub fn sample_balanced_questions(scene: &Scene, rng: &mut impl Rng, n: usize) -> Vec<Qa> {
+    let mut out: Vec<Qa> = Vec::with_capacity(n);
+    // Repeats are skipped; a scene with fewer than n questions stops early.
+    for _ in 0..n.saturating_mul(8) {
+        if out.len() == n {
+            break;
+        }
+        match sample_balanced_question(scene, rng) {
+            Some(qa) if !out.iter().any(|o| o.question == qa.question) => out.push(qa),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    out
+}
+
 /// "is there a <color> <shape>?"
 fn is_conjunction(question: &str) -> bool {
     template(question) == "is there a <color> <shape>"

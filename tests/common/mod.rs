@@ -1,4 +1,6 @@
 //! Helpers shared by several test files.
+pub mod samples;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
