@@ -15,8 +15,10 @@ import numpy as np
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-IMAGES = ["samples/red-circle.png", "samples/green-triangle.png",
-          "samples/blue-rectangle.png", "samples/scene-1.png"]
+# Copies of sample images frozen with the fixture, so that redrawing samples/
+# leaves the reference valid.
+IMAGES = ["tests/fixtures/encoders/red-circle.png", "tests/fixtures/encoders/green-triangle.png",
+          "tests/fixtures/encoders/blue-rectangle.png", "samples/scene-1.png"]
 SIZE = 224
 PATCHES = [1, 40, 120, 256]
 

@@ -3,8 +3,8 @@
 # README and the model cards quote, under docs/results/:
 # - {scenes,easy-vqa}-compare.{json,md} and -per-type.png: the three models
 #   side by side (`fusecap compare`);
-# - eval-{scenes,scenes-noise}-FUSION.json: binding in scenes of 2+ objects and
-#   the noisy-background scenes (`fusecap eval`);
+# - eval-{scenes,scenes-noise,scenes-probe}-FUSION.json: binding in scenes of
+#   2+ objects, the noisy-background scenes and the binding probe (`fusecap eval`);
 # - learning-curves.png: validation accuracy against the step, from each
 #   model's training.jsonl;
 # - explain-FUSION/: where each model looks for "what color is the star?".
@@ -21,7 +21,7 @@ for data in scenes easy-vqa; do
     --plot "$OUT/$data-per-type.png" --json "$OUT/$data-compare.json" > "$OUT/$data-compare.md"
 done
 for fusion in concat separate gated; do
-  for data in scenes scenes-noise; do
+  for data in scenes scenes-noise scenes-probe; do
     $FUSECAP eval --model "scenes-$fusion" --data "data/$data/manifest.jsonl" --split test \
       --json "$OUT/eval-$data-$fusion.json" --quiet > /dev/null
   done

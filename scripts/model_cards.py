@@ -41,7 +41,8 @@ def card(fusion, scenes, easy):
     noise = load(f"{RESULTS}/eval-scenes-noise-{fusion}.json")
     binding = plain["binding"]
     multi = {t: binding["per_type"][t][1] for t in TYPES if binding["per_type"][t][1]["n"]}
-    conj = binding["split_conjunctions"]
+    probe = load(f"{RESULTS}/eval-scenes-probe-{fusion}.json")
+    conj = probe["binding"]["split_conjunctions"]
     at90 = first_step_at(vals, 0.9)
     sc, ev = scenes[fusion], easy[fusion]
     lines = [
@@ -95,7 +96,8 @@ def card(fusion, scenes, easy):
         "",
         "Binding, scenes test split, questions about scenes of two or more objects: "
         + ", ".join(f"{t} {pct(v['accuracy'])} (n={v['n']})" for t, v in multi.items())
-        + f"; \"is there a red circle?\" with red and circle on different objects {pct(conj['accuracy'])} (n={conj['n']}).",
+        + ". \"Is there a red circle?\" with red and circle on different objects, on the binding probe "
+        f"(`fusecap data synth --out data/scenes-probe --count 3000 --seed 13 --balanced --test-fraction 1`): {pct(conj['accuracy'])} (n={conj['n']}).",
     ]
     if sc.get("gate_values"):
         gates = "; ".join(f"layer {g['layer']}: vision {g['vision']:.3f}, text {g['text']:.3f}" for g in sc["gate_values"])

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Prints the README's results tables from docs/results/{easy-vqa,scenes}-compare.json
-and docs/results/eval-{scenes,scenes-noise}-FUSION.json (written by
+and docs/results/eval-{scenes,scenes-noise,scenes-probe}-FUSION.json (written by
 scripts/evaluate-shipped-models.sh)."""
 import json
 import sys
@@ -41,7 +41,7 @@ for name, m in sc.items():
     cells += [pct(c["exact_match"]), f"{c['bleu'][3]:.3f}", f"{c['cider_d']:.3f}", f"{c['rouge_l']:.3f}"]
     print("| " + " | ".join(cells) + " |")
 print()
-header = ["model", "scenes", "noisy background", "colour (2+ objects)", "shape (2+)", "size (2+)", "red and circle on different objects"]
+header = ["model", "scenes", "noisy background", "colour (2+ objects)", "shape (2+)", "size (2+)", "red and circle on different objects (probe)"]
 print("| " + " | ".join(header) + " |")
 print("|" + "---|" * len(header))
 for name, m in sc.items():
@@ -49,7 +49,7 @@ for name, m in sc.items():
     plain = json.load(open(f"{root}/eval-scenes-{fusion}.json"))
     noise = json.load(open(f"{root}/eval-scenes-noise-{fusion}.json"))
     multi = plain["binding"]["per_type"]
-    conj = plain["binding"]["split_conjunctions"]
+    conj = json.load(open(f"{root}/eval-scenes-probe-{fusion}.json"))["binding"]["split_conjunctions"]
     cells = [name, pct(plain["vqa"]["accuracy"]), pct(noise["vqa"]["accuracy"])]
     cells += [pct(multi[t][1]["accuracy"]) for t in ("color", "shape", "size")]
     cells += [f"{pct(conj['accuracy'])} (n={conj['n']})"]

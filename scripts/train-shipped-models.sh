@@ -23,9 +23,12 @@ cargo build --release
 FUSECAP=${FUSECAP:-target/release/fusecap}
 SEED=${SEED:-0}
 $FUSECAP data easy-vqa --from "${EASY_VQA_WHEEL:-easy_vqa-1.0-py3-none-any.whl}" --out data/easy-vqa --force
-# The evaluation sets (never trained on): scenes on a plain and a noisy background.
+# The evaluation sets (never trained on): scenes on a plain and a noisy
+# background, and a binding probe asked as training's stream asks (many
+# "is there a red circle?" questions with red and circle on different objects).
 $FUSECAP data synth --out data/scenes --count 3000 --seed 7 --force
 $FUSECAP data synth --out data/scenes-noise --count 3000 --seed 7 --noise --force
+$FUSECAP data synth --out data/scenes-probe --count 3000 --seed 13 --balanced --test-fraction 1 --force
 for fusion in ${FUSIONS:-concat separate gated}; do
   run="runs/scenes-$fusion-seed$SEED"
   $FUSECAP train --config configs/scenes-qv2.json --fusion "$fusion" \

@@ -4,7 +4,6 @@
 
 use std::process::Command;
 
-
 /// The last tab-separated field of the last line `fusecap ARGS` prints.
 fn last_field(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_fusecap"))
@@ -70,4 +69,3 @@ fn every_shipped_model_captions_the_single_shape_samples() {
         }
     }
 }
-
