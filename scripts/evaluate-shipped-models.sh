@@ -13,7 +13,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 FUSECAP=${FUSECAP:-target/release/fusecap}
 OUT=docs/results
-mkdir -p "$OUT"
+mkdir -p "$OUT" runs/eval
+summarise() { # an eval JSON without its per-record lists
+  python3 -c 'import json, sys
+r = json.load(open(sys.argv[1]))
+for key in ("predictions", "worst_answers", "worst_captions"):
+    r.pop(key, None)
+print(json.dumps(r, indent=2))' "$1"
+}
 $FUSECAP compare --data data/scenes/manifest.jsonl --split test --limit 1 --quiet \
   --curves "$OUT/learning-curves.png" > /dev/null
 for data in scenes easy-vqa; do
@@ -22,8 +29,11 @@ for data in scenes easy-vqa; do
 done
 for fusion in concat separate gated; do
   for data in scenes scenes-noise scenes-probe; do
+    # The whole result, every prediction included, stays in runs/eval/
+    # (scripts/per_template.py reads it); docs/results/ gets the summary.
     $FUSECAP eval --model "scenes-$fusion" --data "data/$data/manifest.jsonl" --split test \
-      --json "$OUT/eval-$data-$fusion.json" --quiet > /dev/null
+      --json "runs/eval/eval-$data-$fusion.json" --quiet > /dev/null
+    summarise "runs/eval/eval-$data-$fusion.json" > "$OUT/eval-$data-$fusion.json"
   done
   rm -rf "$OUT/explain-$fusion" # one image per answer token: drop an older answer's
   $FUSECAP explain samples/scene-1.png --question "what color is the star?" \

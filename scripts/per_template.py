@@ -3,7 +3,7 @@
 `fusecap eval --json FILE` writes and the manifest it evaluated: colour, shape
 and size words become <c>, <s> and <z>.
 
-    scripts/per_template.py docs/results/eval-scenes-probe-concat.json relation
+    scripts/per_template.py runs/eval/eval-scenes-probe-concat.json relation
 """
 import collections
 import json

@@ -1,56 +1,52 @@
 #!/usr/bin/env python3
-"""Prints the README's results tables from docs/results/{easy-vqa,scenes}-compare.json
-and docs/results/eval-{scenes,scenes-noise,scenes-probe}-FUSION.json (written by
-scripts/evaluate-shipped-models.sh)."""
+"""Prints the README's two results tables from what
+scripts/evaluate-shipped-models.sh writes to docs/results/
+({scenes,easy-vqa}-compare.json, eval-{scenes,scenes-noise,scenes-probe}-FUSION.json)
+and the models' training.jsonl."""
 import json
 import sys
 
 root = sys.argv[1] if len(sys.argv) > 1 else "docs/results"
-sets = {name: json.load(open(f"{root}/{name}-compare.json")) for name in ("easy-vqa", "scenes")}
+TYPES = ["color", "shape", "size", "count", "exist", "position", "relation"]
 
 
 def pct(x):
     return f"{100 * x:.1f}%"
 
 
-def row(model):
-    return {m["name"]: m for m in model["models"]}
+def load(path):
+    return json.load(open(path))
 
 
-ev, sc = row(sets["easy-vqa"]), row(sets["scenes"])
-ev_types = sorted(next(iter(ev.values()))["vqa_per_type"].keys())
-sc_types = sorted(next(iter(sc.values()))["vqa_per_type"].keys())
+def by_fusion(name):
+    return {m["fusion"]: m for m in load(f"{root}/{name}-compare.json")["models"]}
 
-print(f"easy-VQA test split: {sets['easy-vqa']['questions']} questions, {sets['easy-vqa']['captions']} captions. "
-      f"Scenes test split: {sets['scenes']['questions']} questions, {sets['scenes']['captions']} captions.\n")
-header = ["model", "parameters", "easy-VQA accuracy"] + [f"easy-VQA {t}" for t in ev_types] + ["easy-VQA caption exact match", "easy-VQA BLEU-4"]
-print("| " + " | ".join(header) + " |")
-print("|" + "---|" * len(header))
-for name, m in ev.items():
-    cells = [name, f"{m['parameters']:,}", pct(m["vqa"]["accuracy"])]
-    cells += [pct(m["vqa_per_type"][t]["accuracy"]) for t in ev_types]
-    cells += [pct(m["caption"]["exact_match"]), f"{m['caption']['bleu'][3]:.3f}"]
-    print("| " + " | ".join(cells) + " |")
+
+def steps_to(fusion, level):
+    log = (json.loads(line) for line in open(f"models/scenes-{fusion}/training.jsonl"))
+    return next((r["step"] for r in log if r.get("val_accuracy", 0) >= level), None)
+
+
+scenes, easy = by_fusion("scenes"), by_fusion("easy-vqa")
+fusions = list(scenes)
+print(f"Scenes test split ({scenes[fusions[0]]['vqa']['n']:,} questions, 300 captions):\n")
+print("| model | all | " + " | ".join(TYPES) + " | caption exact match |")
+print("|---" * (len(TYPES) + 3) + "|")
+for f in fusions:
+    m = scenes[f]
+    cells = [f"scenes-{f}", pct(m["vqa"]["accuracy"])] + [pct(m["vqa_per_type"][t]["accuracy"]) for t in TYPES]
+    print("| " + " | ".join(cells + [pct(m["caption"]["exact_match"])]) + " |")
 print()
-header = ["model", "scenes accuracy"] + sc_types + ["caption exact match", "BLEU-4", "CIDEr-D", "ROUGE-L"]
-print("| " + " | ".join(header) + " |")
-print("|" + "---|" * len(header))
-for name, m in sc.items():
-    cells = [name, pct(m["vqa"]["accuracy"])] + [pct(m["vqa_per_type"][t]["accuracy"]) for t in sc_types]
-    c = m["caption"]
-    cells += [pct(c["exact_match"]), f"{c['bleu'][3]:.3f}", f"{c['cider_d']:.3f}", f"{c['rouge_l']:.3f}"]
-    print("| " + " | ".join(cells) + " |")
-print()
-header = ["model", "scenes", "noisy background", "colour (2+ objects)", "shape (2+)", "size (2+)", "red and circle on different objects (probe)"]
-print("| " + " | ".join(header) + " |")
-print("|" + "---|" * len(header))
-for name, m in sc.items():
-    fusion = m["fusion"]
-    plain = json.load(open(f"{root}/eval-scenes-{fusion}.json"))
-    noise = json.load(open(f"{root}/eval-scenes-noise-{fusion}.json"))
-    multi = plain["binding"]["per_type"]
-    conj = json.load(open(f"{root}/eval-scenes-probe-{fusion}.json"))["binding"]["split_conjunctions"]
-    cells = [name, pct(plain["vqa"]["accuracy"]), pct(noise["vqa"]["accuracy"])]
-    cells += [pct(multi[t][1]["accuracy"]) for t in ("color", "shape", "size")]
-    cells += [f"{pct(conj['accuracy'])} (n={conj['n']})"]
+print("| model | noisy background | colour / shape / size, 2+ objects | red and circle on different objects | easy-VQA (shape) | validation 90% at step |")
+print("|---|---|---|---|---|---|")
+for f in fusions:
+    noise = load(f"{root}/eval-scenes-noise-{f}.json")
+    multi = load(f"{root}/eval-scenes-{f}.json")["binding"]["per_type"]
+    conj = load(f"{root}/eval-scenes-probe-{f}.json")["binding"]["split_conjunctions"]
+    e = easy[f]
+    cells = [f"scenes-{f}", pct(noise["vqa"]["accuracy"]),
+             " / ".join(f"{100 * multi[t][1]['accuracy']:.0f}" for t in ("color", "shape", "size")) + "%",
+             f"{pct(conj['accuracy'])} (n={conj['n']})",
+             f"{pct(e['vqa']['accuracy'])} ({pct(e['vqa_per_type']['shape']['accuracy'])})",
+             f"{steps_to(f, 0.9):,}" if steps_to(f, 0.9) else "–"]
     print("| " + " | ".join(cells) + " |")

@@ -10,13 +10,15 @@ use crate::pipeline::{load_model, ModelDir};
 /// The shipped models, one per fusion strategy, in the order reports list them.
 pub const SHIPPED_MODELS: [&str; 3] = ["scenes-concat", "scenes-separate", "scenes-gated"];
 
-/// The shipped model used when no `--model` is given.
-pub const DEFAULT_MODEL: &str = "scenes-separate";
+/// The shipped model used when no `--model` is given: the one that scores
+/// best on the scenes' validation split (docs/findings.md, "The shipped models").
+pub const DEFAULT_MODEL: &str = "scenes-concat";
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
     /// Model directory (config.json, model.safetensors, tokenizer.json), or
     /// the name of a shipped model (scenes-gated) when no such folder exists.
+    /// Default: the shipped scenes-concat.
     #[arg(long, value_name = "DIR|NAME")]
     pub model: Option<PathBuf>,
     /// `--fusion` once picked a shipped model here; refused, naming `--model`.
