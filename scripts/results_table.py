@@ -37,7 +37,7 @@ for f in fusions:
     cells = [f"scenes-{f}", pct(m["vqa"]["accuracy"])] + [pct(m["vqa_per_type"][t]["accuracy"]) for t in TYPES]
     print("| " + " | ".join(cells + [pct(m["caption"]["exact_match"])]) + " |")
 print()
-print("| model | noisy background | colour / shape / size, 2+ objects | red and circle on different objects | easy-VQA (shape) | validation 90% at step |")
+print("| model | noisy background | colour / shape / size, 2+ objects | red and circle on different objects (probe) | easy-VQA (shape) | validation 90% at step |")
 print("|---|---|---|---|---|---|")
 for f in fusions:
     noise = load(f"{root}/eval-scenes-noise-{f}.json")
