@@ -158,7 +158,7 @@ fn renamed_flags_are_refused_with_the_new_name() {
 }
 
 #[test]
-fn commands_that_run_a_model_take_device_and_quiet() {
+fn commands_that_run_a_model_take_device_threads_and_quiet() {
     let cli = Cli::command();
     for name in [
         "caption",
@@ -170,7 +170,7 @@ fn commands_that_run_a_model_take_device_and_quiet() {
         "experiment",
     ] {
         let cmd = cli.find_subcommand(name).expect("subcommand");
-        for flag in ["device", "quiet"] {
+        for flag in ["device", "quiet", "threads"] {
             assert!(
                 cmd.get_arguments().any(|a| a.get_long() == Some(flag)),
                 "{name} lacks --{flag}"
@@ -223,5 +223,30 @@ fn data_writes_its_summary_to_the_json_file_and_quiet_silences_stdout() {
         json["caption_records"].as_u64(),
         Some(manifest.matches("\"task\":\"caption\"").count() as u64),
         "{text}"
+    );
+}
+
+#[test]
+fn inference_threads_are_checked_and_used() {
+    let caption = |threads: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fusecap"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["caption", "samples/red-circle.png", "--threads", threads])
+            .output()
+            .expect("run fusecap")
+    };
+    let refused = caption("0");
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--threads 0"));
+    let one = caption("1");
+    assert!(
+        one.status.success(),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+    assert_eq!(
+        one.stdout,
+        caption("2").stdout,
+        "thread counts change the caption"
     );
 }

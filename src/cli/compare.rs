@@ -8,7 +8,8 @@ use clap::Args;
 
 use super::common::{check_counts, check_limit, exit_code, refuse_renamed, warn_problems, Notes};
 use super::model_args::{
-    model_dir, parse_device, refuse_fusion_as_model, shipped_model, SHIPPED_MODELS,
+    model_dir, parse_device, refuse_fusion_as_model, shipped_model, InferenceThreads,
+    SHIPPED_MODELS,
 };
 use crate::data::manifest::{load_manifest, Task};
 use crate::generate::DEFAULT_MAX_NEW_TOKENS;
@@ -79,6 +80,8 @@ pub struct CompareArgs {
     /// Where to run: cpu, or cuda / metal when built with those features.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    #[command(flatten)]
+    pub threads: InferenceThreads,
     /// No progress bars and no notes on stderr.
     #[arg(long, short)]
     pub quiet: bool,
@@ -160,6 +163,7 @@ fn plot_curves(dirs: &[PathBuf], out: &Path) -> Result<()> {
 fn model_dirs(args: &CompareArgs) -> Result<Vec<PathBuf>> {
     refuse_renamed("--models", "--model", !args.retired_models.is_empty())?;
     refuse_fusion_as_model(args.retired_fusion.as_deref())?;
+    args.threads.apply()?;
     let dirs = if args.model.is_empty() {
         SHIPPED_MODELS
             .iter()

@@ -27,12 +27,34 @@ pub struct ModelArgs {
     /// Where to run: cpu, or cuda / metal when built with those features.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    #[command(flatten)]
+    pub threads: InferenceThreads,
+}
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct InferenceThreads {
+    /// Threads for the model's tensor operations. Default: every core.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+impl InferenceThreads {
+    /// Sets candle's thread count; must run before the first tensor operation.
+    pub fn apply(&self) -> Result<()> {
+        match self.threads {
+            Some(0) => bail!("--threads 0: give at least 1 (the default is every core)"),
+            Some(n) => std::env::set_var("RAYON_NUM_THREADS", n.to_string()),
+            None => {}
+        }
+        Ok(())
+    }
 }
 
 impl ModelArgs {
     /// Resolves `--model` (or the default shipped model) and loads it.
     pub fn load(&self) -> Result<(ModelDir, Device)> {
         refuse_fusion_as_model(self.retired_fusion.as_deref())?;
+        self.threads.apply()?;
         let device = parse_device(&self.device)?;
         let dir = match self.model.as_deref() {
             Some(given) => model_dir(given),
