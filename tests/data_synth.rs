@@ -48,6 +48,20 @@ fn scenes_cfg(count: usize, seed: u64) -> SynthConfig {
     }
 }
 
+/// Each line of `scenes.jsonl` in `dir`, with its image.
+fn scenes_with_images(dir: &Path) -> Vec<(Value, image::RgbImage)> {
+    let text = std::fs::read_to_string(dir.join("scenes.jsonl")).unwrap();
+    text.lines()
+        .map(|line| {
+            let v: Value = serde_json::from_str(line).unwrap();
+            let img = image::open(dir.join(v["image"].as_str().unwrap()))
+                .unwrap()
+                .to_rgb8();
+            (v, img)
+        })
+        .collect()
+}
+
 /// image path → objects, read as plain JSON.
 fn read_scenes(dir: &Path) -> HashMap<String, Vec<Obj>> {
     let text = std::fs::read_to_string(dir.join("scenes.jsonl")).unwrap();
@@ -466,19 +480,14 @@ fn captions_are_lower_case_from_a_small_vocabulary_and_name_every_object() {
 #[test]
 fn images_show_each_object_in_its_colour_on_white() {
     let (dir, _) = make(&scenes_cfg(40, 8));
-    let text = std::fs::read_to_string(dir.path().join("scenes.jsonl")).unwrap();
-    for line in text.lines() {
-        let v: Value = serde_json::from_str(line).unwrap();
-        let img = image::open(dir.path().join(v["image"].as_str().unwrap()))
-            .unwrap()
-            .to_rgb8();
+    for (v, img) in scenes_with_images(dir.path()) {
         assert_eq!(img.dimensions(), (64, 64));
         let mut occupied = BTreeSet::new();
         for o in v["objects"].as_array().unwrap() {
             let x = (o["cx"].as_f64().unwrap() * 64.0) as u32;
             let y = (o["cy"].as_f64().unwrap() * 64.0) as u32;
             let color: Color = serde_json::from_value(o["color"].clone()).unwrap();
-            assert_eq!(img.get_pixel(x, y).0, color.rgb(), "{line}");
+            assert_eq!(img.get_pixel(x, y).0, color.rgb(), "{v}");
             occupied.insert((o["row"].as_u64().unwrap(), o["col"].as_u64().unwrap()));
         }
         for r in 0..3u64 {
@@ -498,17 +507,12 @@ fn easy_images_are_drawn_on_a_tinted_background_like_easy_vqa() {
         kind: SceneKind::Easy,
         ..scenes_cfg(20, 4)
     });
-    let text = std::fs::read_to_string(dir.path().join("scenes.jsonl")).unwrap();
     let tint = SceneKind::Easy.background();
     assert_ne!(tint, SceneKind::Scenes.background());
-    for line in text.lines() {
-        let v: Value = serde_json::from_str(line).unwrap();
-        let img = image::open(dir.path().join(v["image"].as_str().unwrap()))
-            .unwrap()
-            .to_rgb8();
+    for (v, img) in scenes_with_images(dir.path()) {
         // No easy shape reaches a corner.
-        assert_eq!(img.get_pixel(0, 0).0, tint, "{line}");
-        assert_eq!(img.get_pixel(63, 63).0, tint, "{line}");
+        assert_eq!(img.get_pixel(0, 0).0, tint, "{v}");
+        assert_eq!(img.get_pixel(63, 63).0, tint, "{v}");
     }
 }
 
@@ -567,17 +571,12 @@ fn easy_images_use_easy_vqa_colours() {
         ("teal", [0, 128, 128]),
         ("brown", [165, 42, 42]),
     ];
-    let text = std::fs::read_to_string(dir.path().join("scenes.jsonl")).unwrap();
-    for line in text.lines() {
-        let v: Value = serde_json::from_str(line).unwrap();
-        let img = image::open(dir.path().join(v["image"].as_str().unwrap()))
-            .unwrap()
-            .to_rgb8();
+    for (v, img) in scenes_with_images(dir.path()) {
         let object = &v["objects"][0];
         let name = object["color"].as_str().unwrap();
         let (_, rgb) = easy_vqa.iter().find(|(n, _)| *n == name).unwrap();
         let at = |key: &str| (object[key].as_f64().unwrap() * 64.0) as u32;
-        assert_eq!(&img.get_pixel(at("cx"), at("cy")).0, rgb, "{line}");
+        assert_eq!(&img.get_pixel(at("cx"), at("cy")).0, rgb, "{v}");
     }
 }
 

@@ -94,6 +94,7 @@ pub fn run(args: CompareArgs) -> Result<ExitCode> {
         ("--speed-samples", args.speed_samples),
     ])?;
     check_limit(args.limit)?;
+    args.threads.apply()?;
     let device = parse_device(&args.device)?;
     let dirs = model_dirs(&args)?;
     // A record whose image is missing is scored as a failure, not dropped.
@@ -163,7 +164,6 @@ fn plot_curves(dirs: &[PathBuf], out: &Path) -> Result<()> {
 fn model_dirs(args: &CompareArgs) -> Result<Vec<PathBuf>> {
     refuse_renamed("--models", "--model", !args.retired_models.is_empty())?;
     refuse_fusion_as_model(args.retired_fusion.as_deref())?;
-    args.threads.apply()?;
     let dirs = if args.model.is_empty() {
         SHIPPED_MODELS
             .iter()

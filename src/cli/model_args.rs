@@ -41,13 +41,19 @@ pub struct InferenceThreads {
 impl InferenceThreads {
     /// Sets candle's thread count; must run before the first tensor operation.
     pub fn apply(&self) -> Result<()> {
-        match self.threads {
-            Some(0) => bail!("--threads 0: give at least 1 (the default is every core)"),
-            Some(n) => std::env::set_var("RAYON_NUM_THREADS", n.to_string()),
-            None => {}
+        if let Some(n) = checked_threads(self.threads)? {
+            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
         }
         Ok(())
     }
+}
+
+/// A `--threads` value, refused when 0.
+pub fn checked_threads(given: Option<usize>) -> Result<Option<usize>> {
+    if given == Some(0) {
+        bail!("--threads 0: give at least 1 (the default is every core)");
+    }
+    Ok(given)
 }
 
 impl ModelArgs {

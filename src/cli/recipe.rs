@@ -3,9 +3,10 @@
 //! weighed, and where and on how many threads training runs.
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use clap::Args;
 
+use super::model_args::checked_threads;
 use crate::model::{Config, Fusion};
 use crate::train::TrainOptions;
 
@@ -99,11 +100,8 @@ pub struct ThreadsArgs {
 impl ThreadsArgs {
     /// The number of training threads.
     pub fn count(&self) -> Result<usize> {
-        match self.threads {
-            Some(0) => bail!("--threads 0: give at least 1 (the default is every core)"),
-            Some(n) => Ok(n),
-            None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
-        }
+        Ok(checked_threads(self.threads)?
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())))
     }
 
     /// Checks the count and sets candle's own threading to one thread per
