@@ -309,7 +309,15 @@ fn every_fusion_trains_on_pretrained_vision_tokens_and_round_trips() {
         std::fs::create_dir_all(&out).expect("mkdir");
         save_config(&cfg, &out.join("config.json")).expect("save config");
         save_weights(&varmap, &out.join("model.safetensors"), DType::F32).expect("save weights");
-        let loaded = load_config(&out.join("config.json")).expect("load config");
+        let mut loaded = load_config(&out.join("config.json")).expect("load config");
+        // The encoder path comes back relative to the model directory: the same folder.
+        let same_folder = |c: &Config| {
+            c.vision_encoder
+                .as_ref()
+                .and_then(|s| s.dir.canonicalize().ok())
+        };
+        assert_eq!(same_folder(&loaded), same_folder(&cfg));
+        loaded.vision_encoder = cfg.vision_encoder.clone();
         assert_eq!(loaded, cfg);
         let fresh = candle_nn::VarMap::new();
         FusionModel::new(&loaded, VarBuilder::from_varmap(&fresh, DType::F32, &dev))
@@ -391,4 +399,45 @@ fn a_vision_encoder_config_must_agree_with_the_model_grid_and_normalisation() {
         err.contains("missing") && err.contains("config.json"),
         "{err}"
     );
+}
+
+#[test]
+fn a_relative_encoder_dir_is_read_from_the_config_files_folder_and_moves_with_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let project = tmp.path().join("project");
+    let encoder = project.join("encoders").join("dino");
+    let configs = project.join("configs");
+    for dir in [&encoder, &configs] {
+        std::fs::create_dir_all(dir).expect("mkdir");
+    }
+    encoder_dir(&encoder);
+    // A config beside the encoder folder names it relative to itself; the
+    // working directory (the crate root) has no `../encoders/dino`.
+    let mut cfg = pretrained_config(Fusion::Concat, &encoder);
+    if let Some(s) = cfg.vision_encoder.as_mut() {
+        s.dir = "../encoders/dino".into();
+    }
+    let config_file = configs.join("pretrained.json");
+    std::fs::write(&config_file, serde_json::to_string(&cfg).expect("json")).expect("write");
+    let loaded = load_config(&config_file).expect("relative to the config file");
+    init_model(&loaded, 1, &Device::Cpu).expect("the encoder is found");
+
+    // Saved into a model directory, the path is rewritten relative to it.
+    let model_dir = project.join("runs").join("m");
+    std::fs::create_dir_all(&model_dir).expect("mkdir");
+    save_config(&loaded, &model_dir.join("config.json")).expect("save");
+    let written: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(model_dir.join("config.json")).expect("read"),
+    )
+    .expect("json");
+    assert_eq!(
+        written["vision_encoder"]["dir"],
+        serde_json::json!("../../encoders/dino")
+    );
+
+    // The whole tree moved elsewhere still loads.
+    let moved = tmp.path().join("moved");
+    std::fs::rename(&project, &moved).expect("move");
+    let reloaded = load_config(&moved.join("runs/m/config.json")).expect("load moved");
+    init_model(&reloaded, 1, &Device::Cpu).expect("the moved encoder is found");
 }

@@ -106,8 +106,14 @@ pub fn save_weights(varmap: &VarMap, path: &Path, dtype: DType) -> Result<()> {
     })
 }
 
+/// Writes `cfg` to `path`; paths inside it are written relative to the file's
+/// folder where they can be (see [`load_config`]).
 pub fn save_config(cfg: &Config, path: &Path) -> Result<()> {
-    let json = serde_json::to_string_pretty(cfg)?;
+    let mut cfg = cfg.clone();
+    if let (Some(spec), Some(folder)) = (cfg.vision_encoder.as_mut(), path.parent()) {
+        spec.dir = relative_to(&spec.dir, folder);
+    }
+    let json = serde_json::to_string_pretty(&cfg)?;
     write_atomically(path, |tmp| Ok(std::fs::write(tmp, json + "\n")?))
 }
 
@@ -126,10 +132,14 @@ pub fn save_model_dir(
     save_config(cfg, &dir.join(CONFIG_FILE))
 }
 
+/// Reads and checks a config file. A relative path inside it (the
+/// `vision_encoder` directory) is read relative to the file's folder, so a
+/// model directory and the encoder it names can move together, and a config
+/// means the same from any working directory.
 pub fn load_config(path: &Path) -> Result<Config> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let cfg: Config = serde_json::from_str(&text).map_err(|e| {
+    let mut cfg: Config = serde_json::from_str(&text).map_err(|e| {
         anyhow!(
             "{}: invalid config ({e}); compare it with one written by `fusecap init`",
             path.display()
@@ -137,7 +147,23 @@ pub fn load_config(path: &Path) -> Result<Config> {
     })?;
     cfg.validate()
         .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    if let (Some(spec), Some(folder)) = (cfg.vision_encoder.as_mut(), path.parent()) {
+        if spec.dir.is_relative() {
+            spec.dir = folder.join(&spec.dir);
+        }
+    }
     Ok(cfg)
+}
+
+/// `target` as a path relative to `folder`, or unchanged where either cannot
+/// be resolved (a path that does not exist yet, or no common root).
+fn relative_to(target: &Path, folder: &Path) -> PathBuf {
+    match (target.canonicalize(), folder.canonicalize()) {
+        (Ok(target_abs), Ok(folder_abs)) => {
+            pathdiff::diff_paths(&target_abs, &folder_abs).unwrap_or_else(|| target.to_path_buf())
+        }
+        _ => target.to_path_buf(),
+    }
 }
 
 /// Copies the weights in `path` into `varmap`, after checking that every
