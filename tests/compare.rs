@@ -1,40 +1,14 @@
 //! `fusecap compare` and `fusecap eval` as a user runs them, on tiny untrained
 //! models and a tiny manifest written into a temporary folder.
 
+mod common;
+
+use common::cli::{fusecap, read_json, stderr, stdout, FOUR_COLORS};
+
 use std::path::Path;
-use std::process::{Command, Output};
 
 use image::{Rgb, RgbImage};
 use serde_json::Value;
-
-const COLORS: [(&str, [u8; 3]); 4] = [
-    ("red", [220, 30, 30]),
-    ("blue", [30, 60, 220]),
-    ("green", [30, 180, 60]),
-    ("yellow", [230, 210, 30]),
-];
-
-fn fusecap(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fusecap"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run fusecap")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn read_json(path: &Path) -> Value {
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
-}
 
 /// A 16×16 white image with a disc of `color`.
 fn write_image(path: &Path, color: [u8; 3]) {
@@ -55,7 +29,7 @@ fn write_data(dir: &Path) -> (usize, usize) {
     let data = dir.join("data");
     std::fs::create_dir_all(data.join("images")).expect("create data/images");
     let mut lines = Vec::new();
-    for (i, (name, color)) in COLORS.iter().enumerate() {
+    for (i, (name, color)) in FOUR_COLORS.iter().enumerate() {
         write_image(&data.join(format!("images/{i}.png")), *color);
         lines.push(format!(
             r#"{{"image":"images/{i}.png","task":"caption","captions":["a {name} circle"],"split":"test"}}"#
@@ -68,7 +42,7 @@ fn write_data(dir: &Path) -> (usize, usize) {
         ));
     }
     std::fs::write(data.join("manifest.jsonl"), lines.join("\n") + "\n").expect("write manifest");
-    (COLORS.len(), 2 * COLORS.len())
+    (FOUR_COLORS.len(), 2 * FOUR_COLORS.len())
 }
 
 fn init_model(dir: &Path, fusion: &str, out: &str, seed: &str) {
@@ -159,7 +133,7 @@ fn compare_puts_both_models_in_one_table_on_the_same_records() {
     for m in models {
         assert_eq!(m["vqa"]["n"], questions);
         assert_eq!(m["caption"]["n"], captions);
-        assert_eq!(m["vqa_per_type"]["color"]["n"], COLORS.len());
+        assert_eq!(m["vqa_per_type"]["color"]["n"], FOUR_COLORS.len());
         assert!(num(&m["parameters"]) > num(&m["cross_attention_parameters"]));
         assert!(num(&m["cross_attention_parameters"]) > 0.0);
         assert!(num(&m["ms_per_image_batch1"]) > 0.0 && num(&m["ms_per_image_batched"]) > 0.0);

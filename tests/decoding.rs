@@ -1,8 +1,12 @@
 //! Properties of the decoding strategies (greedy, beam search, sampling) on
 //! tiny randomly initialised models of every fusion kind, plus the decoding
 //! flags of `caption` and `ask` as a user runs them.
+
+mod common;
+
+use common::cli::fusecap;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use candle_core::{Device, Tensor, D};
 use fusecap::generate::{
@@ -688,14 +692,6 @@ fn invalid_options_are_rejected_by_name() {
 }
 
 // ---- the command line ----
-
-fn fusecap(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fusecap"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run fusecap")
-}
 
 /// A temporary folder with a tiny random model in `model/` and two images.
 fn cli_fixture() -> tempfile::TempDir {

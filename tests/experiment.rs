@@ -1,36 +1,15 @@
 //! `fusecap experiment` end to end with a tiny config and a handful of steps.
 
+mod common;
+
+use common::cli::{fusecap, read_json, stderr, FOUR_COLORS};
+
 use std::path::Path;
-use std::process::{Command, Output};
 
 use image::{Rgb, RgbImage};
 use serde_json::Value;
 
-const COLORS: [(&str, [u8; 3]); 4] = [
-    ("red", [220, 30, 30]),
-    ("blue", [30, 60, 220]),
-    ("green", [30, 180, 60]),
-    ("yellow", [230, 210, 30]),
-];
 const STRATEGIES: [&str; 3] = ["concat", "separate", "gated"];
-
-fn fusecap(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fusecap"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run fusecap")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn read_json(path: &Path) -> Value {
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
-}
 
 /// A 16×16 image: a disc of `color` at a position that depends on `i`.
 fn write_image(path: &Path, color: [u8; 3], i: usize) {
@@ -52,7 +31,7 @@ fn write_data(dir: &Path, splits: &[&str]) {
     std::fs::create_dir_all(data.join("images")).expect("create data/images");
     let mut lines = Vec::new();
     for (i, split) in splits.iter().enumerate() {
-        let (name, color) = COLORS[i % COLORS.len()];
+        let (name, color) = FOUR_COLORS[i % FOUR_COLORS.len()];
         write_image(&data.join(format!("images/{i}.png")), color, i);
         lines.push(format!(r#"{{"image":"images/{i}.png","task":"caption","captions":["a {name} circle"],"split":"{split}"}}"#));
         lines.push(format!(

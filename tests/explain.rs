@@ -1,8 +1,12 @@
 //! `fusecap explain` and the attention it draws: weights over valid keys sum
 //! to 1, padding gets none, and the pictures have the documented sizes.
 
+mod common;
+
+use common::cli::{fusecap, stderr};
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use candle_core::{DType, Device};
 use fusecap::generate::{greedy, GenerateOptions};
@@ -17,18 +21,6 @@ use image::{Rgb, RgbImage};
 use serde_json::Value;
 
 const TOLERANCE: f64 = 1e-4;
-
-fn fusecap(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fusecap"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run fusecap")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// A 40×30 image (not square, not the model's size): a red disc on white.
 fn write_image(path: &Path) {

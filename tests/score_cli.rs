@@ -1,6 +1,10 @@
 //! `fusecap score` as a user runs it: fixtures in a temporary folder, the built
 //! binary run from that folder (prediction paths are relative to it).
 
+mod common;
+
+use common::cli::stderr;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -56,10 +60,6 @@ fn scores_json(dir: &Path, extra: &[&str]) -> (Output, Value) {
         out,
         serde_json::from_str(&text).expect("scores.json is JSON"),
     )
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn num(v: &Value) -> f64 {

@@ -1,4 +1,5 @@
 //! Helpers shared by several test files.
+pub mod cli;
 pub mod samples;
 
 use std::path::Path;
