@@ -1,27 +1,26 @@
 //! Training: loss, AdamW, learning-rate schedule, checkpoints and the loop.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use candle_core::backprop::GradStore;
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
 use crate::data::batch::{Augment, Batch, Dataset, Sampler};
 use crate::data::stream::{mixed_step, StreamOptions};
 use crate::generate::{greedy, GenerateOptions};
-use crate::model::dir::{
-    init_model, load_weights, save_model_dir, sorted_vars, write_atomically, WEIGHTS_FILE,
-};
+use crate::model::dir::{init_model, load_weights, save_model_dir, write_atomically, WEIGHTS_FILE};
 use crate::model::{Config, FusionModel};
 use crate::tokenizer::TextTokenizer;
 
+mod adamw;
 pub mod log;
 mod parallel;
+pub use adamw::AdamW;
 pub use log::LogRecord;
 use log::LogWriter;
 pub use parallel::DataParallel;
@@ -178,129 +177,6 @@ fn loss_over(
         .div(&batch.target_mask.sum(1)?)?;
     let weighted = (per_example * &batch.weights)?.sum_all()?;
     Ok(weighted.broadcast_div(total_weight)?)
-}
-
-/// AdamW with its moment estimates exposed, so they can be checkpointed.
-/// Weight decay applies to matrices only (not LayerNorm, biases or gates).
-pub struct AdamW {
-    vars: Vec<(String, Var)>,
-    m: Vec<Tensor>,
-    v: Vec<Tensor>,
-    pub step: usize,
-    weight_decay: f64,
-}
-
-impl AdamW {
-    const BETA1: f64 = 0.9;
-    const BETA2: f64 = 0.98;
-    const EPS: f64 = 1e-8;
-    /// Adam moves a parameter by about `lr` per step at most, so a gate
-    /// `tanh(alpha)` starting at 0 would need a thousand steps to open; the
-    /// first shipped gated model still had |tanh(alpha)| ≤ 0.19 after 3,000.
-    const GATE_LR_MULTIPLIER: f64 = 10.0;
-
-    pub fn new(varmap: &VarMap, weight_decay: f64) -> Result<Self> {
-        let vars = sorted_vars(varmap);
-        let zeros = |vars: &[(String, Var)]| {
-            vars.iter()
-                .map(|(_, v)| v.zeros_like())
-                .collect::<candle_core::Result<Vec<_>>>()
-        };
-        Ok(AdamW {
-            m: zeros(&vars)?,
-            v: zeros(&vars)?,
-            vars,
-            step: 0,
-            weight_decay,
-        })
-    }
-
-    /// Clips the gradients to `clip_norm` (global L2) and updates every variable.
-    /// Returns the gradient norm before clipping.
-    pub fn step(&mut self, grads: &GradStore, lr: f64, clip_norm: f64) -> Result<f64> {
-        let mut sq = 0f64;
-        let mut found = Vec::with_capacity(self.vars.len());
-        for (name, var) in &self.vars {
-            let g = grads
-                .get(var.as_tensor())
-                .ok_or_else(|| anyhow!("no gradient for {name}"))?;
-            sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
-            found.push(g.clone());
-        }
-        let norm = sq.sqrt();
-        if !norm.is_finite() {
-            return Ok(norm);
-        }
-        let scale = if norm > clip_norm {
-            clip_norm / norm
-        } else {
-            1.0
-        };
-        self.step += 1;
-        let t = self.step as i32;
-        let (c1, c2) = (1.0 - Self::BETA1.powi(t), 1.0 - Self::BETA2.powi(t));
-        for (i, g) in found.into_iter().enumerate() {
-            let g = (g * scale)?;
-            self.m[i] = ((&self.m[i] * Self::BETA1)? + (&g * (1.0 - Self::BETA1))?)?;
-            self.v[i] = ((&self.v[i] * Self::BETA2)? + (g.sqr()? * (1.0 - Self::BETA2))?)?;
-            let update = ((&self.m[i] / c1)? / ((&self.v[i] / c2)?.sqrt()? + Self::EPS)?)?;
-            let (name, var) = &self.vars[i];
-            let lr = if name.contains("gate_") {
-                lr * Self::GATE_LR_MULTIPLIER
-            } else {
-                lr
-            };
-            let decay = if var.rank() >= 2 {
-                1.0 - lr * self.weight_decay
-            } else {
-                1.0
-            };
-            var.set(&((var.as_tensor() * decay)? - (update * lr)?)?)?;
-        }
-        Ok(norm)
-    }
-
-    /// Weights, moments and the step count, as named tensors.
-    fn state(&self) -> Result<HashMap<String, Tensor>> {
-        let mut out = HashMap::new();
-        for (i, (name, var)) in self.vars.iter().enumerate() {
-            out.insert(format!("model.{name}"), var.as_tensor().clone());
-            out.insert(format!("adam_m.{name}"), self.m[i].clone());
-            out.insert(format!("adam_v.{name}"), self.v[i].clone());
-        }
-        out.insert(
-            "adam_step".into(),
-            Tensor::new(&[self.step as u32], &Device::Cpu)?,
-        );
-        Ok(out)
-    }
-
-    fn restore(&mut self, state: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-        let get = |key: &str| {
-            state.get(key).ok_or_else(|| {
-                anyhow!(
-                    "{}: missing {key}; the checkpoint is from another model",
-                    path.display()
-                )
-            })
-        };
-        for (i, (name, var)) in self.vars.iter().enumerate() {
-            let weights = get(&format!("model.{name}"))?;
-            if weights.dims() != var.dims() {
-                bail!(
-                    "{}: {name} has shape {:?}, expected {:?}",
-                    path.display(),
-                    weights.dims(),
-                    var.dims()
-                );
-            }
-            var.set(weights)?;
-            self.m[i] = get(&format!("adam_m.{name}"))?.clone();
-            self.v[i] = get(&format!("adam_v.{name}"))?.clone();
-        }
-        self.step = get("adam_step")?.to_vec1::<u32>()?[0] as usize;
-        Ok(())
-    }
 }
 
 /// What `train_state.json` records, so `--resume` can check it continues the same run.

@@ -1,0 +1,396 @@
+//! AdamW with decoupled weight decay and global-norm gradient clipping.
+//!
+//! On the CPU with f32 weights the update runs as three in-place passes over
+//! each parameter (first moment, second moment, weights) instead of some
+//! seventeen candle operations that each allocate a tensor: the update runs
+//! on one thread between the data-parallel passes, so its cost is what keeps
+//! two training threads from being twice as fast as one (BENCHMARKS.md).
+//! Other devices and dtypes use the same formulas composed from candle ops.
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Result};
+use candle_core::backprop::GradStore;
+use candle_core::{
+    CpuStorage, DType, Device, InplaceOp2, InplaceOp3, Layout, Storage, Tensor, Var,
+};
+use candle_nn::VarMap;
+
+use crate::model::dir::sorted_vars;
+
+/// AdamW with its moment estimates exposed, so they can be checkpointed.
+/// Weight decay applies to matrices only (not LayerNorm, biases or gates).
+pub struct AdamW {
+    vars: Vec<(String, Var)>,
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+    pub step: usize,
+    weight_decay: f64,
+}
+
+/// What one parameter's update needs besides its tensors.
+#[derive(Clone, Copy)]
+struct Hyper {
+    /// Gradient scale from clipping.
+    scale: f32,
+    lr: f32,
+    /// Multiplies the weights before the step: 1 - lr·decay, or 1.
+    decay: f32,
+    /// Bias corrections 1 - β^t.
+    c1: f32,
+    c2: f32,
+}
+
+impl AdamW {
+    const BETA1: f64 = 0.9;
+    const BETA2: f64 = 0.98;
+    const EPS: f64 = 1e-8;
+    /// Adam moves a parameter by about `lr` per step at most, so a gate
+    /// `tanh(alpha)` starting at 0 would need a thousand steps to open; the
+    /// first shipped gated model still had |tanh(alpha)| ≤ 0.19 after 3,000.
+    const GATE_LR_MULTIPLIER: f64 = 10.0;
+
+    pub fn new(varmap: &VarMap, weight_decay: f64) -> Result<Self> {
+        let vars = sorted_vars(varmap);
+        let zeros = |vars: &[(String, Var)]| {
+            vars.iter()
+                .map(|(_, v)| v.zeros_like())
+                .collect::<candle_core::Result<Vec<_>>>()
+        };
+        Ok(AdamW {
+            m: zeros(&vars)?,
+            v: zeros(&vars)?,
+            vars,
+            step: 0,
+            weight_decay,
+        })
+    }
+
+    /// Clips the gradients to `clip_norm` (global L2) and updates every variable.
+    /// Returns the gradient norm before clipping.
+    pub fn step(&mut self, grads: &GradStore, lr: f64, clip_norm: f64) -> Result<f64> {
+        self.step_with(grads, lr, clip_norm, true)
+    }
+
+    /// `step`, with the in-place passes allowed or not (tests compare the two).
+    fn step_with(
+        &mut self,
+        grads: &GradStore,
+        lr: f64,
+        clip_norm: f64,
+        in_place: bool,
+    ) -> Result<f64> {
+        let mut sq = 0f64;
+        let mut found = Vec::with_capacity(self.vars.len());
+        for (name, var) in &self.vars {
+            let g = grads
+                .get(var.as_tensor())
+                .ok_or_else(|| anyhow!("no gradient for {name}"))?
+                .contiguous()?;
+            sq += squared_sum(&g)?;
+            found.push(g);
+        }
+        let norm = sq.sqrt();
+        if !norm.is_finite() {
+            return Ok(norm);
+        }
+        let scale = if norm > clip_norm {
+            clip_norm / norm
+        } else {
+            1.0
+        };
+        self.step += 1;
+        let t = self.step as i32;
+        for (i, g) in found.iter().enumerate() {
+            let (name, var) = &self.vars[i];
+            let lr = if name.contains("gate_") {
+                lr * Self::GATE_LR_MULTIPLIER
+            } else {
+                lr
+            };
+            let decay = if var.rank() >= 2 {
+                1.0 - lr * self.weight_decay
+            } else {
+                1.0
+            };
+            let hyper = Hyper {
+                scale: scale as f32,
+                lr: lr as f32,
+                decay: decay as f32,
+                c1: (1.0 - Self::BETA1.powi(t)) as f32,
+                c2: (1.0 - Self::BETA2.powi(t)) as f32,
+            };
+            let param = var.as_tensor();
+            if in_place && fusable(&[param, &self.m[i], &self.v[i], g]) {
+                self.m[i].inplace_op2(g, &FirstMoment(hyper))?;
+                self.v[i].inplace_op2(g, &SecondMoment(hyper))?;
+                param.inplace_op3(&self.m[i], &self.v[i], &Update(hyper))?;
+            } else {
+                self.composed_update(i, g, hyper)?;
+            }
+        }
+        Ok(norm)
+    }
+
+    /// The same update from candle ops, for devices and dtypes without the passes.
+    fn composed_update(&mut self, i: usize, g: &Tensor, h: Hyper) -> Result<()> {
+        let g = (g * h.scale as f64)?;
+        self.m[i] = ((&self.m[i] * Self::BETA1)? + (&g * (1.0 - Self::BETA1))?)?;
+        self.v[i] = ((&self.v[i] * Self::BETA2)? + (g.sqr()? * (1.0 - Self::BETA2))?)?;
+        let update =
+            ((&self.m[i] / h.c1 as f64)? / ((&self.v[i] / h.c2 as f64)?.sqrt()? + Self::EPS)?)?;
+        let var = &self.vars[i].1;
+        var.set(&((var.as_tensor() * h.decay as f64)? - (update * h.lr as f64)?)?)?;
+        Ok(())
+    }
+
+    /// Weights, moments and the step count, as named tensors.
+    pub(super) fn state(&self) -> Result<HashMap<String, Tensor>> {
+        let mut out = HashMap::new();
+        for (i, (name, var)) in self.vars.iter().enumerate() {
+            // Shared, not copied: the next step changes them in place, so
+            // the state must be written out before it.
+            out.insert(format!("model.{name}"), var.as_tensor().clone());
+            out.insert(format!("adam_m.{name}"), self.m[i].clone());
+            out.insert(format!("adam_v.{name}"), self.v[i].clone());
+        }
+        out.insert(
+            "adam_step".into(),
+            Tensor::new(&[self.step as u32], &Device::Cpu)?,
+        );
+        Ok(out)
+    }
+
+    pub(super) fn restore(&mut self, state: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+        let get = |key: &str| {
+            state.get(key).ok_or_else(|| {
+                anyhow!(
+                    "{}: missing {key}; the checkpoint is from another model",
+                    path.display()
+                )
+            })
+        };
+        for (i, (name, var)) in self.vars.iter().enumerate() {
+            let weights = get(&format!("model.{name}"))?;
+            if weights.dims() != var.dims() {
+                bail!(
+                    "{}: {name} has shape {:?}, expected {:?}",
+                    path.display(),
+                    weights.dims(),
+                    var.dims()
+                );
+            }
+            var.set(weights)?;
+            // Copies, since the moments are updated in place.
+            self.m[i] = get(&format!("adam_m.{name}"))?.copy()?;
+            self.v[i] = get(&format!("adam_v.{name}"))?.copy()?;
+        }
+        self.step = get("adam_step")?.to_vec1::<u32>()?[0] as usize;
+        Ok(())
+    }
+}
+
+/// All on the CPU, f32, contiguous and of one shape: the in-place passes apply.
+fn fusable(tensors: &[&Tensor]) -> bool {
+    tensors.iter().all(|t| {
+        t.device().is_cpu()
+            && t.dtype() == DType::F32
+            && t.is_contiguous()
+            && t.dims() == tensors[0].dims()
+    })
+}
+
+/// Σ g², summed in f64.
+fn squared_sum(g: &Tensor) -> Result<f64> {
+    if !fusable(&[g]) {
+        return Ok(g
+            .sqr()?
+            .sum_all()?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?);
+    }
+    let (storage, layout) = g.storage_and_layout();
+    let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
+        bail!("a CPU f32 gradient has other storage");
+    };
+    let values = &data[layout.start_offset()..layout.start_offset() + g.elem_count()];
+    Ok(values.iter().map(|&x| (x as f64) * (x as f64)).sum())
+}
+
+/// The f32 elements of a contiguous CPU tensor's storage.
+fn elements<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> candle_core::Result<&'a [f32]> {
+    match storage {
+        CpuStorage::F32(data) => {
+            let start = layout.start_offset();
+            Ok(&data[start..start + layout.shape().elem_count()])
+        }
+        _ => candle_core::bail!("{op}: expected f32"),
+    }
+}
+
+fn elements_mut<'a>(
+    storage: &'a mut CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> candle_core::Result<&'a mut [f32]> {
+    match storage {
+        CpuStorage::F32(data) => {
+            let start = layout.start_offset();
+            Ok(&mut data[start..start + layout.shape().elem_count()])
+        }
+        _ => candle_core::bail!("{op}: expected f32"),
+    }
+}
+
+/// m ← β₁m + (1-β₁)·scale·g
+struct FirstMoment(Hyper);
+/// v ← β₂v + (1-β₂)·(scale·g)²
+struct SecondMoment(Hyper);
+/// p ← decay·p - lr·(m/c₁) / (√(v/c₂) + ε)
+struct Update(Hyper);
+
+impl InplaceOp2 for FirstMoment {
+    fn name(&self) -> &'static str {
+        "adamw-first-moment"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dst: &mut CpuStorage,
+        dst_l: &Layout,
+        g: &CpuStorage,
+        g_l: &Layout,
+    ) -> candle_core::Result<()> {
+        let (b1, h) = (AdamW::BETA1 as f32, self.0);
+        let g = elements(g, g_l, self.name())?;
+        for (m, &g) in elements_mut(dst, dst_l, self.name())?.iter_mut().zip(g) {
+            *m = *m * b1 + g * h.scale * (1.0 - b1);
+        }
+        Ok(())
+    }
+}
+
+impl InplaceOp2 for SecondMoment {
+    fn name(&self) -> &'static str {
+        "adamw-second-moment"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dst: &mut CpuStorage,
+        dst_l: &Layout,
+        g: &CpuStorage,
+        g_l: &Layout,
+    ) -> candle_core::Result<()> {
+        let (b2, h) = (AdamW::BETA2 as f32, self.0);
+        let g = elements(g, g_l, self.name())?;
+        for (v, &g) in elements_mut(dst, dst_l, self.name())?.iter_mut().zip(g) {
+            let g = g * h.scale;
+            *v = *v * b2 + g * g * (1.0 - b2);
+        }
+        Ok(())
+    }
+}
+
+impl InplaceOp3 for Update {
+    fn name(&self) -> &'static str {
+        "adamw-update"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dst: &mut CpuStorage,
+        dst_l: &Layout,
+        m: &CpuStorage,
+        m_l: &Layout,
+        v: &CpuStorage,
+        v_l: &Layout,
+    ) -> candle_core::Result<()> {
+        let (h, eps) = (self.0, AdamW::EPS as f32);
+        let m = elements(m, m_l, self.name())?;
+        let v = elements(v, v_l, self.name())?;
+        let params = elements_mut(dst, dst_l, self.name())?;
+        for ((p, &m), &v) in params.iter_mut().zip(m).zip(v) {
+            *p = *p * h.decay - h.lr * ((m / h.c1) / ((v / h.c2).sqrt() + eps));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_nn::{Init, VarBuilder};
+
+    /// Two identical variable sets: a matrix (decayed), a bias and a gate (10× lr).
+    fn vars() -> Result<VarMap> {
+        let map = VarMap::new();
+        let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
+        let normal = Init::Randn {
+            mean: 0.0,
+            stdev: 1.0,
+        };
+        vb.get_with_hints((7, 5), "w", normal)?;
+        vb.get_with_hints(5, "b", normal)?;
+        vb.get_with_hints(1, "gate_alpha", normal)?;
+        Ok(map)
+    }
+
+    fn copy_of(map: &VarMap) -> Result<VarMap> {
+        let other = vars()?;
+        for ((_, a), (_, b)) in sorted_vars(map).iter().zip(sorted_vars(&other)) {
+            b.set(a.as_tensor())?;
+        }
+        Ok(other)
+    }
+
+    /// Gradients of Σ var · target, with `target` a fixed function of `seed`.
+    fn grads(map: &VarMap, seed: u64) -> Result<GradStore> {
+        let dev = Device::Cpu;
+        let mut loss = Tensor::zeros((), DType::F32, &dev)?;
+        for (_, var) in sorted_vars(map) {
+            let n = var.elem_count() as u32;
+            let target = ((Tensor::arange(0u32, n, &dev)?.to_dtype(DType::F32)? * 0.37)?
+                + seed as f64)?
+                .sin()?
+                .affine(3.0, 0.0)?
+                .reshape(var.dims())?;
+            loss = (loss + (var.as_tensor() * target)?.sum_all()?)?;
+        }
+        Ok(loss.backward()?)
+    }
+
+    #[test]
+    fn in_place_passes_match_the_composed_update() -> Result<()> {
+        let a = vars()?;
+        let b = copy_of(&a)?;
+        let (mut fast, mut slow) = (AdamW::new(&a, 0.1)?, AdamW::new(&b, 0.1)?);
+        // Clip norms below and above the gradient norm, so both scales are used.
+        for (step, clip) in [(1u64, 0.5), (2, 100.0), (3, 1.0)] {
+            let n1 = fast.step_with(&grads(&a, step)?, 1e-2, clip, true)?;
+            let n2 = slow.step_with(&grads(&b, step)?, 1e-2, clip, false)?;
+            assert!((n1 - n2).abs() <= 1e-5 * n2, "norms {n1} {n2}");
+        }
+        for (i, ((name, x), (_, y))) in sorted_vars(&a).iter().zip(sorted_vars(&b)).enumerate() {
+            let pairs = [
+                (x.as_tensor(), y.as_tensor()),
+                (&fast.m[i], &slow.m[i]),
+                (&fast.v[i], &slow.v[i]),
+            ];
+            for (p, q) in pairs {
+                let diff = (p - q)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                let size = q.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(
+                    size > 0.0 && diff <= 1e-5 * size,
+                    "{name}: {diff} of {size}"
+                );
+            }
+        }
+        assert_eq!((fast.step, slow.step), (3, 3));
+        Ok(())
+    }
+}
