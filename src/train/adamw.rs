@@ -2,10 +2,9 @@
 //!
 //! On the CPU with f32 weights the update runs as three in-place passes over
 //! each parameter (first moment, second moment, weights) instead of some
-//! seventeen candle operations that each allocate a tensor: the update runs
-//! on one thread between the data-parallel passes, so its cost is what keeps
-//! two training threads from being twice as fast as one (BENCHMARKS.md).
-//! Other devices and dtypes use the same formulas composed from candle ops.
+//! seventeen candle operations that each allocate a tensor. Other devices and
+//! dtypes use the same formulas composed from candle ops. BENCHMARKS.md has
+//! what the passes changed in training speed (within the noise).
 use std::collections::HashMap;
 use std::path::Path;
 
