@@ -22,11 +22,6 @@ def by_fusion(name):
     return {m["fusion"]: m for m in load(f"{root}/{name}-compare.json")["models"]}
 
 
-def steps_to(fusion, level):
-    log = (json.loads(line) for line in open(f"models/scenes-{fusion}/training.jsonl"))
-    return next((r["step"] for r in log if r.get("val_accuracy", 0) >= level), None)
-
-
 scenes, easy = by_fusion("scenes"), by_fusion("easy-vqa")
 fusions = list(scenes)
 print(f"Scenes test split ({scenes[fusions[0]]['vqa']['n']:,} questions, 300 captions):\n")
@@ -37,8 +32,8 @@ for f in fusions:
     cells = [f"scenes-{f}", pct(m["vqa"]["accuracy"])] + [pct(m["vqa_per_type"][t]["accuracy"]) for t in TYPES]
     print("| " + " | ".join(cells + [pct(m["caption"]["exact_match"])]) + " |")
 print()
-print("| model | noisy background | colour / shape / size, 2+ objects | red and circle on different objects (probe) | easy-VQA (shape) | validation 90% at step |")
-print("|---|---|---|---|---|---|")
+print("| model | noisy background | colour / shape / size, 2+ objects | red and circle on different objects (probe) | easy-VQA (shape) |")
+print("|---|---|---|---|---|")
 for f in fusions:
     noise = load(f"{root}/eval-scenes-noise-{f}.json")
     multi = load(f"{root}/eval-scenes-{f}.json")["binding"]["per_type"]
@@ -47,6 +42,5 @@ for f in fusions:
     cells = [f"scenes-{f}", pct(noise["vqa"]["accuracy"]),
              " / ".join(f"{100 * multi[t][1]['accuracy']:.0f}" for t in ("color", "shape", "size")) + "%",
              f"{pct(conj['accuracy'])} (n={conj['n']})",
-             f"{pct(e['vqa']['accuracy'])} ({pct(e['vqa_per_type']['shape']['accuracy'])})",
-             f"{steps_to(f, 0.9):,}" if steps_to(f, 0.9) else "–"]
+             f"{pct(e['vqa']['accuracy'])} ({pct(e['vqa_per_type']['shape']['accuracy'])})"]
     print("| " + " | ".join(cells) + " |")
