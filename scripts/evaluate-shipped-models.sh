@@ -5,10 +5,9 @@
 #   side by side (`fusecap compare`);
 # - eval-{scenes,scenes-noise,scenes-probe}-FUSION.json: binding in scenes of
 #   2+ objects, the noisy-background scenes and the binding probe (`fusecap eval`);
-# - learning-curves.png: validation accuracy against the step, from each
-#   model's training.jsonl;
 # - explain-FUSION/: where each model looks for "what color is the star?".
-# The data comes from scripts/train-shipped-models.sh.
+# The data comes from scripts/train-shipped-models.sh; the learning curves of
+# every seed, from scripts/evaluate-seeds.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FUSECAP=${FUSECAP:-target/release/fusecap}
@@ -21,8 +20,6 @@ for key in ("predictions", "worst_answers", "worst_captions"):
     r.pop(key, None)
 print(json.dumps(r, indent=2))' "$1"
 }
-$FUSECAP compare --data data/scenes/manifest.jsonl --split test --limit 1 --quiet \
-  --curves "$OUT/learning-curves.png" > /dev/null
 for data in scenes easy-vqa; do
   $FUSECAP compare --data "data/$data/manifest.jsonl" --split test --quiet \
     --plot "$OUT/$data-per-type.png" --json "$OUT/$data-compare.json" > "$OUT/$data-compare.md"

@@ -121,8 +121,9 @@ impl AdamW {
             };
             let param = var.as_tensor();
             if in_place && fusable(&[param, &self.m[i], &self.v[i], g]) {
-                self.m[i].inplace_op2(g, &FirstMoment(hyper))?;
-                self.v[i].inplace_op2(g, &SecondMoment(hyper))?;
+                let moment = |square| Moment { hyper, square };
+                self.m[i].inplace_op2(g, &moment(false))?;
+                self.v[i].inplace_op2(g, &moment(true))?;
                 param.inplace_op3(&self.m[i], &self.v[i], &Update(hyper))?;
             } else {
                 self.composed_update(i, g, hyper)?;
@@ -245,16 +246,18 @@ fn elements_mut<'a>(
     }
 }
 
-/// m ← β₁m + (1-β₁)·scale·g
-struct FirstMoment(Hyper);
-/// v ← β₂v + (1-β₂)·(scale·g)²
-struct SecondMoment(Hyper);
+/// The first moment, m ← β₁m + (1-β₁)·scale·g, or with `square` the second,
+/// v ← β₂v + (1-β₂)·(scale·g)².
+struct Moment {
+    hyper: Hyper,
+    square: bool,
+}
 /// p ← decay·p - lr·(m/c₁) / (√(v/c₂) + ε)
 struct Update(Hyper);
 
-impl InplaceOp2 for FirstMoment {
+impl InplaceOp2 for Moment {
     fn name(&self) -> &'static str {
-        "adamw-first-moment"
+        "adamw-moment"
     }
 
     fn cpu_fwd(
@@ -264,32 +267,16 @@ impl InplaceOp2 for FirstMoment {
         g: &CpuStorage,
         g_l: &Layout,
     ) -> candle_core::Result<()> {
-        let (b1, h) = (AdamW::BETA1 as f32, self.0);
+        let beta = if self.square {
+            AdamW::BETA2
+        } else {
+            AdamW::BETA1
+        } as f32;
         let g = elements(g, g_l, self.name())?;
-        for (m, &g) in elements_mut(dst, dst_l, self.name())?.iter_mut().zip(g) {
-            *m = *m * b1 + g * h.scale * (1.0 - b1);
-        }
-        Ok(())
-    }
-}
-
-impl InplaceOp2 for SecondMoment {
-    fn name(&self) -> &'static str {
-        "adamw-second-moment"
-    }
-
-    fn cpu_fwd(
-        &self,
-        dst: &mut CpuStorage,
-        dst_l: &Layout,
-        g: &CpuStorage,
-        g_l: &Layout,
-    ) -> candle_core::Result<()> {
-        let (b2, h) = (AdamW::BETA2 as f32, self.0);
-        let g = elements(g, g_l, self.name())?;
-        for (v, &g) in elements_mut(dst, dst_l, self.name())?.iter_mut().zip(g) {
-            let g = g * h.scale;
-            *v = *v * b2 + g * g * (1.0 - b2);
+        for (moment, &g) in elements_mut(dst, dst_l, self.name())?.iter_mut().zip(g) {
+            let g = g * self.hyper.scale;
+            let x = if self.square { g * g } else { g };
+            *moment = *moment * beta + x * (1.0 - beta);
         }
         Ok(())
     }
