@@ -18,12 +18,31 @@ fn on_cpu_f32(x: &Tensor) -> bool {
 }
 
 /// The f32 elements of a contiguous CPU tensor.
-fn f32_elements<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+pub(crate) fn f32_elements<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
         bail!("{op}: expects f32 elements")
     };
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("{op}: expects a contiguous tensor"),
+    }
+}
+
+/// `f32_elements`, writable (for in-place ops).
+pub(crate) fn f32_elements_mut<'a>(
+    storage: &'a mut CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> Result<&'a mut [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        bail!("{op}: expects f32 elements")
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&mut data[start..end]),
         None => bail!("{op}: expects a contiguous tensor"),
     }
 }

@@ -16,6 +16,7 @@ use candle_core::{
 use candle_nn::VarMap;
 
 use crate::model::dir::sorted_vars;
+use crate::model::fused::{f32_elements, f32_elements_mut};
 
 /// AdamW with its moment estimates exposed, so they can be checkpointed.
 /// Weight decay applies to matrices only (not LayerNorm, biases or gates).
@@ -210,40 +211,11 @@ fn squared_sum(g: &Tensor) -> Result<f64> {
             .to_scalar::<f64>()?);
     }
     let (storage, layout) = g.storage_and_layout();
-    let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
-        bail!("a CPU f32 gradient has other storage");
+    let Storage::Cpu(cpu) = &*storage else {
+        bail!("a CPU gradient has other storage");
     };
-    let values = &data[layout.start_offset()..layout.start_offset() + g.elem_count()];
+    let values = f32_elements(cpu, layout, "adamw-gradient-norm")?;
     Ok(values.iter().map(|&x| (x as f64) * (x as f64)).sum())
-}
-
-/// The f32 elements of a contiguous CPU tensor's storage.
-fn elements<'a>(
-    storage: &'a CpuStorage,
-    layout: &Layout,
-    op: &str,
-) -> candle_core::Result<&'a [f32]> {
-    match storage {
-        CpuStorage::F32(data) => {
-            let start = layout.start_offset();
-            Ok(&data[start..start + layout.shape().elem_count()])
-        }
-        _ => candle_core::bail!("{op}: expected f32"),
-    }
-}
-
-fn elements_mut<'a>(
-    storage: &'a mut CpuStorage,
-    layout: &Layout,
-    op: &str,
-) -> candle_core::Result<&'a mut [f32]> {
-    match storage {
-        CpuStorage::F32(data) => {
-            let start = layout.start_offset();
-            Ok(&mut data[start..start + layout.shape().elem_count()])
-        }
-        _ => candle_core::bail!("{op}: expected f32"),
-    }
 }
 
 /// The first moment, m ← β₁m + (1-β₁)·scale·g, or with `square` the second,
@@ -272,8 +244,8 @@ impl InplaceOp2 for Moment {
         } else {
             AdamW::BETA1
         } as f32;
-        let g = elements(g, g_l, self.name())?;
-        for (moment, &g) in elements_mut(dst, dst_l, self.name())?.iter_mut().zip(g) {
+        let g = f32_elements(g, g_l, self.name())?;
+        for (moment, &g) in f32_elements_mut(dst, dst_l, self.name())?.iter_mut().zip(g) {
             let g = g * self.hyper.scale;
             let x = if self.square { g * g } else { g };
             *moment = *moment * beta + x * (1.0 - beta);
@@ -297,9 +269,9 @@ impl InplaceOp3 for Update {
         v_l: &Layout,
     ) -> candle_core::Result<()> {
         let (h, eps) = (self.0, AdamW::EPS as f32);
-        let m = elements(m, m_l, self.name())?;
-        let v = elements(v, v_l, self.name())?;
-        let params = elements_mut(dst, dst_l, self.name())?;
+        let m = f32_elements(m, m_l, self.name())?;
+        let v = f32_elements(v, v_l, self.name())?;
+        let params = f32_elements_mut(dst, dst_l, self.name())?;
         for ((p, &m), &v) in params.iter_mut().zip(m).zip(v) {
             *p = *p * h.decay - h.lr * ((m / h.c1) / ((v / h.c2).sqrt() + eps));
         }
