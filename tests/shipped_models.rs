@@ -2,19 +2,21 @@
 //! samples: a broken model directory, a config that does not match its weights
 //! or a tokenizer from another run fails here.
 
-use std::process::Command;
+use std::path::Path;
 
 use fusecap::data::synth_text::captions;
 
 mod common;
 
+use common::cli::fusecap;
+
+fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
 /// The last tab-separated field of the last line `fusecap ARGS` prints.
 fn last_field(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_fusecap"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(args)
-        .output()
-        .expect("run fusecap");
+    let out = fusecap(repo_root(), args);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -84,16 +86,15 @@ fn the_default_model_captions_scene_1_and_answers_its_questions() {
         right_captions.contains(&caption),
         "scene-1 captioned {caption:?}; right would be one of {right_captions:?}"
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_fusecap"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args([
+    let out = fusecap(
+        repo_root(),
+        &[
             "ask",
             "samples/scene-1.png",
             "--questions",
             "samples/questions.txt",
-        ])
-        .output()
-        .expect("run fusecap");
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",
