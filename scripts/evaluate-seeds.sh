@@ -26,11 +26,7 @@ sys.exit(s["step"] != s["options"]["steps"])' "$run/train_state.json" 2>/dev/nul
       [ -f "$OUT/eval-$data-$fusion-seed$seed.json" ] && continue
       $FUSECAP eval --model "$run" --data "data/$data/manifest.jsonl" --split test \
         --json "$full" --quiet > /dev/null
-      python3 -c 'import json, sys
-r = json.load(open(sys.argv[1]))
-for key in ("predictions", "worst_answers", "worst_captions"):
-    r.pop(key, None)
-print(json.dumps(r, indent=2))' "$full" > "$OUT/eval-$data-$fusion-seed$seed.json"
+      python3 scripts/eval_summary.py "$full" > "$OUT/eval-$data-$fusion-seed$seed.json"
     done
   done
 done

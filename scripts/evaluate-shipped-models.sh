@@ -13,13 +13,6 @@ cd "$(dirname "$0")/.."
 FUSECAP=${FUSECAP:-target/release/fusecap}
 OUT=docs/results
 mkdir -p "$OUT" runs/eval
-summarise() { # an eval JSON without its per-record lists
-  python3 -c 'import json, sys
-r = json.load(open(sys.argv[1]))
-for key in ("predictions", "worst_answers", "worst_captions"):
-    r.pop(key, None)
-print(json.dumps(r, indent=2))' "$1"
-}
 for data in scenes easy-vqa; do
   $FUSECAP compare --data "data/$data/manifest.jsonl" --split test --quiet \
     --plot "$OUT/$data-per-type.png" --json "$OUT/$data-compare.json" > "$OUT/$data-compare.md"
@@ -30,7 +23,7 @@ for fusion in concat separate gated; do
     # (scripts/per_template.py reads it); docs/results/ gets the summary.
     $FUSECAP eval --model "scenes-$fusion" --data "data/$data/manifest.jsonl" --split test \
       --json "runs/eval/eval-$data-$fusion.json" --quiet > /dev/null
-    summarise "runs/eval/eval-$data-$fusion.json" > "$OUT/eval-$data-$fusion.json"
+    python3 scripts/eval_summary.py "runs/eval/eval-$data-$fusion.json" > "$OUT/eval-$data-$fusion.json"
   done
   rm -rf "$OUT/explain-$fusion" # one image per answer token: drop an older answer's
   $FUSECAP explain samples/scene-1.png --question "what color is the star?" \
