@@ -149,7 +149,7 @@ fn decoding_timings(reps: usize) -> Result<Timings> {
         .map(|&f| {
             let cfg = Config::small(f, VOCAB);
             let (_, varmap) = init_model(&cfg, 0, &Device::Cpu)?;
-            Ok((f, inference_model(&cfg, &varmap, &Device::Cpu)?))
+            Ok((f, inference_model(&cfg, &[], &varmap, &Device::Cpu)?))
         })
         .collect::<Result<_>>()?;
     let inputs = Inputs::random(&models[0].1.cfg, BATCH)?;

@@ -134,6 +134,13 @@ impl TextTokenizer {
     pub fn token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
     }
+
+    /// Every token, in id order.
+    pub fn words(&self) -> Vec<String> {
+        (0..self.vocab_size() as u32)
+            .map(|id| self.token(id).unwrap_or_default())
+            .collect()
+    }
 }
 
 /// The trainer breaks frequency ties in hash order, which differs between runs.

@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::data::batch::{Augment, Batch, Dataset, Sampler};
 use crate::data::stream::{mixed_step, StreamOptions};
 use crate::generate::{greedy, GenerateOptions};
-use crate::model::dir::{init_model, load_weights, save_model_dir, write_atomically, WEIGHTS_FILE};
+use crate::model::dir::{
+    init_model_with_words, load_weights, save_model_dir, write_atomically, WEIGHTS_FILE,
+};
 use crate::model::{Config, FusionModel};
 use crate::tokenizer::TextTokenizer;
 
@@ -224,7 +226,8 @@ impl TrainRun<'_> {
         }
         std::fs::create_dir_all(&self.out)
             .with_context(|| format!("creating {}", self.out.display()))?;
-        let (model, varmap) = init_model(&self.cfg, opts.seed, &device)?;
+        let (model, varmap) =
+            init_model_with_words(&self.cfg, &self.tokenizer.words(), opts.seed, &device)?;
         if let (Some(dir), false) = (&opts.init_from, self.resume) {
             load_weights(&varmap, &dir.join(WEIGHTS_FILE), &device)?;
         }

@@ -323,8 +323,8 @@ fn every_fusion_trains_on_pretrained_vision_tokens_and_round_trips() {
         FusionModel::new(&loaded, VarBuilder::from_varmap(&fresh, DType::F32, &dev))
             .expect("build");
         load_weights(&fresh, &out.join("model.safetensors"), &dev).expect("load weights");
-        let a = inference_model(&cfg, &varmap, &dev).expect("a");
-        let b = inference_model(&loaded, &fresh, &dev).expect("b");
+        let a = inference_model(&cfg, &[], &varmap, &dev).expect("a");
+        let b = inference_model(&loaded, &[], &fresh, &dev).expect("b");
         let images = Tensor::randn(0f32, 1.0, (2, 3, 8, 8), &dev).expect("images");
         let text = Tensor::new(&[[5u32, 6]], &dev)
             .expect("t")

@@ -7,7 +7,7 @@ use candle_core::{DType, Device};
 use clap::Args;
 
 use super::recipe::load_architecture;
-use crate::model::dir::{init_model, parameter_count, save_model_dir, CONFIG_FILE};
+use crate::model::dir::{init_model_with_words, parameter_count, save_model_dir, CONFIG_FILE};
 use crate::model::{Config, Fusion};
 use crate::tokenizer::TextTokenizer;
 
@@ -111,7 +111,7 @@ pub fn run(args: InitArgs) -> Result<ExitCode> {
         (None, Size::Tiny) => Config::tiny(args.fusion, vocab),
         (None, Size::Small) => Config::small(args.fusion, vocab),
     };
-    let (_, varmap) = init_model(&cfg, args.seed, &Device::Cpu)?;
+    let (_, varmap) = init_model_with_words(&cfg, &tokenizer.words(), args.seed, &Device::Cpu)?;
     save_model_dir(&args.out, &cfg, &varmap, &tokenizer, DType::F32)?;
     if args.quiet {
         return Ok(ExitCode::SUCCESS);

@@ -131,7 +131,10 @@ pub fn load_architecture(path: &Path, fusion: Fusion, vocab_size: usize) -> Resu
     };
     fields.insert("fusion".into(), fusion.name().into());
     fields.insert("vocab_size".into(), vocab_size.into());
-    let cfg: Config = serde_json::from_value(value).map_err(|e| invalid(&e))?;
+    let mut cfg: Config = serde_json::from_value(value).map_err(|e| invalid(&e))?;
     cfg.validate().map_err(|e| invalid(&e))?;
+    if let Some(folder) = path.parent() {
+        crate::model::dir::resolve_encoder_dirs(&mut cfg, folder);
+    }
     Ok(cfg)
 }

@@ -227,7 +227,12 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     });
     options.weigh_examples(&mut train)?;
     let params = {
-        let (_, varmap) = crate::model::dir::init_model(&cfg, 0, &candle_core::Device::Cpu)?;
+        let (_, varmap) = crate::model::dir::init_model_with_words(
+            &cfg,
+            &tokenizer.words(),
+            0,
+            &candle_core::Device::Cpu,
+        )?;
         parameter_count(&varmap, |_| true)
     };
     if !args.quiet {

@@ -111,18 +111,30 @@ impl TextEncoder {
         Ok(ids)
     }
 
+    /// The id of a token of the encoder's vocabulary, such as "[CLS]".
+    pub fn token_id(&self, token: &str) -> Result<u32> {
+        self.tokenizer
+            .token_to_id(token)
+            .with_context(|| format!("the BERT tokenizer has no {token} token"))
+    }
+
     /// Hidden states [B, L, D] and the attention mask [B, L] (1 for tokens, 0 for padding).
     pub fn encode(&self, texts: &[&str]) -> Result<(Tensor, Tensor)> {
-        let device = &self.model.device;
         let ids: Vec<Vec<u32>> = texts
             .iter()
             .map(|t| self.token_ids(t))
             .collect::<Result<_>>()?;
+        self.encode_ids(&ids)
+    }
+
+    /// As `encode`, for token id sequences that already hold [CLS] and [SEP].
+    pub fn encode_ids(&self, ids: &[Vec<u32>]) -> Result<(Tensor, Tensor)> {
+        let device = &self.model.device;
         let len = ids.iter().map(Vec::len).max().unwrap_or(0).max(1);
         let pad = self.config.pad_token_id as u32;
         let mut flat = Vec::with_capacity(ids.len() * len);
         let mut mask = Vec::with_capacity(ids.len() * len);
-        for row in &ids {
+        for row in ids {
             flat.extend(row.iter().copied().chain(std::iter::repeat(pad)).take(len));
             mask.extend((0..len).map(|i| u32::from(i < row.len())));
         }

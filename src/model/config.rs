@@ -169,6 +169,11 @@ pub struct Config {
     /// its `tokens`. Older model directories have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vision_encoder: Option<super::pretrained::VisionEncoderSpec>,
+    /// A pretrained BERT directory whose per-word features replace the text
+    /// encoder's token and position tables (`pretrained_text.rs`). Older
+    /// model directories have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_encoder: Option<super::pretrained_text::TextEncoderSpec>,
 }
 
 impl Config {
@@ -207,6 +212,7 @@ impl Config {
             gate_init: 1.0,
             inference: false,
             vision_encoder: None,
+            text_encoder: None,
         }
     }
 
@@ -342,6 +348,16 @@ impl Config {
             {
                 errors.push(
                     "a vision_encoder replaces the stem: use vision_stem \"patch\" and learned or sin-cos vision_positions".into(),
+                );
+            }
+        }
+        if let Some(spec) = &self.text_encoder {
+            if let Err(e) = spec.check() {
+                errors.push(e);
+            }
+            if self.text_cross_attention {
+                errors.push(
+                    "a text_encoder's features are fixed before the image is seen: set text_cross_attention to false (question_vision_layers lets the image read the question instead)".into(),
                 );
             }
         }

@@ -25,12 +25,27 @@ pub struct ModelDir {
 
 /// A fresh trainable model whose weights are drawn from `seed`, so equal seeds give equal models.
 pub fn init_model(cfg: &Config, seed: u64, device: &Device) -> Result<(FusionModel, VarMap)> {
+    init_model_with_words(cfg, &[], seed, device)
+}
+
+/// As `init_model`, for any config: `words` is the model's vocabulary by id
+/// (`TextTokenizer::words`), which a `text_encoder` needs.
+pub fn init_model_with_words(
+    cfg: &Config,
+    words: &[String],
+    seed: u64,
+    device: &Device,
+) -> Result<(FusionModel, VarMap)> {
     let varmap = VarMap::new();
     let cfg = Config {
         inference: false,
         ..cfg.clone()
     };
-    let model = FusionModel::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+    let model = FusionModel::with_words(
+        &cfg,
+        words,
+        VarBuilder::from_varmap(&varmap, DType::F32, device),
+    )?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     for (name, var) in sorted_vars(&varmap) {
         let dims = var.dims().to_vec();
@@ -82,13 +97,20 @@ pub fn parameter_count(varmap: &VarMap, filter: impl Fn(&str) -> bool) -> usize 
 
 /// The model over `varmap`'s current weights, laid out for fast inference
 /// (see `linear::Linear`). Later changes to the weights do not reach it.
-pub fn inference_model(cfg: &Config, varmap: &VarMap, device: &Device) -> Result<FusionModel> {
+/// `words` as in [`init_model_with_words`].
+pub fn inference_model(
+    cfg: &Config,
+    words: &[String],
+    varmap: &VarMap,
+    device: &Device,
+) -> Result<FusionModel> {
     let cfg = Config {
         inference: true,
         ..cfg.clone()
     };
-    Ok(FusionModel::new(
+    Ok(FusionModel::with_words(
         &cfg,
+        words,
         VarBuilder::from_varmap(varmap, DType::F32, device),
     )?)
 }
@@ -110,8 +132,10 @@ pub fn save_weights(varmap: &VarMap, path: &Path, dtype: DType) -> Result<()> {
 /// folder where they can be (see [`load_config`]).
 pub fn save_config(cfg: &Config, path: &Path) -> Result<()> {
     let mut cfg = cfg.clone();
-    if let (Some(spec), Some(folder)) = (cfg.vision_encoder.as_mut(), path.parent()) {
-        spec.dir = relative_to(&spec.dir, folder);
+    if let Some(folder) = path.parent() {
+        for dir in encoder_dirs(&mut cfg) {
+            *dir = relative_to(dir, folder);
+        }
     }
     let json = serde_json::to_string_pretty(&cfg)?;
     write_atomically(path, |tmp| Ok(std::fs::write(tmp, json + "\n")?))
@@ -132,8 +156,8 @@ pub fn save_model_dir(
     save_config(cfg, &dir.join(CONFIG_FILE))
 }
 
-/// Reads and checks a config file. A relative path inside it (the
-/// `vision_encoder` directory) is read relative to the file's folder, so a
+/// Reads and checks a config file. A relative path inside it (a
+/// `vision_encoder` or `text_encoder` directory) is read relative to the file's folder, so a
 /// model directory and the encoder it names can move together, and a config
 /// means the same from any working directory.
 pub fn load_config(path: &Path) -> Result<Config> {
@@ -147,12 +171,27 @@ pub fn load_config(path: &Path) -> Result<Config> {
     })?;
     cfg.validate()
         .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    if let (Some(spec), Some(folder)) = (cfg.vision_encoder.as_mut(), path.parent()) {
-        if spec.dir.is_relative() {
-            spec.dir = folder.join(&spec.dir);
-        }
+    if let Some(folder) = path.parent() {
+        resolve_encoder_dirs(&mut cfg, folder);
     }
     Ok(cfg)
+}
+
+/// Makes the relative encoder directories a config names relative to
+/// `folder`, the folder of the config file.
+pub fn resolve_encoder_dirs(cfg: &mut Config, folder: &Path) {
+    for dir in encoder_dirs(cfg) {
+        if dir.is_relative() {
+            *dir = folder.join(&*dir);
+        }
+    }
+}
+
+/// The pretrained encoder directories a config names.
+fn encoder_dirs(cfg: &mut Config) -> impl Iterator<Item = &mut PathBuf> {
+    let vision = cfg.vision_encoder.as_mut().map(|s| &mut s.dir);
+    let text = cfg.text_encoder.as_mut().map(|s| &mut s.dir);
+    vision.into_iter().chain(text)
 }
 
 /// `target` as a path relative to `folder`, or unchanged where either cannot
@@ -248,10 +287,15 @@ impl ModelDir {
             );
         }
         let varmap = VarMap::new();
+        let words = tokenizer.words();
         // Registers the expected tensors, so the file can be checked against them.
-        FusionModel::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+        FusionModel::with_words(
+            &cfg,
+            &words,
+            VarBuilder::from_varmap(&varmap, DType::F32, device),
+        )?;
         load_weights(&varmap, &dir.join(WEIGHTS_FILE), device)?;
-        let model = inference_model(&cfg, &varmap, device)?;
+        let model = inference_model(&cfg, &words, &varmap, device)?;
         let name = dir
             .canonicalize()
             .ok()

@@ -9,6 +9,7 @@ pub mod fused;
 pub mod fusion;
 pub mod linear;
 pub mod pretrained;
+pub mod pretrained_text;
 pub mod text;
 pub mod vision;
 
@@ -35,7 +36,14 @@ pub struct FusionModel {
 }
 
 impl FusionModel {
+    /// A model whose config names no `text_encoder`.
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        Self::with_words(cfg, &[], vb)
+    }
+
+    /// `words`: the model's vocabulary by id (`TextTokenizer::words`), which a
+    /// `text_encoder` splits into its own tokens; other models ignore it.
+    pub fn with_words(cfg: &Config, words: &[String], vb: VarBuilder) -> Result<Self> {
         cfg.validate().map_err(candle_core::Error::Msg)?;
         let modality_embed = if cfg.fusion.joint_memory() {
             Some(blocks::embedding_table(
@@ -50,7 +58,7 @@ impl FusionModel {
         Ok(FusionModel {
             cfg: cfg.clone(),
             vision: VisionEncoder::new(cfg, vb.pp("vision"))?,
-            text: TextEncoder::new(cfg, vb.pp("text"))?,
+            text: TextEncoder::new(cfg, words, vb.pp("text"))?,
             conditioning: QuestionConditioning::new(cfg, vb.pp("conditioning"))?,
             modality_embed,
             decoder: Decoder::new(cfg, vb.pp("decoder"))?,
@@ -82,7 +90,9 @@ impl FusionModel {
             Some(rows) => vision.index_select(rows, 0)?,
             None => vision,
         };
-        let text = self.text.forward(text_ids, &text_mask, &vision)?;
+        let text = self
+            .text
+            .forward(text_ids, text_valid, &text_mask, &vision)?;
         let vision = match &self.conditioning {
             Some(conditioning) => conditioning.forward(&vision, &text, &text_mask)?,
             None => vision,

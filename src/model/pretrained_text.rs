@@ -1,0 +1,262 @@
+//! A pretrained text encoder as the source of the question tokens: a BERT
+//! encoder directory (`fusecap encoders import`, e.g. all-MiniLM-L6-v2) and a
+//! learned projection to `d_model`.
+//!
+//! The model's own word-level tokenizer stays the one the data pipeline and
+//! the decoder use. Each of its words is split once into the encoder's
+//! WordPiece tokens; a question runs through BERT as `[CLS] pieces… [SEP]`,
+//! and each word's output is the mean of its pieces' hidden states. So the
+//! text memory keeps one token per question word, and everything downstream
+//! (masks, question conditioning, attention reports) is unchanged.
+//!
+//! Only frozen encoders (`freeze: false` is refused). A frozen encoder gives
+//! the same features for the same question every time, so they are kept in
+//! memory, keyed by the question's token ids: training asks the same
+//! questions many times, and BERT runs once per distinct question.
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+use crate::encoders::bert;
+
+fn frozen() -> bool {
+    true
+}
+
+/// `text_encoder` in a model config.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TextEncoderSpec {
+    /// "bert".
+    pub kind: String,
+    /// The encoder directory.
+    pub dir: PathBuf,
+    #[serde(default = "frozen")]
+    pub freeze: bool,
+}
+
+impl TextEncoderSpec {
+    /// Why the spec cannot work, if it cannot.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if self.kind != "bert" {
+            return Err(format!(
+                "text_encoder kind {:?} is not supported: use \"bert\"",
+                self.kind
+            ));
+        }
+        if !self.freeze {
+            return Err("text_encoder freeze: false (fine-tuning) is not supported yet".into());
+        }
+        Ok(())
+    }
+}
+
+/// Distinct questions whose features are kept; beyond it the cache starts over.
+const CACHE_QUESTIONS: usize = 50_000;
+
+/// Per-word features of one question: [words, hidden] in row order.
+pub type WordFeatures = Arc<[f32]>;
+
+/// Frozen BERT -> one feature per question word -> learned projection.
+#[derive(Clone)]
+pub struct PretrainedText {
+    encoder: Arc<bert::TextEncoder>,
+    /// The encoder's WordPiece ids of each word of the model's vocabulary, by id.
+    pieces: Arc<Vec<Vec<u32>>>,
+    cls: u32,
+    sep: u32,
+    proj: candle_nn::Linear,
+    cache: Arc<Mutex<HashMap<Vec<u32>, WordFeatures>>>,
+}
+
+impl std::fmt::Debug for PretrainedText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PretrainedText")
+            .field("words", &self.pieces.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PretrainedText {
+    /// Loads the encoder from `spec.dir`; `words` is the model's vocabulary
+    /// by id; the projection comes from `vb` (`proj.weight`, `proj.bias`).
+    pub fn load(
+        spec: &TextEncoderSpec,
+        words: &[String],
+        d_model: usize,
+        vb: VarBuilder,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
+        spec.check().map_err(anyhow::Error::msg)?;
+        let encoder = bert::TextEncoder::load(&spec.dir, device)?;
+        Self::new(encoder, words, d_model, vb)
+    }
+
+    /// With an encoder already built.
+    pub fn new(
+        encoder: bert::TextEncoder,
+        words: &[String],
+        d_model: usize,
+        vb: VarBuilder,
+    ) -> anyhow::Result<Self> {
+        let unk = encoder.token_id("[UNK]")?;
+        let pieces = words
+            .iter()
+            .map(|word| {
+                let enc = encoder
+                    .tokenizer
+                    .encode(word.as_str(), false)
+                    .map_err(|e| anyhow::anyhow!("cannot split {word:?} into WordPieces: {e}"))?;
+                let ids = enc.get_ids();
+                // A word the encoder cannot split (a special token, say) is its
+                // [UNK], so that every word has at least one piece to average.
+                Ok(if ids.is_empty() {
+                    vec![unk]
+                } else {
+                    ids.to_vec()
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let proj = candle_nn::linear(encoder.config.hidden_size, d_model, vb.pp("proj"))?;
+        Ok(PretrainedText {
+            cls: encoder.token_id("[CLS]")?,
+            sep: encoder.token_id("[SEP]")?,
+            encoder: Arc::new(encoder),
+            pieces: Arc::new(pieces),
+            proj,
+            cache: Arc::default(),
+        })
+    }
+
+    fn hidden_size(&self) -> usize {
+        self.encoder.config.hidden_size
+    }
+
+    /// ids: [B, Nt] u32 in the model's vocabulary, valid: [B, Nt] (1 = word)
+    /// -> [B, Nt, d_model]; padding positions get the projection of zero.
+    pub fn forward(&self, ids: &Tensor, valid: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let ids = ids.to_vec2::<u32>()?;
+        let valid = valid.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let questions: Vec<Vec<u32>> = ids
+            .iter()
+            .zip(&valid)
+            .map(|(row, v)| {
+                row.iter()
+                    .zip(v)
+                    .filter(|(_, &v)| v > 0.5)
+                    .map(|(&id, _)| id)
+                    .collect()
+            })
+            .collect();
+        let features = self.word_features(&questions)?;
+        let h = self.hidden_size();
+        let mut flat = vec![0f32; b * t * h];
+        for (row, (v, feats)) in valid.iter().zip(&features).enumerate() {
+            let positions = v.iter().enumerate().filter(|(_, &v)| v > 0.5);
+            for (word, (pos, _)) in positions.enumerate() {
+                let at = (row * t + pos) * h;
+                flat[at..at + h].copy_from_slice(&feats[word * h..(word + 1) * h]);
+            }
+        }
+        let x = Tensor::from_vec(flat, (b, t, h), self.proj.weight().device())?;
+        self.proj.forward(&x)
+    }
+
+    /// How many distinct questions' features are held.
+    pub fn cached_questions(&self) -> usize {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// The per-word features of each question (model token ids, no
+    /// padding), [words × hidden] row by row, from the cache or from BERT.
+    pub fn word_features(&self, questions: &[Vec<u32>]) -> Result<Vec<WordFeatures>> {
+        let mut found: Vec<Option<WordFeatures>> = {
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            questions.iter().map(|q| cache.get(q).cloned()).collect()
+        };
+        let mut missing: Vec<&Vec<u32>> = questions
+            .iter()
+            .zip(&found)
+            .filter(|(_, f)| f.is_none())
+            .map(|(q, _)| q)
+            .collect();
+        missing.sort();
+        missing.dedup();
+        if !missing.is_empty() {
+            let computed = self.run_encoder(&missing)?;
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.len() + computed.len() > CACHE_QUESTIONS {
+                cache.clear();
+            }
+            for (q, f) in missing.iter().zip(computed) {
+                cache.insert((*q).clone(), f);
+            }
+            for (q, slot) in questions.iter().zip(found.iter_mut()) {
+                if slot.is_none() {
+                    *slot = cache.get(q).cloned();
+                }
+            }
+        }
+        found
+            .into_iter()
+            .map(|f| f.ok_or_else(|| candle_core::Error::Msg("text features went missing".into())))
+            .collect()
+    }
+
+    /// Runs BERT over `questions` in one padded batch and averages each word's pieces.
+    fn run_encoder(&self, questions: &[&Vec<u32>]) -> Result<Vec<WordFeatures>> {
+        let limit = self
+            .encoder
+            .config
+            .max_position_embeddings
+            .saturating_sub(2);
+        let mut inputs = Vec::with_capacity(questions.len());
+        // Per question, per word: the range of its pieces in the input.
+        let mut spans: Vec<Vec<std::ops::Range<usize>>> = Vec::with_capacity(questions.len());
+        for question in questions {
+            let mut input = vec![self.cls];
+            let mut word_spans = Vec::with_capacity(question.len());
+            for &id in question.iter() {
+                let pieces = self
+                    .pieces
+                    .get(id as usize)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                let room = (limit + 1).saturating_sub(input.len());
+                let start = input.len();
+                input.extend(pieces.iter().take(room));
+                word_spans.push(start..input.len());
+            }
+            input.push(self.sep);
+            inputs.push(input);
+            spans.push(word_spans);
+        }
+        let (hidden, _) = self
+            .encoder
+            .encode_ids(&inputs)
+            .map_err(|e| candle_core::Error::Msg(format!("{e:#}")))?;
+        let hidden = hidden.detach().to_vec3::<f32>()?;
+        let h = self.hidden_size();
+        Ok(hidden
+            .iter()
+            .zip(&spans)
+            .map(|(states, word_spans)| {
+                let mut out = vec![0f32; word_spans.len() * h];
+                for (word, span) in word_spans.iter().enumerate() {
+                    let n = span.len().max(1) as f32;
+                    let dst = &mut out[word * h..(word + 1) * h];
+                    for state in &states[span.clone()] {
+                        for (d, s) in dst.iter_mut().zip(state) {
+                            *d += s / n;
+                        }
+                    }
+                }
+                WordFeatures::from(out)
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,425 @@
+//! The pretrained text block: a frozen BERT directory whose per-word features,
+//! projected to the decoder's width, replace the text encoder's tables.
+
+mod common;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use common::cli::{fusecap, stderr, stdout};
+use common::{max_abs_diff, squared_norm};
+use fusecap::encoders::bert;
+use fusecap::model::dir::{
+    init_model, init_model_with_words, save_model_dir, sorted_vars, ModelDir,
+};
+use fusecap::model::pretrained_text::{PretrainedText, TextEncoderSpec};
+use fusecap::model::{Config, Fusion, FusionModel};
+use fusecap::tokenizer::TextTokenizer;
+
+const HIDDEN: usize = 16;
+
+/// The BERT vocabulary: specials, whole words, and "##dish" so that the model
+/// word "reddish" splits into two pieces. "purple" is not in it.
+const BERT_VOCAB: [&str; 15] = [
+    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "what", "is", "the", "color", "red", "##dish", "shape",
+    "circle", "?", "there", "a",
+];
+
+/// Writes a tiny BERT encoder directory with random weights.
+fn bert_dir(dir: &Path) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let config = serde_json::json!({
+        "vocab_size": BERT_VOCAB.len(), "hidden_size": HIDDEN, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "intermediate_size": 32, "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.0, "max_position_embeddings": 32, "type_vocab_size": 2,
+        "initializer_range": 0.02, "layer_norm_eps": 1e-12, "pad_token_id": 0,
+        "classifier_dropout": null, "model_type": "bert"
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).expect("config");
+    let cfg: candle_transformers::models::bert::Config =
+        serde_json::from_value(config).expect("bert config");
+    let map = VarMap::new();
+    candle_transformers::models::bert::BertModel::load(
+        VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu),
+        &cfg,
+    )
+    .expect("bert");
+    for var in map.all_vars() {
+        let r = Tensor::randn(0f32, 0.5, var.shape(), &Device::Cpu).expect("randn");
+        var.set(&r).expect("set");
+    }
+    map.save(dir.join("model.safetensors")).expect("weights");
+    let vocab: serde_json::Map<String, serde_json::Value> = BERT_VOCAB
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.to_string(), serde_json::json!(i)))
+        .collect();
+    let special = |id: usize| {
+        serde_json::json!({"id": id, "content": BERT_VOCAB[id], "single_word": false,
+            "lstrip": false, "rstrip": false, "normalized": false, "special": true})
+    };
+    let tokenizer = serde_json::json!({
+        "version": "1.0", "truncation": null,
+        "padding": {"strategy": {"Fixed": 32}, "direction": "Right", "pad_to_multiple_of": null,
+                    "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"},
+        "added_tokens": [special(0), special(1), special(2), special(3)],
+        "normalizer": {"type": "BertNormalizer", "clean_text": true,
+                       "handle_chinese_chars": true, "strip_accents": null, "lowercase": true},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]},
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                  "max_input_chars_per_word": 100, "vocab": vocab}
+    });
+    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).expect("tokenizer");
+}
+
+fn model_tokenizer() -> TextTokenizer {
+    TextTokenizer::train(
+        std::iter::once("what is the color of the reddish circle ? is there a purple shape ?"),
+        1,
+    )
+    .expect("tokenizer")
+}
+
+fn spec(dir: &Path) -> TextEncoderSpec {
+    serde_json::from_value(serde_json::json!({"kind": "bert", "dir": dir})).expect("spec")
+}
+
+fn pretrained_config(fusion: Fusion, vocab: usize, dir: &Path) -> Config {
+    Config {
+        text_encoder: Some(spec(dir)),
+        text_cross_attention: false,
+        ..Config::tiny(fusion, vocab)
+    }
+}
+
+fn ids(tok: &TextTokenizer, text: &str) -> Vec<u32> {
+    tok.encode(text).expect("encode")
+}
+
+#[test]
+fn a_words_feature_is_the_mean_of_its_wordpieces_in_context() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    bert_dir(tmp.path());
+    let tok = model_tokenizer();
+    let dev = Device::Cpu;
+    let text = PretrainedText::new(
+        bert::TextEncoder::load(tmp.path(), &dev).expect("load"),
+        &tok.words(),
+        8,
+        VarBuilder::from_varmap(&VarMap::new(), DType::F32, &dev),
+    )
+    .expect("pretrained text");
+    let reference = bert::TextEncoder::load(tmp.path(), &dev).expect("load");
+    let piece = |w: &str| reference.token_id(w).expect("piece");
+
+    let question = ids(&tok, "the reddish circle ?");
+    assert_eq!(question.len(), 4, "four model words");
+    let features = text.word_features(&[question]).expect("features");
+    let (hidden, _) = reference
+        .encode_ids(&[vec![
+            piece("[CLS]"),
+            piece("the"),
+            piece("red"),
+            piece("##dish"),
+            piece("circle"),
+            piece("?"),
+            piece("[SEP]"),
+        ]])
+        .expect("bert");
+    let hidden = hidden.squeeze(0).expect("squeeze");
+    let row = |i: usize| hidden.get(i).expect("row");
+    let expected = Tensor::stack(
+        &[
+            row(1),
+            ((row(2) + row(3)).expect("add") / 2.0).expect("mean"),
+            row(4),
+            row(5),
+        ],
+        0,
+    )
+    .expect("stack");
+    let got = Tensor::from_slice(&features[0], (4, HIDDEN), &dev).expect("tensor");
+    assert!(max_abs_diff(&got, &expected) < 1e-5);
+
+    // A word the encoder does not know is its [UNK], still in context.
+    let question = ids(&tok, "is there a purple shape ?");
+    let features = text.word_features(&[question]).expect("features");
+    let words = ["is", "there", "a", "[UNK]", "shape", "?"];
+    let input: Vec<u32> = std::iter::once(piece("[CLS]"))
+        .chain(words.iter().map(|w| piece(w)))
+        .chain(std::iter::once(piece("[SEP]")))
+        .collect();
+    let (hidden, _) = reference.encode_ids(&[input]).expect("bert");
+    let expected = hidden
+        .squeeze(0)
+        .and_then(|h| h.narrow(0, 1, words.len()))
+        .expect("words");
+    let got = Tensor::from_slice(&features[0], (words.len(), HIDDEN), &dev).expect("tensor");
+    assert!(max_abs_diff(&got, &expected) < 1e-5);
+}
+
+#[test]
+fn repeated_questions_run_the_encoder_once_and_padding_does_not_change_a_question() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    bert_dir(tmp.path());
+    let tok = model_tokenizer();
+    let dev = Device::Cpu;
+    let map = VarMap::new();
+    let text = PretrainedText::new(
+        bert::TextEncoder::load(tmp.path(), &dev).expect("load"),
+        &tok.words(),
+        8,
+        VarBuilder::from_varmap(&map, DType::F32, &dev),
+    )
+    .expect("pretrained text");
+    let (a, b) = (
+        ids(&tok, "what is the color ?"),
+        ids(&tok, "is there a shape ?"),
+    );
+    let (batch, valid) =
+        fusecap::model::pad_tokens(&[a.clone(), b.clone(), a.clone(), vec![a[0]]], 0, 32, &dev)
+            .expect("pad");
+    let out = text.forward(&batch, &valid).expect("forward");
+    assert_eq!(out.dims(), &[4, 5, 8]);
+    assert_eq!(text.cached_questions(), 3, "three distinct questions");
+    let diff = |x: &Tensor, y: &Tensor| max_abs_diff(x, y);
+    let row = |t: &Tensor, i: usize| t.get(i).expect("row");
+    assert_eq!(diff(&row(&out, 0), &row(&out, 2)), 0.0);
+    // The same question alone, unpadded and uncached, gives the same vectors.
+    let (alone, valid_alone) = fusecap::model::pad_tokens(&[b], 0, 32, &dev).expect("pad");
+    let fresh = PretrainedText::new(
+        bert::TextEncoder::load(tmp.path(), &dev).expect("load"),
+        &tok.words(),
+        8,
+        VarBuilder::from_varmap(&map, DType::F32, &dev),
+    )
+    .expect("pretrained text");
+    let single = fresh.forward(&alone, &valid_alone).expect("forward");
+    let padded = row(&out, 1).narrow(0, 0, 5).expect("narrow");
+    assert!(diff(&padded, &row(&single, 0)) < 1e-5);
+}
+
+#[test]
+fn every_fusion_trains_the_projection_and_never_the_frozen_encoder_and_round_trips() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let encoder = tmp.path().join("minilm");
+    bert_dir(&encoder);
+    let tok = model_tokenizer();
+    let words = tok.words();
+    let dev = Device::Cpu;
+    for fusion in Fusion::ALL {
+        let cfg = pretrained_config(fusion, tok.vocab_size(), &encoder);
+        let (model, varmap) = init_model_with_words(&cfg, &words, 7, &dev).expect("init");
+        for (name, var) in sorted_vars(&varmap) {
+            if name.contains("gate_") {
+                var.set(&Tensor::new(&[0.5f32], &dev).expect("t"))
+                    .expect("set");
+            }
+        }
+        let vars = sorted_vars(&varmap);
+        let text_vars: Vec<&str> = vars
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .filter(|n| n.starts_with("text.") && !n.starts_with("text.blocks"))
+            .collect();
+        assert_eq!(
+            text_vars,
+            [
+                "text.ln_f.bias",
+                "text.ln_f.weight",
+                "text.pretrained.proj.bias",
+                "text.pretrained.proj.weight"
+            ],
+            "{fusion}: no token or position table, and no BERT weight is trainable"
+        );
+
+        let images = Tensor::randn(0f32, 1.0, (2, 3, 16, 16), &dev).expect("images");
+        let (text, valid) = fusecap::model::pad_tokens(
+            &[
+                ids(&tok, "what is the color of the reddish circle ?"),
+                ids(&tok, "is there a purple shape ?"),
+            ],
+            cfg.pad_id,
+            cfg.max_text_len,
+            &dev,
+        )
+        .expect("pad");
+        let memory = model.encode(&images, &text, &valid).expect("encode");
+        assert_eq!(
+            memory.text.dims(),
+            &[2, 9, cfg.d_model],
+            "one token per word"
+        );
+        let cross = model.cross_kv(&memory).expect("cross");
+        let tokens = Tensor::new(&[[1u32, 5, 6], [1, 7, 8]], &dev).expect("tokens");
+        let logits = model
+            .decoder
+            .forward(&tokens, &cross, None, None)
+            .expect("decode");
+        let target = Tensor::new(&[[5u32, 6, 2], [7, 8, 2]], &dev).expect("target");
+        let loss = candle_nn::loss::cross_entropy(
+            &logits.flatten_to(1).expect("flat"),
+            &target.flatten_all().expect("flat"),
+        )
+        .expect("loss");
+        let grads = loss.backward().expect("backward");
+        for (name, var) in &vars {
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("{fusion}: no gradient for {name}"));
+            let norm = squared_norm(g);
+            assert!(
+                norm.is_finite() && norm > 0.0,
+                "{fusion}: gradient of {name} is {norm}"
+            );
+        }
+
+        // A model directory names the encoder relative to itself and loads
+        // to the same answers.
+        let out = tmp.path().join(format!("model-{fusion}"));
+        save_model_dir(&out, &cfg, &varmap, &tok, DType::F32).expect("save");
+        let written: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).expect("read"))
+                .expect("json");
+        assert_eq!(
+            written["text_encoder"]["dir"],
+            serde_json::json!("../minilm")
+        );
+        let loaded = ModelDir::load(&out, &dev).expect("load");
+        let again = loaded.model.encode(&images, &text, &valid).expect("encode");
+        assert!(max_abs_diff(&again.text, &memory.text) < 1e-5, "{fusion}");
+    }
+}
+
+#[test]
+fn configs_that_cannot_work_are_refused_with_the_reason() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    bert_dir(tmp.path());
+    let tok = model_tokenizer();
+    let base = pretrained_config(Fusion::Concat, tok.vocab_size(), tmp.path());
+    let refusal = |cfg: Config, words: &[String]| {
+        init_model_with_words(&cfg, words, 1, &Device::Cpu)
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default()
+    };
+    let words = tok.words();
+    let err = refusal(
+        Config {
+            text_cross_attention: true,
+            ..base.clone()
+        },
+        &words,
+    );
+    assert!(err.contains("text_cross_attention"), "{err}");
+    let mut fine_tuned = base.clone();
+    if let Some(s) = fine_tuned.text_encoder.as_mut() {
+        s.freeze = false;
+    }
+    assert!(refusal(fine_tuned, &words).contains("freeze"));
+    let mut gpt = base.clone();
+    if let Some(s) = gpt.text_encoder.as_mut() {
+        s.kind = "gpt2".into();
+    }
+    assert!(refusal(gpt, &words).contains("\"bert\""));
+    let err = init_model(&base, 1, &Device::Cpu)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("vocabulary"), "{err}");
+    let mut missing = base.clone();
+    if let Some(s) = missing.text_encoder.as_mut() {
+        s.dir = tmp.path().join("nowhere");
+    }
+    let err = refusal(missing, &words);
+    assert!(err.contains("nowhere"), "{err}");
+    // Without a text encoder, a model is as before: no vocabulary needed.
+    FusionModel::new(
+        &Config::tiny(Fusion::Gated, 20),
+        VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu),
+    )
+    .expect("a model without a text encoder");
+}
+
+#[test]
+fn the_cli_trains_and_answers_with_a_bert_text_encoder() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    bert_dir(&dir.join("encoders/minilm"));
+    let synth = fusecap(
+        dir,
+        &[
+            "data",
+            "synth",
+            "--count",
+            "12",
+            "--image-size",
+            "16",
+            "--out",
+            "d",
+            "--quiet",
+        ],
+    );
+    assert!(synth.status.success(), "{}", stderr(&synth));
+    // Named relative to the config file's folder, not the working directory.
+    let config = pretrained_config(Fusion::Separate, 4, Path::new("../encoders/minilm"));
+    std::fs::create_dir_all(dir.join("configs")).expect("mkdir");
+    std::fs::write(
+        dir.join("configs/bert.json"),
+        serde_json::to_string(&config).expect("json"),
+    )
+    .expect("write");
+    let train = fusecap(
+        dir,
+        &[
+            "train",
+            "--config",
+            "configs/bert.json",
+            "--fusion",
+            "separate",
+            "--data",
+            "d/manifest.jsonl",
+            "--steps",
+            "3",
+            "--batch-size",
+            "4",
+            "--threads",
+            "1",
+            "--out",
+            "m",
+            "--quiet",
+        ],
+    );
+    assert!(train.status.success(), "{}", stderr(&train));
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("m/config.json")).expect("read"))
+            .expect("json");
+    assert_eq!(saved["text_encoder"]["dir"], "../encoders/minilm");
+    let image = std::fs::read_dir(dir.join("d/images"))
+        .expect("images")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .next()
+        .expect("an image");
+    let ask = fusecap(
+        dir,
+        &[
+            "ask",
+            image.to_str().expect("utf-8 path"),
+            "what color is the circle ?",
+            "--model",
+            "m",
+            "--format",
+            "jsonl",
+        ],
+    );
+    assert!(ask.status.success(), "{}", stderr(&ask));
+    let line: serde_json::Value = serde_json::from_str(stdout(&ask).trim()).expect("one JSON line");
+    assert_eq!(line["model"], "m");
+    assert!(
+        line["output"].is_string() && line["logprob"].is_number(),
+        "{line}"
+    );
+}
