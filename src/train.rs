@@ -361,6 +361,9 @@ impl TrainRun<'_> {
                             n,
                         )?;
                         last_good = done;
+                        if let Err(e) = model.persist_feature_caches() {
+                            eprintln!("warning: {e:#}; the image features are not kept on disk");
+                        }
                     }
                     if stop && done < total {
                         return Ok(Outcome::Interrupted { step: done });

@@ -441,3 +441,99 @@ fn a_relative_encoder_dir_is_read_from_the_config_files_folder_and_moves_with_it
     let reloaded = load_config(&moved.join("runs/m/config.json")).expect("load moved");
     init_model(&reloaded, 1, &Device::Cpu).expect("the moved encoder is found");
 }
+
+/// The pooled tokens without the cache: the encoder's patch grid, 2×2 mean.
+fn pooled_directly(dir: &std::path::Path, images: &Tensor) -> Tensor {
+    let enc = Dinov2::load(dir, &Device::Cpu).expect("encoder");
+    let hidden = enc.forward(images).expect("forward");
+    let (b, _, d) = hidden.dims3().expect("dims");
+    hidden
+        .narrow(1, 1, 16)
+        .and_then(|p| p.transpose(1, 2))
+        .and_then(|p| p.reshape((b, d, 4, 4)))
+        .and_then(|p| p.avg_pool2d(2))
+        .and_then(|p| p.flatten_from(2))
+        .and_then(|p| p.transpose(1, 2))
+        .expect("pooled")
+}
+
+#[test]
+fn image_features_are_computed_once_kept_on_disk_and_recomputed_when_the_image_or_encoder_changes()
+{
+    let tmp = tempfile::tempdir().expect("tempdir");
+    encoder_dir(tmp.path());
+    let dev = Device::Cpu;
+    let s = spec(tmp.path(), 2);
+    // An identity projection (64 -> 64) shows the pooled features themselves.
+    let proj = VarMap::new();
+    let load = || {
+        PretrainedVision::load(
+            &s,
+            64,
+            VarBuilder::from_varmap(&proj, DType::F32, &dev),
+            &dev,
+        )
+        .expect("vision")
+    };
+    let vision = load();
+    for var in proj.all_vars() {
+        let value = match var.rank() {
+            2 => Tensor::eye(64, DType::F32, &dev).expect("eye"),
+            _ => var.zeros_like().expect("zeros"),
+        };
+        var.set(&value).expect("set");
+    }
+    let a = Tensor::randn(0f32, 1.0, (1, 3, 8, 8), &dev).expect("a");
+    let b = Tensor::randn(0f32, 1.0, (1, 3, 8, 8), &dev).expect("b");
+    let batch = Tensor::cat(&[&a, &b, &a], 0).expect("batch");
+    let first = vision.forward(&batch).expect("forward");
+    assert_eq!(vision.cached_images(), 2, "two distinct images");
+    // Features are the pooled encoder output, rounded to f16.
+    let direct = pooled_directly(tmp.path(), &batch);
+    let scale = direct.abs().and_then(|d| d.max_all()).expect("max");
+    let scale = scale.to_scalar::<f32>().expect("scalar");
+    assert!(max_abs_diff(&first, &direct) <= scale / 1024.0);
+    assert_eq!(
+        max_abs_diff(&first.get(0).expect("0"), &first.get(2).expect("2")),
+        0.0
+    );
+    // Served from the cache: the same numbers again.
+    let again = vision.forward(&batch).expect("forward");
+    assert_eq!(max_abs_diff(&first, &again), 0.0);
+    assert_eq!(vision.cached_images(), 2);
+
+    // Written to the encoder directory, read back by the next load.
+    let file = vision
+        .persist()
+        .expect("persist")
+        .expect("a file is written");
+    assert!(file.starts_with(tmp.path()), "{}", file.display());
+    assert!(
+        vision.persist().expect("persist").is_none(),
+        "nothing new to write"
+    );
+    let reloaded = load();
+    assert_eq!(reloaded.cached_images(), 2);
+    assert_eq!(
+        max_abs_diff(&reloaded.forward(&batch).expect("forward"), &first),
+        0.0,
+        "features from disk equal freshly computed ones"
+    );
+
+    // A changed image is another key: computed anew.
+    let changed = (&a + 0.5).expect("changed");
+    reloaded.forward(&changed).expect("forward");
+    assert_eq!(reloaded.cached_images(), 3);
+
+    // Another encoder in the same directory: the file is ignored.
+    encoder_dir(tmp.path());
+    assert_eq!(load().cached_images(), 0);
+
+    // A damaged file is ignored, with a warning, and rebuilt.
+    std::fs::write(&file, b"FCFEAT01 short").expect("damage");
+    let rebuilt = load();
+    assert_eq!(rebuilt.cached_images(), 0);
+    rebuilt.forward(&batch).expect("forward");
+    rebuilt.persist().expect("persist");
+    assert_eq!(load().cached_images(), 2);
+}

@@ -5,6 +5,7 @@ pub mod conditioning;
 pub mod config;
 pub mod decoder;
 pub mod dir;
+pub mod feature_cache;
 pub mod fused;
 pub mod fusion;
 pub mod linear;
@@ -137,6 +138,15 @@ impl FusionModel {
         let memory = self.encode_shared(images, Some(image_of), text_ids, text_valid)?;
         let cross = self.cross_kv(&memory)?;
         self.decoder.forward(tokens, &cross, None, None)
+    }
+
+    /// Writes the image features a frozen pretrained vision encoder has
+    /// computed to its directory, for later runs; returns the file written.
+    pub fn persist_feature_caches(&self) -> anyhow::Result<Option<std::path::PathBuf>> {
+        match self.vision.pretrained() {
+            Some(p) => p.persist(),
+            None => Ok(None),
+        }
     }
 
     /// `tanh(alpha)` per decoder layer (vision, text); empty unless gated.

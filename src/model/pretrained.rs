@@ -6,14 +6,27 @@
 //! (`vision.rs`). Only frozen encoders so far (`freeze: false` is refused): the
 //! encoder's output is detached, and its weights come from its own directory,
 //! outside the model's trainable variables.
+//!
+//! The pooled features of each image are kept, keyed by a hash of its
+//! pixels (`feature_cache.rs`), rounded to f16 so that features read back
+//! from the disk cache equal freshly computed ones, and a resumed run
+//! trains as an uninterrupted one. The encoder directory holds the cache
+//! file (`features-{image_size}px-{tokens}x{tokens}.cache`), which
+//! `FusionModel::persist_feature_caches` writes and the next load reads.
+use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
+use super::feature_cache::{hash_file, hash_floats, FeatureCache, Features};
 use crate::encoders::dinov2::Dinov2;
+
+/// Images whose features are kept in memory (16 tokens of 384 floats: 250 MB).
+const CACHE_IMAGES: usize = 40_000;
 
 fn frozen() -> bool {
     true
@@ -63,12 +76,24 @@ impl VisionEncoderSpec {
     }
 }
 
+/// Where a model's image features persist between runs.
+#[derive(Debug)]
+struct CacheFile {
+    path: PathBuf,
+    /// The encoder's weights and the pooling settings.
+    fingerprint: u64,
+    /// Entries in the file as last read or written.
+    saved: AtomicUsize,
+}
+
 /// Frozen DINOv2 -> pooled patch tokens -> learned projection.
 #[derive(Clone)]
 pub struct PretrainedVision {
     encoder: Arc<Dinov2>,
     proj: candle_nn::Linear,
     spec: VisionEncoderSpec,
+    cache: Arc<FeatureCache<u64>>,
+    file: Option<Arc<CacheFile>>,
 }
 
 impl std::fmt::Debug for PretrainedVision {
@@ -80,7 +105,9 @@ impl std::fmt::Debug for PretrainedVision {
 }
 
 impl PretrainedVision {
-    /// Loads the encoder from `spec.dir`; the projection comes from `vb` (`proj.weight`, `proj.bias`).
+    /// Loads the encoder from `spec.dir`, and the features it cached there
+    /// for the same weights and settings; the projection comes from `vb`
+    /// (`proj.weight`, `proj.bias`).
     pub fn load(
         spec: &VisionEncoderSpec,
         d_model: usize,
@@ -88,10 +115,31 @@ impl PretrainedVision {
         device: &Device,
     ) -> anyhow::Result<Self> {
         let encoder = Dinov2::load(&spec.dir, device)?;
-        Ok(Self::new(spec, encoder, d_model, vb)?)
+        let mut vision = Self::new(spec, encoder, d_model, vb)?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        hash_file(&spec.dir.join("model.safetensors"))?.hash(&mut hasher);
+        (spec.image_size, spec.tokens, "mean-pooled patches, f16").hash(&mut hasher);
+        let file = CacheFile {
+            path: spec.dir.join(format!(
+                "features-{}px-{1}x{1}.cache",
+                spec.image_size, spec.tokens
+            )),
+            fingerprint: hasher.finish(),
+            saved: AtomicUsize::new(0),
+        };
+        match FeatureCache::load(&file.path, file.fingerprint, vision.width(), CACHE_IMAGES) {
+            Ok(Some(cache)) => {
+                file.saved.store(cache.len(), Ordering::SeqCst);
+                vision.cache = Arc::new(cache);
+            }
+            Ok(None) => {}
+            Err(e) => eprintln!("warning: {e:#}; computing the features anew"),
+        }
+        vision.file = Some(Arc::new(file));
+        Ok(vision)
     }
 
-    /// With an encoder already built.
+    /// With an encoder already built, and an empty cache kept in memory only.
     pub fn new(
         spec: &VisionEncoderSpec,
         encoder: Dinov2,
@@ -105,6 +153,8 @@ impl PretrainedVision {
             encoder: Arc::new(encoder),
             proj,
             spec: spec.clone(),
+            cache: Arc::new(FeatureCache::new(CACHE_IMAGES)),
+            file: None,
         })
     }
 
@@ -121,6 +171,32 @@ impl PretrainedVision {
         self.spec.tokens * self.spec.tokens
     }
 
+    /// Floats of one image's cached features.
+    fn width(&self) -> usize {
+        self.num_tokens() * self.encoder.config.hidden_size
+    }
+
+    /// How many images' features are held.
+    pub fn cached_images(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Writes the cached features to the encoder directory if there are new
+    /// ones; returns the file written, if any.
+    pub fn persist(&self) -> anyhow::Result<Option<PathBuf>> {
+        let Some(file) = &self.file else {
+            return Ok(None);
+        };
+        let held = self.cache.len();
+        if held == file.saved.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        self.cache
+            .save(&file.path, file.fingerprint, self.width())?;
+        file.saved.store(held, Ordering::SeqCst);
+        Ok(Some(file.path.clone()))
+    }
+
     /// images [B, 3, S, S], normalised with the encoder's mean and std, S =
     /// `image_size` -> [B, tokens², d_model].
     pub fn forward(&self, images: &Tensor) -> Result<Tensor> {
@@ -131,6 +207,34 @@ impl PretrainedVision {
                 self.spec.image_size
             );
         }
+        let keys: Vec<u64> = images
+            .flatten_from(1)?
+            .to_vec2::<f32>()?
+            .iter()
+            .map(|pixels| hash_floats(pixels))
+            .collect();
+        let features = self.cache.get_or_compute(&keys, |missing| {
+            let rows: Vec<u32> = missing
+                .iter()
+                .filter_map(|k| keys.iter().position(|key| key == *k))
+                .map(|i| i as u32)
+                .collect();
+            let rows = Tensor::from_vec(rows, missing.len(), images.device())?;
+            self.pooled(&images.index_select(&rows, 0)?)
+        })?;
+        let flat: Vec<f32> = features.iter().flat_map(|f| f.iter().copied()).collect();
+        let pooled = Tensor::from_vec(
+            flat,
+            (b, self.num_tokens(), self.encoder.config.hidden_size),
+            self.proj.weight().device(),
+        )?;
+        self.proj.forward(&pooled)
+    }
+
+    /// The encoder's patch grid of each image, average-pooled to `tokens` ×
+    /// `tokens` and rounded to f16: [tokens² × hidden] per image.
+    fn pooled(&self, images: &Tensor) -> Result<Vec<Features>> {
+        let b = images.dim(0)?;
         let grid = self.spec.image_size / self.encoder.config.patch_size;
         let hidden = self.encoder.forward(images)?.detach();
         let d = hidden.dim(2)?;
@@ -143,7 +247,16 @@ impl PretrainedVision {
             .avg_pool2d(k)?
             .flatten_from(2)?
             .transpose(1, 2)?
-            .contiguous()?;
-        self.proj.forward(&pooled)
+            .contiguous()?
+            .flatten_from(1)?
+            .to_vec2::<f32>()?;
+        Ok(pooled
+            .into_iter()
+            .map(|row| {
+                row.into_iter()
+                    .map(|v| half::f16::from_f32(v).to_f32())
+                    .collect()
+            })
+            .collect())
     }
 }

@@ -13,14 +13,14 @@
 //! the same features for the same question every time, so they are kept in
 //! memory, keyed by the question's token ids: training asks the same
 //! questions many times, and BERT runs once per distinct question.
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
+use super::feature_cache::{FeatureCache, Features};
 use crate::encoders::bert;
 
 fn frozen() -> bool {
@@ -54,11 +54,8 @@ impl TextEncoderSpec {
     }
 }
 
-/// Distinct questions whose features are kept; beyond it the cache starts over.
+/// Distinct questions whose features are kept.
 const CACHE_QUESTIONS: usize = 50_000;
-
-/// Per-word features of one question: [words, hidden] in row order.
-pub type WordFeatures = Arc<[f32]>;
 
 /// Frozen BERT -> one feature per question word -> learned projection.
 #[derive(Clone)]
@@ -69,7 +66,7 @@ pub struct PretrainedText {
     cls: u32,
     sep: u32,
     proj: candle_nn::Linear,
-    cache: Arc<Mutex<HashMap<Vec<u32>, WordFeatures>>>,
+    cache: Arc<FeatureCache<Vec<u32>>>,
 }
 
 impl std::fmt::Debug for PretrainedText {
@@ -127,7 +124,7 @@ impl PretrainedText {
             encoder: Arc::new(encoder),
             pieces: Arc::new(pieces),
             proj,
-            cache: Arc::default(),
+            cache: Arc::new(FeatureCache::new(CACHE_QUESTIONS)),
         })
     }
 
@@ -168,47 +165,18 @@ impl PretrainedText {
 
     /// How many distinct questions' features are held.
     pub fn cached_questions(&self) -> usize {
-        self.cache.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.cache.len()
     }
 
     /// The per-word features of each question (model token ids, no
     /// padding), [words × hidden] row by row, from the cache or from BERT.
-    pub fn word_features(&self, questions: &[Vec<u32>]) -> Result<Vec<WordFeatures>> {
-        let mut found: Vec<Option<WordFeatures>> = {
-            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            questions.iter().map(|q| cache.get(q).cloned()).collect()
-        };
-        let mut missing: Vec<&Vec<u32>> = questions
-            .iter()
-            .zip(&found)
-            .filter(|(_, f)| f.is_none())
-            .map(|(q, _)| q)
-            .collect();
-        missing.sort();
-        missing.dedup();
-        if !missing.is_empty() {
-            let computed = self.run_encoder(&missing)?;
-            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            if cache.len() + computed.len() > CACHE_QUESTIONS {
-                cache.clear();
-            }
-            for (q, f) in missing.iter().zip(computed) {
-                cache.insert((*q).clone(), f);
-            }
-            for (q, slot) in questions.iter().zip(found.iter_mut()) {
-                if slot.is_none() {
-                    *slot = cache.get(q).cloned();
-                }
-            }
-        }
-        found
-            .into_iter()
-            .map(|f| f.ok_or_else(|| candle_core::Error::Msg("text features went missing".into())))
-            .collect()
+    pub fn word_features(&self, questions: &[Vec<u32>]) -> Result<Vec<Features>> {
+        self.cache
+            .get_or_compute(questions, |missing| self.run_encoder(missing))
     }
 
     /// Runs BERT over `questions` in one padded batch and averages each word's pieces.
-    fn run_encoder(&self, questions: &[&Vec<u32>]) -> Result<Vec<WordFeatures>> {
+    fn run_encoder(&self, questions: &[&Vec<u32>]) -> Result<Vec<Features>> {
         let limit = self
             .encoder
             .config
@@ -255,7 +223,7 @@ impl PretrainedText {
                         }
                     }
                 }
-                WordFeatures::from(out)
+                Features::from(out)
             })
             .collect())
     }

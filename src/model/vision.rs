@@ -108,6 +108,14 @@ impl VisionEncoder {
         })
     }
 
+    /// The pretrained encoder that makes the tokens, if the config names one.
+    pub fn pretrained(&self) -> Option<&PretrainedVision> {
+        match &self.stem {
+            Stem::Pretrained(p) => Some(p),
+            _ => None,
+        }
+    }
+
     /// images: [B, 3, S, S], normalised -> [B, Nv, d]
     pub fn forward(&self, images: &Tensor) -> Result<Tensor> {
         let with_coordinates;
