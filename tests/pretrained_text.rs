@@ -7,7 +7,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use common::cli::{fusecap, stderr, stdout};
-use common::{max_abs_diff, squared_norm};
+use common::{assert_gradients_reach, max_abs_diff};
 use fusecap::encoders::bert;
 use fusecap::model::dir::{
     init_model, init_model_with_words, save_model_dir, sorted_vars, ModelDir,
@@ -259,22 +259,7 @@ fn every_fusion_trains_the_projection_and_never_the_frozen_encoder_and_round_tri
             .forward(&tokens, &cross, None, None)
             .expect("decode");
         let target = Tensor::new(&[[5u32, 6, 2], [7, 8, 2]], &dev).expect("target");
-        let loss = candle_nn::loss::cross_entropy(
-            &logits.flatten_to(1).expect("flat"),
-            &target.flatten_all().expect("flat"),
-        )
-        .expect("loss");
-        let grads = loss.backward().expect("backward");
-        for (name, var) in &vars {
-            let g = grads
-                .get(var.as_tensor())
-                .unwrap_or_else(|| panic!("{fusion}: no gradient for {name}"));
-            let norm = squared_norm(g);
-            assert!(
-                norm.is_finite() && norm > 0.0,
-                "{fusion}: gradient of {name} is {norm}"
-            );
-        }
+        assert_gradients_reach(&logits, &target, &vars, fusion.name());
 
         // A model directory names the encoder relative to itself and loads
         // to the same answers.

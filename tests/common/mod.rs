@@ -66,3 +66,30 @@ pub fn squared_norm(t: &Tensor) -> f32 {
         .and_then(|s| s.to_scalar::<f32>())
         .expect("squared norm")
 }
+
+/// Back-propagates the cross-entropy of `logits` [B, T, V] against `target`
+/// [B, T] and asserts that every one of `vars` gets a finite, non-zero gradient.
+#[allow(dead_code)]
+pub fn assert_gradients_reach(
+    logits: &Tensor,
+    target: &Tensor,
+    vars: &[(String, candle_core::Var)],
+    what: &str,
+) {
+    let loss = candle_nn::loss::cross_entropy(
+        &logits.flatten_to(1).expect("flat"),
+        &target.flatten_all().expect("flat"),
+    )
+    .expect("loss");
+    let grads = loss.backward().expect("backward");
+    for (name, var) in vars {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("{what}: no gradient for {name}"));
+        let norm = squared_norm(g);
+        assert!(
+            norm.is_finite() && norm > 0.0,
+            "{what}: gradient of {name} is {norm}"
+        );
+    }
+}
