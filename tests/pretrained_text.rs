@@ -94,6 +94,18 @@ fn pretrained_config(fusion: Fusion, vocab: usize, dir: &Path) -> Config {
     }
 }
 
+/// The encoder in `dir` over `tok`'s words, projecting to 8 with `map`'s weights.
+fn pretrained_text(dir: &Path, tok: &TextTokenizer, map: &VarMap) -> PretrainedText {
+    let dev = Device::Cpu;
+    PretrainedText::new(
+        bert::TextEncoder::load(dir, &dev).expect("load"),
+        &tok.words(),
+        8,
+        VarBuilder::from_varmap(map, DType::F32, &dev),
+    )
+    .expect("pretrained text")
+}
+
 fn ids(tok: &TextTokenizer, text: &str) -> Vec<u32> {
     tok.encode(text).expect("encode")
 }
@@ -104,13 +116,7 @@ fn a_words_feature_is_the_mean_of_its_wordpieces_in_context() {
     bert_dir(tmp.path());
     let tok = model_tokenizer();
     let dev = Device::Cpu;
-    let text = PretrainedText::new(
-        bert::TextEncoder::load(tmp.path(), &dev).expect("load"),
-        &tok.words(),
-        8,
-        VarBuilder::from_varmap(&VarMap::new(), DType::F32, &dev),
-    )
-    .expect("pretrained text");
+    let text = pretrained_text(tmp.path(), &tok, &VarMap::new());
     let reference = bert::TextEncoder::load(tmp.path(), &dev).expect("load");
     let piece = |w: &str| reference.token_id(w).expect("piece");
 
@@ -167,13 +173,7 @@ fn repeated_questions_run_the_encoder_once_and_padding_does_not_change_a_questio
     let tok = model_tokenizer();
     let dev = Device::Cpu;
     let map = VarMap::new();
-    let text = PretrainedText::new(
-        bert::TextEncoder::load(tmp.path(), &dev).expect("load"),
-        &tok.words(),
-        8,
-        VarBuilder::from_varmap(&map, DType::F32, &dev),
-    )
-    .expect("pretrained text");
+    let text = pretrained_text(tmp.path(), &tok, &map);
     let (a, b) = (
         ids(&tok, "what is the color ?"),
         ids(&tok, "is there a shape ?"),
@@ -189,13 +189,7 @@ fn repeated_questions_run_the_encoder_once_and_padding_does_not_change_a_questio
     assert_eq!(diff(&row(&out, 0), &row(&out, 2)), 0.0);
     // The same question alone, unpadded and uncached, gives the same vectors.
     let (alone, valid_alone) = fusecap::model::pad_tokens(&[b], 0, 32, &dev).expect("pad");
-    let fresh = PretrainedText::new(
-        bert::TextEncoder::load(tmp.path(), &dev).expect("load"),
-        &tok.words(),
-        8,
-        VarBuilder::from_varmap(&map, DType::F32, &dev),
-    )
-    .expect("pretrained text");
+    let fresh = pretrained_text(tmp.path(), &tok, &map);
     let single = fresh.forward(&alone, &valid_alone).expect("forward");
     let padded = row(&out, 1).narrow(0, 0, 5).expect("narrow");
     assert!(diff(&padded, &row(&single, 0)) < 1e-5);
