@@ -89,7 +89,6 @@ fn spec(dir: &Path) -> TextEncoderSpec {
 fn pretrained_config(fusion: Fusion, vocab: usize, dir: &Path) -> Config {
     Config {
         text_encoder: Some(spec(dir)),
-        text_cross_attention: false,
         ..Config::tiny(fusion, vocab)
     }
 }
@@ -203,8 +202,12 @@ fn every_fusion_trains_the_projection_and_never_the_frozen_encoder_and_round_tri
     let tok = model_tokenizer();
     let words = tok.words();
     let dev = Device::Cpu;
-    for fusion in Fusion::ALL {
-        let cfg = pretrained_config(fusion, tok.vocab_size(), &encoder);
+    for (i, fusion) in Fusion::ALL.into_iter().enumerate() {
+        // The model's own text blocks may attend to the image after MiniLM.
+        let cfg = Config {
+            text_cross_attention: i != 1,
+            ..pretrained_config(fusion, tok.vocab_size(), &encoder)
+        };
         let (model, varmap) = init_model_with_words(&cfg, &words, 7, &dev).expect("init");
         for (name, var) in sorted_vars(&varmap) {
             if name.contains("gate_") {
@@ -285,14 +288,6 @@ fn configs_that_cannot_work_are_refused_with_the_reason() {
             .unwrap_or_default()
     };
     let words = tok.words();
-    let err = refusal(
-        Config {
-            text_cross_attention: true,
-            ..base.clone()
-        },
-        &words,
-    );
-    assert!(err.contains("text_cross_attention"), "{err}");
     let mut fine_tuned = base.clone();
     if let Some(s) = fine_tuned.text_encoder.as_mut() {
         s.freeze = false;

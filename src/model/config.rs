@@ -351,15 +351,8 @@ impl Config {
                 );
             }
         }
-        if let Some(spec) = &self.text_encoder {
-            if let Err(e) = spec.check() {
-                errors.push(e);
-            }
-            if self.text_cross_attention {
-                errors.push(
-                    "a text_encoder's features are fixed before the image is seen: set text_cross_attention to false (question_vision_layers lets the image read the question instead)".into(),
-                );
-            }
+        if let Some(Err(e)) = self.text_encoder.as_ref().map(|spec| spec.check()) {
+            errors.push(e);
         }
         if self.patch_size == 0 || !self.image_size.is_multiple_of(self.patch_size) {
             errors.push(format!(
