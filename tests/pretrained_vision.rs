@@ -154,8 +154,16 @@ fn an_encoder_directory_loads_to_the_same_outputs() {
         b.forward(&images).expect("b"),
     );
     assert_eq!(ya.dims(), &[2, 1, 16]);
+    // Both round the pooled features to f16, and the two encoders' forward
+    // passes may differ in the last f32 bit, which can move a value to the
+    // neighbouring f16; the projection mixes a few such steps.
+    let scale = ya
+        .abs()
+        .and_then(|t| t.max_all())
+        .and_then(|t| t.to_scalar::<f32>())
+        .expect("scale");
     let diff = max_abs_diff(&ya, &yb);
-    assert!(diff < 1e-6, "{diff}");
+    assert!(diff <= scale / 256.0, "{diff} (largest value {scale})");
 }
 
 #[test]
