@@ -118,8 +118,7 @@ fn import_folder(dir: &Path, source: &str, out: &Path) -> Result<ImportSummary> 
             let weights = dir.join("model.safetensors");
             let tensors = candle_core::safetensors::load(&weights, &candle_core::Device::Cpu)
                 .with_context(|| format!("cannot read {} as safetensors", weights.display()))?;
-            let (tensors, mut config) = dinov2::from_hugging_face(tensors, &config, source)?;
-            config.source = source.to_string();
+            let (tensors, config) = dinov2::from_hugging_face(tensors, &config, source)?;
             write_encoder(out, source, &tensors, &config, Default::default(), 0)
         }
         other => bail!(

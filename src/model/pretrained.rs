@@ -28,7 +28,8 @@ use crate::encoders::dinov2::Dinov2;
 /// Images whose features are kept in memory (16 tokens of 384 floats: 250 MB).
 const CACHE_IMAGES: usize = 40_000;
 
-fn frozen() -> bool {
+/// The default of an encoder spec's `freeze`.
+pub(super) fn frozen() -> bool {
     true
 }
 

@@ -23,10 +23,6 @@ use serde::{Deserialize, Serialize};
 use super::feature_cache::{FeatureCache, Features};
 use crate::encoders::bert;
 
-fn frozen() -> bool {
-    true
-}
-
 /// `text_encoder` in a model config.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TextEncoderSpec {
@@ -34,7 +30,7 @@ pub struct TextEncoderSpec {
     pub kind: String,
     /// The encoder directory.
     pub dir: PathBuf,
-    #[serde(default = "frozen")]
+    #[serde(default = "super::pretrained::frozen")]
     pub freeze: bool,
 }
 
@@ -136,25 +132,30 @@ impl PretrainedText {
     /// -> [B, Nt, d_model]; padding positions get the projection of zero.
     pub fn forward(&self, ids: &Tensor, valid: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
+        if valid.dims() != ids.dims() {
+            candle_core::bail!(
+                "question ids {:?} and their mask {:?} differ in shape",
+                ids.dims(),
+                valid.dims()
+            );
+        }
         let ids = ids.to_vec2::<u32>()?;
         let valid = valid.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        // Per row, the positions that hold a word.
+        let positions: Vec<Vec<usize>> = valid
+            .iter()
+            .map(|v| (0..t).filter(|&i| v[i] > 0.5).collect())
+            .collect();
         let questions: Vec<Vec<u32>> = ids
             .iter()
-            .zip(&valid)
-            .map(|(row, v)| {
-                row.iter()
-                    .zip(v)
-                    .filter(|(_, &v)| v > 0.5)
-                    .map(|(&id, _)| id)
-                    .collect()
-            })
+            .zip(&positions)
+            .map(|(row, at)| at.iter().map(|&i| row[i]).collect())
             .collect();
         let features = self.word_features(&questions)?;
         let h = self.hidden_size();
         let mut flat = vec![0f32; b * t * h];
-        for (row, (v, feats)) in valid.iter().zip(&features).enumerate() {
-            let positions = v.iter().enumerate().filter(|(_, &v)| v > 0.5);
-            for (word, (pos, _)) in positions.enumerate() {
+        for (row, (at, feats)) in positions.iter().zip(&features).enumerate() {
+            for (word, &pos) in at.iter().enumerate() {
                 let at = (row * t + pos) * h;
                 flat[at..at + h].copy_from_slice(&feats[word * h..(word + 1) * h]);
             }
