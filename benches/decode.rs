@@ -1,13 +1,15 @@
 //! Decoding speed of a model of the shipped size (random weights), as a table.
 //!
-//! `RAYON_NUM_THREADS=1 cargo bench --bench decode`. Cases are interleaved
+//! `FUSECAP_BENCH_THREADS=1 cargo bench --bench decode` measures what
+//! `--threads 1` does: that many inference workers, candle on one thread each
+//! (RAYON_NUM_THREADS, if set, overrides the latter). Cases are interleaved
 //! and each is the median of FUSECAP_BENCH_REPS runs (default 15), so the
 //! ratios compare numbers measured under the same background load.
 use std::time::Instant;
 
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
-use fusecap::generate::{generate, on_worker, GenerateOptions};
+use fusecap::generate::{generate, GenerateOptions, Workers};
 use fusecap::model::dir::{inference_model, init_model, save_model_dir, ModelDir};
 use fusecap::model::{Config, Fusion, FusionModel};
 use fusecap::tokenizer::TextTokenizer;
@@ -90,17 +92,27 @@ impl Inputs {
 }
 
 /// Milliseconds per image to encode `inputs` and, unless `strategy` is None,
-/// caption them; on a rayon worker, as `answer_queries` does.
-fn ms_per_image(model: &FusionModel, inputs: &Inputs, strategy: Option<Strategy>) -> Result<f64> {
-    on_worker(|| encode_and_caption(model, inputs, strategy))
+/// caption them, the batch split across `workers` as `answer_queries` does.
+fn ms_per_image(
+    workers: &Workers,
+    model: &FusionModel,
+    inputs: &Inputs,
+    strategy: Option<Strategy>,
+) -> Result<f64> {
+    let batch = inputs.images.dim(0)?;
+    let start = Instant::now();
+    workers.map_shards(batch, |rows| {
+        encode_and_caption(model, &inputs.slice(rows.start, rows.len())?, strategy)?;
+        Ok(Vec::<()>::new())
+    })?;
+    Ok(start.elapsed().as_secs_f64() * 1000.0 / batch as f64)
 }
 
 fn encode_and_caption(
     model: &FusionModel,
     inputs: &Inputs,
     strategy: Option<Strategy>,
-) -> Result<f64> {
-    let start = Instant::now();
+) -> anyhow::Result<()> {
     let memory = model.encode(&inputs.images, &inputs.text_ids, &inputs.text_valid)?;
     match strategy {
         Some(s) => {
@@ -114,11 +126,12 @@ fn encode_and_caption(
             memory.vision.to_vec3::<f32>()?;
         }
     }
-    Ok(start.elapsed().as_secs_f64() * 1000.0 / inputs.images.dim(0)? as f64)
+    Ok(())
 }
 
 /// One timing of batch 1 (SINGLES images, one at a time) or batch 32.
 fn measure(
+    workers: &Workers,
     model: &FusionModel,
     inputs: &Inputs,
     batch: usize,
@@ -127,11 +140,11 @@ fn measure(
     if batch == 1 {
         let mut total = 0.0;
         for i in 0..SINGLES {
-            total += ms_per_image(model, &inputs.slice(i, 1)?, strategy)?;
+            total += ms_per_image(workers, model, &inputs.slice(i, 1)?, strategy)?;
         }
         Ok(total / SINGLES as f64)
     } else {
-        ms_per_image(model, inputs, strategy)
+        ms_per_image(workers, model, inputs, strategy)
     }
 }
 
@@ -143,7 +156,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// Medians per (fusion, batch, strategy), strategy None = encoders only.
 type Timings = Vec<(Fusion, usize, Option<Strategy>, f64)>;
 
-fn decoding_timings(reps: usize) -> Result<Timings> {
+fn decoding_timings(workers: &Workers, reps: usize) -> Result<Timings> {
     let models: Vec<(Fusion, FusionModel)> = Fusion::ALL
         .iter()
         .map(|&f| {
@@ -166,13 +179,13 @@ fn decoding_timings(reps: usize) -> Result<Timings> {
         .collect();
     // One untimed pass warms the allocator and caches.
     for &(m, b, s) in &cases {
-        measure(&models[m].1, &inputs, b, s)?;
+        measure(workers, &models[m].1, &inputs, b, s)?;
     }
     let mut samples = vec![Vec::new(); cases.len()];
     for rep in 0..reps {
         eprintln!("rep {}/{reps}", rep + 1);
         for (i, &(m, b, s)) in cases.iter().enumerate() {
-            samples[i].push(measure(&models[m].1, &inputs, b, s)?);
+            samples[i].push(measure(workers, &models[m].1, &inputs, b, s)?);
         }
     }
     Ok(cases
@@ -235,12 +248,23 @@ fn main() -> Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(15)
         .max(1);
-    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset (all cores)".into());
-    eprintln!("decode bench: {reps} reps, RAYON_NUM_THREADS={threads}");
+    // As `--threads N` does: N workers, candle on one thread each (unless
+    // RAYON_NUM_THREADS says otherwise).
+    let workers: usize = std::env::var("FUSECAP_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
+    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_default();
+    let workers = Workers::new(workers)?;
+    let settings = format!("RAYON_NUM_THREADS={threads}, {} workers", workers.threads());
+    eprintln!("decode bench: {reps} reps, {settings}");
     let start = Instant::now();
-    let timings = decoding_timings(reps)?;
+    let timings = decoding_timings(&workers, reps)?;
     let (load, bytes) = load_ms(reps)?;
-    println!("RAYON_NUM_THREADS={threads}, {reps} interleaved reps, Config::small(fusion, {VOCAB}), random weights");
+    println!("{settings}, {reps} interleaved reps, Config::small(fusion, {VOCAB}), random weights");
     println!();
     print_table(&timings);
     println!();

@@ -20,7 +20,7 @@ for round in $(seq "$ROUNDS"); do
     echo "round $round threads $t load $(cut -d' ' -f1-3 /proc/loadavg)" >> "$out/log"
     "$PYTHON" benches/torch_reference.py time --threads "$t" --reps 10 --models "$model" \
       >> "$out/torch-t$t.jsonl"
-    RAYON_NUM_THREADS=$t FUSECAP_BENCH_REPS=10 cargo bench --bench decode -q \
+    FUSECAP_BENCH_THREADS=$t FUSECAP_BENCH_REPS=10 cargo bench --bench decode -q \
       >> "$out/fusecap-t$t.txt" 2>> "$out/log"
     tmp=$(mktemp -d)
     $FUSECAP train --data data/easy-vqa/manifest.jsonl --fusion concat --config "$model/config.json" \

@@ -3,6 +3,7 @@
 //! tokenizer. `caption`, `ask`, `eval`, `compare` and `explain` reach the
 //! model only through here; `generate` sees encoder memories and token ids.
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Result};
@@ -11,7 +12,9 @@ use image::RgbImage;
 
 use crate::data::image::batch_tensor;
 use crate::data::manifest::{Record, Task};
-use crate::generate::{generate, on_worker, GenerateOptions, OnToken};
+use crate::generate::{
+    generate, inference_workers, on_worker, GenerateOptions, Generated, OnToken,
+};
 use crate::model::{pad_tokens, Config, Memory};
 
 pub use crate::data::image::{decode_rgb, Preprocess, IMAGE_EXTENSIONS};
@@ -122,10 +125,13 @@ pub fn answer_queries(
     let per_pass = opts.inputs_per_pass(&md.model.cfg)?;
     let mut answers = Vec::with_capacity(queries.len());
     for part in queries.chunks(per_pass) {
-        let generated = on_worker(|| {
-            let memory = encode_queries(md, part, device)?;
-            generate(&md.model, &memory, opts, on_token.as_deref_mut())
-        })?;
+        let generated = match on_token.as_deref_mut() {
+            Some(stream) => on_worker(|| {
+                let memory = encode_queries(md, part, device)?;
+                generate(&md.model, &memory, opts, Some(stream))
+            })?,
+            None => generate_queries(md, part, opts, device)?,
+        };
         for seqs in generated {
             answers.push(
                 seqs.into_iter()
@@ -141,6 +147,28 @@ pub fn answer_queries(
         }
     }
     Ok(answers)
+}
+
+/// Encodes and decodes `queries` in one pass, split across the inference
+/// workers (`generate::inference_workers`) where that decodes every input
+/// as the whole batch would: on the CPU, and without sampling, whose draws
+/// depend on an input's row in the batch.
+pub fn generate_queries(
+    md: &ModelDir,
+    queries: &[Query],
+    opts: &GenerateOptions,
+    device: &Device,
+) -> Result<Vec<Vec<Generated>>> {
+    let run = |rows: Range<usize>| {
+        let memory = encode_queries(md, &queries[rows], device)?;
+        generate(&md.model, &memory, opts, None)
+    };
+    match inference_workers() {
+        Some(workers) if device.is_cpu() && opts.sampling.is_none() => {
+            workers.map_shards(queries.len(), run)
+        }
+        _ => on_worker(|| run(0..queries.len())),
+    }
 }
 
 /// Decoded images at the model's input size, each file read once; an

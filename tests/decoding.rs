@@ -10,7 +10,7 @@ use std::process::Output;
 
 use candle_core::{Device, Tensor, D};
 use fusecap::generate::{
-    beam_search, generate, greedy, GenerateOptions, Generated, SamplingOptions,
+    beam_search, generate, greedy, GenerateOptions, Generated, SamplingOptions, Workers,
 };
 use fusecap::model::dir::init_model;
 use fusecap::model::{pad_tokens, Config, Fusion, FusionModel, Memory};
@@ -24,8 +24,9 @@ fn tiny(fusion: Fusion, vocab: usize, seed: u64) -> FusionModel {
         .0
 }
 
-/// A batch of random images with questions of different lengths (so some are padded).
-fn memory(model: &FusionModel, batch: usize, seed: u64) -> Memory {
+/// A batch of random images with questions of different lengths (so some
+/// are padded): images, question ids and their validity mask.
+fn inputs(model: &FusionModel, batch: usize, seed: u64) -> [Tensor; 3] {
     let cfg = &model.cfg;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let n = batch * 3 * cfg.image_size * cfg.image_size;
@@ -45,6 +46,11 @@ fn memory(model: &FusionModel, batch: usize, seed: u64) -> Memory {
         .collect();
     let (ids, valid) =
         pad_tokens(&questions, cfg.pad_id, cfg.max_text_len, &Device::Cpu).expect("pad");
+    [images, ids, valid]
+}
+
+fn memory(model: &FusionModel, batch: usize, seed: u64) -> Memory {
+    let [images, ids, valid] = inputs(model, batch, seed);
     model.encode(&images, &ids, &valid).expect("encode")
 }
 
@@ -310,6 +316,38 @@ fn batched_beam_search_equals_one_input_at_a_time() {
             for (i, want) in batched.iter().enumerate() {
                 let alone = beam_search(&model, &row(&memory, i), &opts).expect("alone");
                 assert_same(&alone[0], want, &format!("{fusion} input {i} {opts:?}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_batch_split_across_workers_decodes_as_the_whole_batch() {
+    let workers = Workers::new(3).expect("workers");
+    for fusion in Fusion::ALL {
+        let model = tiny(fusion, VOCAB, 12);
+        let all = inputs(&model, 7, 500);
+        for opts in [
+            options(12, 0),
+            GenerateOptions {
+                beams: 3,
+                num_return: 2,
+                ..options(12, 2)
+            },
+        ] {
+            let [images, ids, valid] = &all;
+            let memory = model.encode(images, ids, valid).expect("encode");
+            let whole = generate(&model, &memory, &opts, None).expect("whole batch");
+            let sharded = workers
+                .map_shards(7, |rows| {
+                    let take = |t: &Tensor| t.narrow(0, rows.start, rows.len());
+                    let memory = model.encode(&take(images)?, &take(ids)?, &take(valid)?)?;
+                    generate(&model, &memory, &opts, None)
+                })
+                .expect("sharded");
+            assert_eq!(sharded.len(), whole.len(), "{fusion}: one result per input");
+            for (i, (a, b)) in whole.iter().zip(&sharded).enumerate() {
+                assert_same(a, b, &format!("{fusion} input {i} {opts:?}"));
             }
         }
     }
@@ -802,6 +840,41 @@ fn cli_num_return_gives_ranked_records() {
         jsonl(&single).iter().all(|r| r.get("rank").is_none()),
         "one output per image needs no rank"
     );
+}
+
+#[test]
+fn cli_captions_are_the_same_at_any_thread_count() {
+    let dir = cli_fixture();
+    let captions = |threads: &str| {
+        let out = fusecap(
+            dir.path(),
+            &[
+                "caption",
+                "red-circle.png",
+                "scene-1.png",
+                "--model",
+                "model",
+                "--format",
+                "jsonl",
+                "-q",
+                "--threads",
+                threads,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        jsonl(&out)
+    };
+    let (one, three) = (captions("1"), captions("3"));
+    assert_eq!(one.len(), 2);
+    for (a, b) in one.iter().zip(&three) {
+        assert_eq!(a["output"], b["output"], "{a} vs {b}");
+        let lp = |r: &serde_json::Value| r["logprob"].as_f64().unwrap_or(f64::NAN);
+        assert!((lp(a) - lp(b)).abs() < 1e-4, "{a} vs {b}");
+    }
 }
 
 #[test]

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Result};
 use candle_core::Device;
 
+use crate::generate::set_inference_threads;
 use crate::model::dir::CONFIG_FILE;
 use crate::pipeline::{load_model, ModelDir};
 
@@ -33,17 +34,20 @@ pub struct ModelArgs {
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct InferenceThreads {
-    /// Threads for the model's tensor operations. Default: every core.
+    /// Worker threads, each captioning its share of a batch. Default:
+    /// every core.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
 }
 
 impl InferenceThreads {
-    /// Sets candle's thread count; must run before the first tensor operation.
+    /// Starts the inference workers with candle on one thread each; must
+    /// run before the first tensor operation.
     pub fn apply(&self) -> Result<()> {
-        if let Some(n) = checked_threads(self.threads)? {
-            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-        }
+        let workers = checked_threads(self.threads)?
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+        set_inference_threads(workers);
         Ok(())
     }
 }

@@ -9,12 +9,14 @@ mod beam;
 mod options;
 mod sample;
 mod step;
+mod workers;
 
 pub use beam::beam_search;
 pub use options::{
     GenerateOptions, InvalidOption, SamplingOptions, DECODE_MEMORY_BYTES, DEFAULT_MAX_NEW_TOKENS,
 };
 pub use step::{argmax, Generated, OnToken};
+pub use workers::{inference_workers, set_inference_threads, shard_range, Workers};
 
 use anyhow::{bail, Result};
 

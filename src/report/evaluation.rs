@@ -14,7 +14,8 @@ use crate::data::manifest::Record;
 use crate::generate::{greedy, GenerateOptions, DEFAULT_MAX_NEW_TOKENS};
 use crate::model::Config;
 use crate::pipeline::{
-    decode_text, encode_queries, input_text, ImageCache, ModelDir, Query, DEFAULT_BATCH_SIZE,
+    decode_text, encode_queries, generate_queries, input_text, ImageCache, ModelDir, Query,
+    DEFAULT_BATCH_SIZE,
 };
 
 #[derive(Debug, Clone)]
@@ -109,17 +110,22 @@ pub fn evaluate(
         let mut batch = ChunkInputs::load(chunk, &mut images, &md.model.cfg);
         if !batch.queries.is_empty() {
             let start = Instant::now();
-            let memory = encode_queries(md, &batch.queries, device)?;
-            let generated = greedy(&md.model, &memory, &opts.generate())?;
+            let (generated, memory) = if want_share {
+                let memory = encode_queries(md, &batch.queries, device)?;
+                (greedy(&md.model, &memory, &opts.generate())?, Some(memory))
+            } else {
+                let all = generate_queries(md, &batch.queries, &opts.generate(), device)?;
+                (all.into_iter().flatten().collect::<Vec<_>>(), None)
+            };
             let texts = generated
                 .iter()
                 .map(|g| decode_text(md, &g.tokens))
                 .collect::<Result<Vec<_>>>()?;
             seconds += start.elapsed().as_secs_f64();
             decoded += batch.queries.len();
-            if want_share {
+            if let Some(memory) = &memory {
                 let tokens: Vec<Vec<u32>> = generated.iter().map(|g| g.tokens.clone()).collect();
-                let row_shares = image_shares(&md.model, &memory, &tokens, &opts.generate())?;
+                let row_shares = image_shares(&md.model, memory, &tokens, &opts.generate())?;
                 for (&row, share) in batch.rows.iter().zip(row_shares) {
                     shares.add(&type_key(chunk[row]), share);
                 }

@@ -8,29 +8,27 @@
 //! batch instead.
 use std::ops::Range;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use candle_core::backprop::GradStore;
 use candle_core::Tensor;
 
 use crate::data::batch::Batch;
+use crate::generate::Workers;
 
-/// A pool of training workers, one shard of each batch per worker.
+/// Training workers, one shard of each batch per worker.
 pub struct DataParallel {
-    pool: rayon::ThreadPool,
+    workers: Workers,
 }
 
 impl DataParallel {
     pub fn new(threads: usize) -> Result<Self> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads.max(1))
-            .thread_name(|i| format!("fusecap-train-{i}"))
-            .build()
-            .context("starting the training threads")?;
-        Ok(DataParallel { pool })
+        Ok(DataParallel {
+            workers: Workers::new(threads)?,
+        })
     }
 
     pub fn threads(&self) -> usize {
-        self.pool.current_num_threads()
+        self.workers.threads()
     }
 
     /// The loss of `batch` and, when it is finite, its gradient.
@@ -46,31 +44,22 @@ impl DataParallel {
     {
         let total_weight = batch.weights.sum_all()?;
         let examples = batch.image_of.dim(0)?;
-        let shards = self.threads().min(examples).max(1);
-        let results = self
-            .pool
-            .broadcast(|ctx| -> Result<Option<(f64, Option<GradStore>)>> {
-                if ctx.index() >= shards {
-                    return Ok(None);
-                }
-                let part = shard(batch, shard_range(examples, shards, ctx.index()))?;
-                let loss_t = loss(&part, &total_weight)?;
-                let loss_v = loss_t.to_scalar::<f32>()? as f64;
-                // A shard that is not finite makes the step fail: skip its backward.
-                let grads = if loss_v.is_finite() {
-                    Some(loss_t.backward()?)
-                } else {
-                    None
-                };
-                Ok(Some((loss_v, grads)))
-            });
+        let results = self.workers.per_shard(examples, |rows| {
+            let part = shard(batch, rows)?;
+            let loss_t = loss(&part, &total_weight)?;
+            let loss_v = loss_t.to_scalar::<f32>()? as f64;
+            // A shard that is not finite makes the step fail: skip its backward.
+            let grads = if loss_v.is_finite() {
+                Some(loss_t.backward()?)
+            } else {
+                None
+            };
+            Ok((loss_v, grads))
+        })?;
         let mut loss_v = 0.0;
         let mut sum: Option<GradStore> = None;
         let mut all_finite = true;
-        for result in results {
-            let Some((shard_loss, grads)) = result? else {
-                continue;
-            };
+        for (shard_loss, grads) in results {
             loss_v += shard_loss;
             match (grads, sum.as_mut()) {
                 (None, _) => all_finite = false,
@@ -80,11 +69,6 @@ impl DataParallel {
         }
         Ok((loss_v, sum.filter(|_| all_finite)))
     }
-}
-
-/// Examples of shard `index` of `shards`: contiguous, sizes differing by at most one.
-fn shard_range(examples: usize, shards: usize, index: usize) -> Range<usize> {
-    examples * index / shards..examples * (index + 1) / shards
 }
 
 /// The examples `range` of `batch`, with only the images they ask about.
@@ -127,26 +111,4 @@ fn add_grads(total: &mut GradStore, more: GradStore) -> Result<()> {
         total.insert_id(id, sum);
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shards_cover_every_example_once_in_order() {
-        for examples in [1, 2, 7, 64] {
-            for shards in 1..=examples.min(5) {
-                let covered: Vec<usize> = (0..shards)
-                    .flat_map(|i| shard_range(examples, shards, i))
-                    .collect();
-                assert_eq!(covered, (0..examples).collect::<Vec<_>>());
-                let sizes: Vec<usize> = (0..shards)
-                    .map(|i| shard_range(examples, shards, i).len())
-                    .collect();
-                let (min, max) = (sizes.iter().min(), sizes.iter().max());
-                assert!(max.zip(min).is_some_and(|(a, b)| a - b <= 1), "{sizes:?}");
-            }
-        }
-    }
 }

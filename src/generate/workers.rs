@@ -1,0 +1,149 @@
+//! Inference on several cores: a batch is cut into contiguous shards, one
+//! per worker thread, and every worker encodes and decodes its own shard.
+//!
+//! At the shipped size candle's per-op threading gains almost nothing at
+//! batch 32 (BENCHMARKS.md): each matrix product is too small to split.
+//! Whole shards are large enough, and with candle on one thread per worker
+//! (`RAYON_NUM_THREADS=1`, as the CLI sets it) two workers caption a batch
+//! of 32 about 1.8× as fast as one.
+//!
+//! Greedy and beam search treat every input on its own, so a shard decodes
+//! its inputs as the whole batch would, up to float rounding in matrix
+//! products of another height.
+use std::ops::Range;
+use std::sync::OnceLock;
+
+use anyhow::{anyhow, Context, Result};
+
+/// Worker threads that split a batch between them. Each worker is a rayon
+/// pool of one thread, so the rayon calls inside candle's kernels run in
+/// place instead of waking the other workers: in a shared pool, tiny
+/// kernels split across threads cost more than they save.
+pub struct Workers {
+    pools: Vec<rayon::ThreadPool>,
+}
+
+impl Workers {
+    pub fn new(threads: usize) -> Result<Self> {
+        let pools = (0..threads.max(1))
+            .map(|i| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(1)
+                    .thread_name(move |_| format!("fusecap-worker-{i}"))
+                    .build()
+                    .context("starting the worker threads")
+            })
+            .collect::<Result<_>>()?;
+        Ok(Workers { pools })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pools.len()
+    }
+
+    /// `work(range)` for each shard of `0..items` (one per worker, none
+    /// empty, in order), each on its own worker; one result per shard.
+    /// The first error wins.
+    pub fn per_shard<T, F>(&self, items: usize, work: F) -> Result<Vec<T>>
+    where
+        T: Send,
+        F: Fn(Range<usize>) -> Result<T> + Sync,
+    {
+        let shards = self.threads().min(items).max(1);
+        let work = &work;
+        let results: Vec<Result<T>> = std::thread::scope(|scope| {
+            let others: Vec<_> = (1..shards)
+                .map(|i| {
+                    let pool = &self.pools[i];
+                    scope.spawn(move || pool.install(|| work(shard_range(items, shards, i))))
+                })
+                .collect();
+            let first = self.pools[0].install(|| work(shard_range(items, shards, 0)));
+            std::iter::once(first)
+                .chain(others.into_iter().map(|handle| {
+                    handle
+                        .join()
+                        .unwrap_or_else(|_| Err(anyhow!("a worker thread panicked")))
+                }))
+                .collect()
+        });
+        results.into_iter().collect()
+    }
+
+    /// As [`Workers::per_shard`], with each shard's results concatenated.
+    pub fn map_shards<T, F>(&self, items: usize, work: F) -> Result<Vec<T>>
+    where
+        T: Send,
+        F: Fn(Range<usize>) -> Result<Vec<T>> + Sync,
+    {
+        let shards = self.per_shard(items, work)?;
+        Ok(shards.into_iter().flatten().collect())
+    }
+}
+
+/// Items of shard `index` of `shards`: contiguous, sizes differing by at most one.
+pub fn shard_range(items: usize, shards: usize, index: usize) -> Range<usize> {
+    items * index / shards..items * (index + 1) / shards
+}
+
+static INFERENCE_THREADS: OnceLock<usize> = OnceLock::new();
+static INFERENCE_WORKERS: OnceLock<Option<Workers>> = OnceLock::new();
+
+/// Sets the number of inference workers for this process (default: every
+/// core). Must run before the first inference; later calls are ignored.
+/// Set `RAYON_NUM_THREADS=1` too, before the first tensor operation: candle's
+/// own threading inside busy workers makes batches slower.
+pub fn set_inference_threads(threads: usize) {
+    let _ = INFERENCE_THREADS.set(threads.max(1));
+}
+
+/// The process's inference workers, started on first use; `None` if the
+/// threads could not be started, and inference then runs on the caller.
+pub fn inference_workers() -> Option<&'static Workers> {
+    INFERENCE_WORKERS
+        .get_or_init(|| {
+            let threads = *INFERENCE_THREADS
+                .get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            Workers::new(threads).ok()
+        })
+        .as_ref()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_cover_every_item_once_in_order() {
+        for items in [1, 2, 7, 64] {
+            for shards in 1..=items.min(5) {
+                let covered: Vec<usize> = (0..shards)
+                    .flat_map(|i| shard_range(items, shards, i))
+                    .collect();
+                assert_eq!(covered, (0..items).collect::<Vec<_>>());
+                let sizes: Vec<usize> = (0..shards)
+                    .map(|i| shard_range(items, shards, i).len())
+                    .collect();
+                let (min, max) = (sizes.iter().min(), sizes.iter().max());
+                assert!(max.zip(min).is_some_and(|(a, b)| a - b <= 1), "{sizes:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn map_shards_keeps_the_order_and_reports_an_error() -> Result<()> {
+        let workers = Workers::new(3)?;
+        let squares = workers.map_shards(10, |r| Ok(r.map(|i| i * i).collect()))?;
+        assert_eq!(squares, (0..10).map(|i| i * i).collect::<Vec<_>>());
+        let one = workers.map_shards(1, |r| Ok(r.collect::<Vec<_>>()))?;
+        assert_eq!(one, vec![0]);
+        let failed = workers.map_shards(10, |r| {
+            if r.contains(&5) {
+                anyhow::bail!("shard with item 5")
+            }
+            Ok(r.collect::<Vec<_>>())
+        });
+        assert!(failed.is_err_and(|e| e.to_string().contains("item 5")));
+        Ok(())
+    }
+}
