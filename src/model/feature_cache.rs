@@ -17,6 +17,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
+use twox_hash::XxHash3_64;
 
 /// One input's features, row after row.
 pub type Features = Arc<[f32]>;
@@ -99,20 +100,18 @@ impl<K: Hash + Eq + Clone + Ord> FeatureCache<K> {
 }
 
 /// A 64-bit hash of `values`' bits, as the key of an image's pixels.
+/// XXH3, whose output is fixed by its specification, so cache files stay
+/// valid across builds and toolchains.
 pub fn hash_floats(values: &[f32]) -> u64 {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    values.len().hash(&mut hasher);
-    for v in values {
-        hasher.write_u32(v.to_bits());
-    }
-    hasher.finish()
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    XxHash3_64::oneshot(&bytes)
 }
 
-/// A 64-bit hash of a file's bytes, as part of an encoder's fingerprint.
+/// A 64-bit hash (XXH3) of a file's bytes, as part of an encoder's fingerprint.
 pub fn hash_file(path: &Path) -> Result<u64> {
     let mut file =
         std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let mut hasher = XxHash3_64::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = file

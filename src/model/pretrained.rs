@@ -12,15 +12,16 @@
 //! from the disk cache equal freshly computed ones, and a resumed run
 //! trains as an uninterrupted one. The encoder directory holds the cache
 //! file (`features-{image_size}px-{tokens}x{tokens}.cache`), which
-//! `FusionModel::persist_feature_caches` writes and the next load reads.
-use std::hash::{Hash, Hasher};
+//! `FusionModel::persist_feature_caches` writes and the next model reads
+//! when it first encodes an image.
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
+use twox_hash::XxHash3_64;
 
 use super::feature_cache::{hash_file, hash_floats, FeatureCache, Features};
 use crate::encoders::dinov2::Dinov2;
@@ -77,14 +78,66 @@ impl VisionEncoderSpec {
     }
 }
 
+/// The features of the images seen so far. A model loaded with an encoder
+/// directory reads that directory's cache file on first use, not at load:
+/// building a model must stay cheap, and it is built more than once (the
+/// inference layout, the parameter count).
+#[derive(Debug)]
+struct LazyCache {
+    file: Option<CacheFile>,
+    features: OnceLock<FeatureCache<u64>>,
+}
+
 /// Where a model's image features persist between runs.
 #[derive(Debug)]
 struct CacheFile {
     path: PathBuf,
-    /// The encoder's weights and the pooling settings.
-    fingerprint: u64,
+    weights: PathBuf,
+    /// The pooling settings, part of the fingerprint.
+    settings: String,
+    /// Of the weights and settings; unset until the cache is first used,
+    /// and after that only if the weights could not be read.
+    fingerprint: OnceLock<u64>,
     /// Entries in the file as last read or written.
     saved: AtomicUsize,
+}
+
+impl LazyCache {
+    fn features(&self, width: usize) -> &FeatureCache<u64> {
+        self.features.get_or_init(|| {
+            self.file
+                .as_ref()
+                .and_then(|file| file.load(width))
+                .unwrap_or_else(|| FeatureCache::new(CACHE_IMAGES))
+        })
+    }
+}
+
+impl CacheFile {
+    /// The cached features of the same weights and settings, if the file has them.
+    fn load(&self, width: usize) -> Option<FeatureCache<u64>> {
+        let weights = match hash_file(&self.weights) {
+            Ok(hash) => hash,
+            Err(e) => {
+                eprintln!("warning: {e:#}; image features are not cached on disk");
+                return None;
+            }
+        };
+        let fingerprint =
+            XxHash3_64::oneshot(format!("{weights:016x} {}", self.settings).as_bytes());
+        let fingerprint = *self.fingerprint.get_or_init(|| fingerprint);
+        match FeatureCache::load(&self.path, fingerprint, width, CACHE_IMAGES) {
+            Ok(Some(cache)) => {
+                self.saved.store(cache.len(), Ordering::SeqCst);
+                Some(cache)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                eprintln!("warning: {e:#}; computing the features anew");
+                None
+            }
+        }
+    }
 }
 
 /// Frozen DINOv2 -> pooled patch tokens -> learned projection.
@@ -93,8 +146,7 @@ pub struct PretrainedVision {
     encoder: Arc<Dinov2>,
     proj: candle_nn::Linear,
     spec: VisionEncoderSpec,
-    cache: Arc<FeatureCache<u64>>,
-    file: Option<Arc<CacheFile>>,
+    cache: Arc<LazyCache>,
 }
 
 impl std::fmt::Debug for PretrainedVision {
@@ -106,9 +158,9 @@ impl std::fmt::Debug for PretrainedVision {
 }
 
 impl PretrainedVision {
-    /// Loads the encoder from `spec.dir`, and the features it cached there
-    /// for the same weights and settings; the projection comes from `vb`
-    /// (`proj.weight`, `proj.bias`).
+    /// Loads the encoder from `spec.dir`; the features it cached there for
+    /// the same weights and settings are read on first use. The projection
+    /// comes from `vb` (`proj.weight`, `proj.bias`).
     pub fn load(
         spec: &VisionEncoderSpec,
         d_model: usize,
@@ -116,28 +168,20 @@ impl PretrainedVision {
         device: &Device,
     ) -> anyhow::Result<Self> {
         let encoder = Dinov2::load(&spec.dir, device)?;
-        let mut vision = Self::new(spec, encoder, d_model, vb)?;
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        hash_file(&spec.dir.join("model.safetensors"))?.hash(&mut hasher);
-        (spec.image_size, spec.tokens, "mean-pooled patches, f16").hash(&mut hasher);
         let file = CacheFile {
             path: spec.dir.join(format!(
                 "features-{}px-{1}x{1}.cache",
                 spec.image_size, spec.tokens
             )),
-            fingerprint: hasher.finish(),
+            weights: spec.dir.join("model.safetensors"),
+            settings: format!(
+                "{}px {}x{} mean-pooled patches, f16",
+                spec.image_size, spec.tokens, spec.tokens
+            ),
+            fingerprint: OnceLock::new(),
             saved: AtomicUsize::new(0),
         };
-        match FeatureCache::load(&file.path, file.fingerprint, vision.width(), CACHE_IMAGES) {
-            Ok(Some(cache)) => {
-                file.saved.store(cache.len(), Ordering::SeqCst);
-                vision.cache = Arc::new(cache);
-            }
-            Ok(None) => {}
-            Err(e) => eprintln!("warning: {e:#}; computing the features anew"),
-        }
-        vision.file = Some(Arc::new(file));
-        Ok(vision)
+        Ok(Self::with_cache(spec, encoder, d_model, vb, Some(file))?)
     }
 
     /// With an encoder already built, and an empty cache kept in memory only.
@@ -147,6 +191,16 @@ impl PretrainedVision {
         d_model: usize,
         vb: VarBuilder,
     ) -> Result<Self> {
+        Self::with_cache(spec, encoder, d_model, vb, None)
+    }
+
+    fn with_cache(
+        spec: &VisionEncoderSpec,
+        encoder: Dinov2,
+        d_model: usize,
+        vb: VarBuilder,
+        file: Option<CacheFile>,
+    ) -> Result<Self> {
         spec.check(encoder.config.patch_size)
             .map_err(candle_core::Error::Msg)?;
         let proj = candle_nn::linear(encoder.config.hidden_size, d_model, vb.pp("proj"))?;
@@ -154,8 +208,10 @@ impl PretrainedVision {
             encoder: Arc::new(encoder),
             proj,
             spec: spec.clone(),
-            cache: Arc::new(FeatureCache::new(CACHE_IMAGES)),
-            file: None,
+            cache: Arc::new(LazyCache {
+                file,
+                features: OnceLock::new(),
+            }),
         })
     }
 
@@ -177,23 +233,26 @@ impl PretrainedVision {
         self.num_tokens() * self.encoder.config.hidden_size
     }
 
-    /// How many images' features are held.
+    /// How many images' features are held (reading the cache file, if
+    /// that has not happened yet).
     pub fn cached_images(&self) -> usize {
-        self.cache.len()
+        self.cache.features(self.width()).len()
     }
 
     /// Writes the cached features to the encoder directory if there are new
     /// ones; returns the file written, if any.
     pub fn persist(&self) -> anyhow::Result<Option<PathBuf>> {
-        let Some(file) = &self.file else {
+        let (Some(file), Some(features)) = (&self.cache.file, self.cache.features.get()) else {
             return Ok(None);
         };
-        let held = self.cache.len();
+        let Some(&fingerprint) = file.fingerprint.get() else {
+            return Ok(None);
+        };
+        let held = features.len();
         if held == file.saved.load(Ordering::SeqCst) {
             return Ok(None);
         }
-        self.cache
-            .save(&file.path, file.fingerprint, self.width())?;
+        features.save(&file.path, fingerprint, self.width())?;
         file.saved.store(held, Ordering::SeqCst);
         Ok(Some(file.path.clone()))
     }
@@ -214,15 +273,18 @@ impl PretrainedVision {
             .iter()
             .map(|pixels| hash_floats(pixels))
             .collect();
-        let features = self.cache.get_or_compute(&keys, |missing| {
-            let rows: Vec<u32> = missing
-                .iter()
-                .filter_map(|k| keys.iter().position(|key| key == *k))
-                .map(|i| i as u32)
-                .collect();
-            let rows = Tensor::from_vec(rows, missing.len(), images.device())?;
-            self.pooled(&images.index_select(&rows, 0)?)
-        })?;
+        let features = self
+            .cache
+            .features(self.width())
+            .get_or_compute(&keys, |missing| {
+                let rows: Vec<u32> = missing
+                    .iter()
+                    .filter_map(|k| keys.iter().position(|key| key == *k))
+                    .map(|i| i as u32)
+                    .collect();
+                let rows = Tensor::from_vec(rows, missing.len(), images.device())?;
+                self.pooled(&images.index_select(&rows, 0)?)
+            })?;
         let flat: Vec<f32> = features.iter().flat_map(|f| f.iter().copied()).collect();
         let pooled = Tensor::from_vec(
             flat,
