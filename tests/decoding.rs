@@ -242,7 +242,7 @@ fn beam_search_scores_at_least_greedy_on_most_inputs_and_better_on_average() {
 /// every sequence, ranked as a brute-force enumeration scored by teacher
 /// forcing ranks them. A beam that continues the wrong cache row fails this.
 #[test]
-fn wide_beam_search_finds_the_exact_ranking() {
+fn wide_beam_search_finds_the_exact_ranking_with_cut_off_outputs_last() {
     let (vocab, max) = (6usize, 3usize);
     for fusion in Fusion::ALL {
         let model = tiny(fusion, vocab, 7);
@@ -269,11 +269,13 @@ fn wide_beam_search_finds_the_exact_ranking() {
         let found = beam_search(&model, &memory, &opts).expect("beam search");
         for (i, hyps) in found.iter().enumerate() {
             let alone = row(&memory, i);
-            let mut want: Vec<f32> = sequences
+            // Those that ended first, then those cut off; each by log-prob.
+            let mut want: Vec<(bool, f32)> = sequences
                 .iter()
-                .map(|(s, ended)| teacher_forced_logprob(&model, &alone, s, *ended))
+                .map(|(s, ended)| (*ended, teacher_forced_logprob(&model, &alone, s, *ended)))
                 .collect();
-            want.sort_by(|a, b| b.total_cmp(a));
+            want.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.total_cmp(&a.1)));
+            let want: Vec<f32> = want.into_iter().map(|(_, lp)| lp).collect();
             assert_eq!(
                 hyps.len(),
                 n,

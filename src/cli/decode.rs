@@ -29,7 +29,8 @@ pub struct DecodeArgs {
     /// Beam search with N beams per input; 1 is greedy search.
     #[arg(long, default_value_t = 1, value_name = "N", help_heading = "Decoding")]
     pub beams: usize,
-    /// Rank beams by logprob / length^P: 0 prefers short outputs, larger P longer ones.
+    /// Rank beams by logprob / length^P: 0 prefers short outputs, larger P
+    /// longer ones. Outputs cut off by --max-new-tokens rank after those that end.
     #[arg(
         long,
         default_value_t = 1.0,

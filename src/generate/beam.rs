@@ -35,15 +35,43 @@ impl Beam {
 struct Hypothesis {
     generated: Generated,
     score: f32,
+    /// Ended with EOS, rather than cut off at the length limit.
+    complete: bool,
 }
 
 impl Hypothesis {
-    /// `length` counts the generated tokens, EOS included when there is one.
-    fn new(tokens: Vec<u32>, logprob: f32, score: f32, length: usize, length_penalty: f32) -> Self {
+    /// A hypothesis that ended with EOS; `length` counts it.
+    fn ended(tokens: Vec<u32>, logprob: f32, score: f32, length_penalty: f32) -> Self {
+        let length = tokens.len() + 1;
+        Self::new(tokens, logprob, score, length, length_penalty, true)
+    }
+
+    /// A live beam cut off at the length limit.
+    fn cut_off(beam: &Beam, length_penalty: f32) -> Self {
+        let length = beam.tokens.len();
+        Self::new(
+            beam.tokens.clone(),
+            beam.logprob,
+            beam.score,
+            length,
+            length_penalty,
+            false,
+        )
+    }
+
+    fn new(
+        tokens: Vec<u32>,
+        logprob: f32,
+        score: f32,
+        length: usize,
+        length_penalty: f32,
+        complete: bool,
+    ) -> Self {
         let normalised = score / (length.max(1) as f32).powf(length_penalty);
         Hypothesis {
             generated: Generated { tokens, logprob },
             score: normalised,
+            complete,
         }
     }
 }
@@ -67,7 +95,9 @@ fn best_first(a: &Candidate, b: &Candidate) -> Ordering {
 
 /// Beam search with `opts.beams` beams per input of `memory`. Returns up to
 /// `opts.num_return` hypotheses per input, ranked by
-/// `score / length^length_penalty`. An input stops as soon as it has `beams`
+/// `score / length^length_penalty`; those cut off at the length limit rank
+/// after every one that ended, since a penalty above 0 would otherwise favour
+/// an output that never ends. An input stops as soon as it has `beams`
 /// finished hypotheses (early stopping), so one beam equals greedy search.
 pub fn beam_search(
     model: &FusionModel,
@@ -129,14 +159,7 @@ pub fn beam_search(
             .iter()
             .filter(|beam| beam.is_live())
         {
-            let length = beam.tokens.len();
-            finished[b].push(Hypothesis::new(
-                beam.tokens.clone(),
-                beam.logprob,
-                beam.score,
-                length,
-                opts.length_penalty,
-            ));
+            finished[b].push(Hypothesis::cut_off(beam, opts.length_penalty));
         }
     }
     Ok(finished
@@ -171,11 +194,10 @@ fn select(
         let parent = &beams[c.beam];
         if c.token == rules.eos {
             if rank < k {
-                finished.push(Hypothesis::new(
+                finished.push(Hypothesis::ended(
                     parent.tokens.clone(),
                     c.logprob,
                     c.score,
-                    parent.tokens.len() + 1,
                     opts.length_penalty,
                 ));
             }
@@ -220,6 +242,10 @@ fn candidates(beams: &[Beam], logits: &[Vec<f32>], rules: &TokenRules) -> Vec<Ca
 
 fn best_hypotheses(mut hyps: Vec<Hypothesis>, n: usize) -> Vec<Generated> {
     // Stable, so equal scores keep the order they finished in.
-    hyps.sort_by(|a, b| b.score.total_cmp(&a.score));
+    hyps.sort_by(|a, b| {
+        b.complete
+            .cmp(&a.complete)
+            .then(b.score.total_cmp(&a.score))
+    });
     hyps.into_iter().take(n).map(|h| h.generated).collect()
 }
