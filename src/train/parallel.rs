@@ -3,7 +3,7 @@
 //! its shard, and the shards' gradients are summed in shard order.
 //!
 //! At the shipped size candle's per-op threading makes training slower at two
-//! threads than at one (BENCHMARKS.md), so each worker does its arithmetic on
+//! threads than at one (docs/candle-notes.md), so each worker does its arithmetic on
 //! one thread (`RAYON_NUM_THREADS=1`, set by the CLI) and the cores share the
 //! batch instead.
 use std::ops::Range;
