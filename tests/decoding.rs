@@ -761,21 +761,22 @@ fn jsonl(out: &Output) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Both fixture images captioned by the fixture's model, as JSON lines.
+const CAPTION_BOTH: [&str; 8] = [
+    "caption",
+    "red-circle.png",
+    "scene-1.png",
+    "--model",
+    "model",
+    "--format",
+    "jsonl",
+    "-q",
+];
+
 #[test]
 fn cli_num_return_gives_ranked_records() {
     let dir = cli_fixture();
-    let args = [
-        "caption",
-        "red-circle.png",
-        "scene-1.png",
-        "--model",
-        "model",
-        "--format",
-        "jsonl",
-        "-q",
-        "--max-new-tokens",
-        "6",
-    ];
+    let args = [&CAPTION_BOTH[..], &["--max-new-tokens", "6"]].concat();
     let beams = fusecap(
         dir.path(),
         &[
@@ -850,18 +851,7 @@ fn cli_captions_are_the_same_at_any_thread_count() {
     let captions = |threads: &str| {
         let out = fusecap(
             dir.path(),
-            &[
-                "caption",
-                "red-circle.png",
-                "scene-1.png",
-                "--model",
-                "model",
-                "--format",
-                "jsonl",
-                "-q",
-                "--threads",
-                threads,
-            ],
+            &[&CAPTION_BOTH[..], &["--threads", threads]].concat(),
         );
         assert!(
             out.status.success(),
