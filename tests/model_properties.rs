@@ -469,6 +469,7 @@ fn every_parameter_gets_a_finite_nonzero_gradient() {
             vision_stem_norm: stem_norm,
             // Every other kind also has vision tokens that read the question.
             question_vision_layers: i % 2,
+            text_before_vision: i >= 4,
             ..Config::tiny(fusion, VOCAB)
         };
         let (model, varmap) = init_model(&cfg, 91, &Device::Cpu).expect("init");
@@ -571,6 +572,7 @@ fn configs_without_the_newer_fields_build_the_older_model() {
     assert_eq!(fields.remove("vision_positions"), Some("learned".into()));
     assert_eq!(fields.remove("vision_stem_norm"), Some(false.into()));
     assert_eq!(fields.remove("question_vision_layers"), Some(0.into()));
+    assert_eq!(fields.remove("text_before_vision"), Some(false.into()));
     assert_eq!(fields.remove("gate_init"), Some(1.0.into()));
     let old: Config = serde_json::from_value(json).expect("old config");
     assert!(!old.cross_attention_sink && !old.text_cross_attention);
@@ -578,6 +580,7 @@ fn configs_without_the_newer_fields_build_the_older_model() {
     assert_eq!(old.vision_positions, VisionPositions::Learned);
     assert!(!old.vision_stem_norm);
     assert_eq!(old.question_vision_layers, 0);
+    assert!(!old.text_before_vision);
     assert_eq!(
         old.gate_init, 0.0,
         "older model directories had closed gates"
@@ -765,6 +768,58 @@ fn vision_tokens_read_the_question_only_when_configured() {
         } else {
             assert!(conditioning > 0);
             assert!(diff > 1e-4, "vision memory ignores the question ({diff})");
+        }
+    }
+}
+
+/// With `text_before_vision` a separate or gated decoder reads the question
+/// before the image in every layer, so even the first layer's image
+/// attention depends on the question; in the default order it cannot (the
+/// image memory here ignores the question). Concat has one attention and
+/// is unchanged by the flag.
+#[test]
+fn text_before_vision_lets_the_first_image_query_read_the_question() {
+    let first_layer_vision = |model: &FusionModel, question: Vec<u32>| {
+        let memory = encode(model, &images(&model.cfg, 1, 4), &[question], 3);
+        let cross = model.cross_kv(&memory).expect("cross kv");
+        let mut weights = Vec::new();
+        let logits = model
+            .decoder
+            .forward(&ids(&[vec![1, 7]]), &cross, None, Some(&mut weights))
+            .expect("decode");
+        let parts = weights[0]
+            .parts(model.cfg.num_patches(), model.cfg.cross_attention_sink)
+            .expect("parts");
+        (parts.vision, logits)
+    };
+    for fusion in Fusion::ALL {
+        let cfg = |text_first| Config {
+            text_before_vision: text_first,
+            text_cross_attention: false,
+            question_vision_layers: 0,
+            ..Config::tiny(fusion, VOCAB)
+        };
+        let (plain, _) = init_model(&cfg(false), 12, &Device::Cpu).expect("init");
+        let (text_first, varmap) = init_model(&cfg(true), 12, &Device::Cpu).expect("init");
+        set_gates(&varmap, 0.5);
+        let (a, logits_a) = first_layer_vision(&text_first, vec![5, 6, 7]);
+        let (b, _) = first_layer_vision(&text_first, vec![9, 10, 11]);
+        let (c, _) = first_layer_vision(&plain, vec![5, 6, 7]);
+        let (d, _) = first_layer_vision(&plain, vec![9, 10, 11]);
+        if fusion == Fusion::Concat {
+            let (_, logits_c) = first_layer_vision(&plain, vec![5, 6, 7]);
+            assert_eq!(
+                max_abs_diff(&logits_a, &logits_c),
+                0.0,
+                "concat ignores the flag"
+            );
+        } else {
+            assert_eq!(max_abs_diff(&c, &d), 0.0, "{fusion}: image first");
+            let diff = max_abs_diff(&a, &b);
+            assert!(
+                diff > 1e-4,
+                "{fusion}: the first image query ignores the question ({diff})"
+            );
         }
     }
 }

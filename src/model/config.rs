@@ -152,6 +152,12 @@ pub struct Config {
     /// (see `conditioning.rs`). Older model directories have none: 0.
     #[serde(default)]
     pub question_vision_layers: usize,
+    /// In `separate` and `gated` decoder layers, attend to the question
+    /// before the image, so that the first layer's image query already
+    /// knows the question (`concat` has one attention and ignores this).
+    /// Older model directories attend to the image first: false.
+    #[serde(default)]
+    pub text_before_vision: bool,
     /// The gated strategy's initial `alpha` (gate = `tanh(alpha)`). Flamingo
     /// starts at 0 so that a pretrained decoder is undisturbed. We train from
     /// scratch; our closed-gate run stayed at the yes/no colour answer prior
@@ -209,6 +215,7 @@ impl Config {
             cross_attention_sink: true,
             text_cross_attention: true,
             question_vision_layers: 0,
+            text_before_vision: false,
             gate_init: 1.0,
             inference: false,
             vision_encoder: None,

@@ -112,6 +112,7 @@ pub enum FusionLayer {
         vision: CrossAttention,
         text: CrossAttention,
         gates: Option<(Tensor, Tensor)>,
+        text_first: bool,
     },
 }
 
@@ -135,6 +136,7 @@ impl FusionLayer {
                     vision: cross("cross_attn_vision")?,
                     text: cross("cross_attn_text")?,
                     gates,
+                    text_first: cfg.text_before_vision,
                 }
             }
         })
@@ -173,6 +175,7 @@ impl FusionLayer {
                     vision,
                     text,
                     gates,
+                    text_first,
                 },
                 CrossKv::PerModality {
                     vision: kv_v,
@@ -180,13 +183,25 @@ impl FusionLayer {
                     text_mask,
                 },
             ) => {
-                let (out_v, w_v) = vision.forward(x, kv_v, None)?;
-                let out_v = gated(out_v, gates.as_ref().map(|g| &g.0))?;
-                let x = (x + out_v)?;
-                let (out_t, w_t) = text.forward(&x, kv_t, Some(text_mask))?;
-                let out_t = gated(out_t, gates.as_ref().map(|g| &g.1))?;
+                let read_vision = |x: &Tensor| -> Result<(Tensor, Tensor)> {
+                    let (out, w) = vision.forward(x, kv_v, None)?;
+                    Ok(((x + gated(out, gates.as_ref().map(|g| &g.0))?)?, w))
+                };
+                let read_text = |x: &Tensor| -> Result<(Tensor, Tensor)> {
+                    let (out, w) = text.forward(x, kv_t, Some(text_mask))?;
+                    Ok(((x + gated(out, gates.as_ref().map(|g| &g.1))?)?, w))
+                };
+                let (x, w_v, w_t) = if *text_first {
+                    let (x, w_t) = read_text(x)?;
+                    let (x, w_v) = read_vision(&x)?;
+                    (x, w_v, w_t)
+                } else {
+                    let (x, w_v) = read_vision(x)?;
+                    let (x, w_t) = read_text(&x)?;
+                    (x, w_v, w_t)
+                };
                 Ok((
-                    (x + out_t)?,
+                    x,
                     CrossWeights::PerModality {
                         vision: w_v,
                         text: w_t,
