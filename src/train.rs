@@ -396,7 +396,8 @@ fn train_step(
     })?;
     match grads {
         Some(grads) if loss_v.is_finite() => {
-            Ok((loss_v, Some(adam.step(&grads, lr, opts.clip_norm)?)))
+            let norm = adam.step_sharded(&grads, workers.workers(), lr, opts.clip_norm)?;
+            Ok((loss_v, Some(norm)))
         }
         _ => Ok((loss_v, None)),
     }

@@ -15,6 +15,7 @@ use candle_core::{
 };
 use candle_nn::VarMap;
 
+use crate::generate::Workers;
 use crate::model::dir::sorted_vars;
 use crate::model::fused::{f32_elements, f32_elements_mut};
 
@@ -69,28 +70,48 @@ impl AdamW {
     /// Clips the gradients to `clip_norm` (global L2) and updates every variable.
     /// Returns the gradient norm before clipping.
     pub fn step(&mut self, grads: &GradStore, lr: f64, clip_norm: f64) -> Result<f64> {
-        self.step_with(grads, lr, clip_norm, true)
+        self.step_with(std::slice::from_ref(grads), None, lr, clip_norm, true)
     }
 
-    /// `step`, with the in-place passes allowed or not (tests compare the two).
+    /// [`AdamW::step`] for the sum of several shards' gradients, added in
+    /// shard order. The variables are shared out among `workers`, each summing,
+    /// measuring and updating its own; the result does not depend on how.
+    pub fn step_sharded(
+        &mut self,
+        shards: &[GradStore],
+        workers: &Workers,
+        lr: f64,
+        clip_norm: f64,
+    ) -> Result<f64> {
+        self.step_with(shards, Some(workers), lr, clip_norm, true)
+    }
+
+    /// The step, with the in-place passes allowed or not (tests compare the two).
     fn step_with(
         &mut self,
-        grads: &GradStore,
+        shards: &[GradStore],
+        workers: Option<&Workers>,
         lr: f64,
         clip_norm: f64,
         in_place: bool,
     ) -> Result<f64> {
-        let mut sq = 0f64;
-        let mut found = Vec::with_capacity(self.vars.len());
-        for (name, var) in &self.vars {
-            let g = grads
-                .get(var.as_tensor())
+        let summed = self.per_variable(workers, |i| {
+            let (name, var) = &self.vars[i];
+            let mut total: Option<Tensor> = None;
+            for g in shards.iter().filter_map(|grads| grads.get(var.as_tensor())) {
+                total = Some(match total {
+                    Some(t) => (t + g)?,
+                    None => g.clone(),
+                });
+            }
+            let g = total
                 .ok_or_else(|| anyhow!("no gradient for {name}"))?
                 .contiguous()?;
-            sq += squared_sum(&g)?;
-            found.push(g);
-        }
-        let norm = sq.sqrt();
+            let sq = squared_sum(&g)?;
+            Ok((g, sq))
+        })?;
+        // Summed in variable order, whatever the workers.
+        let norm = summed.iter().map(|(_, sq)| sq).sum::<f64>().sqrt();
         if !norm.is_finite() {
             return Ok(norm);
         }
@@ -100,37 +121,95 @@ impl AdamW {
             1.0
         };
         self.step += 1;
-        let t = self.step as i32;
-        for (i, g) in found.iter().enumerate() {
-            let (name, var) = &self.vars[i];
-            let lr = if name.contains("gate_") {
-                lr * Self::GATE_LR_MULTIPLIER
-            } else {
-                lr
-            };
-            let decay = if var.rank() >= 2 {
-                1.0 - lr * self.weight_decay
-            } else {
-                1.0
-            };
-            let hyper = Hyper {
-                scale: scale as f32,
-                lr: lr as f32,
-                decay: decay as f32,
-                c1: (1.0 - Self::BETA1.powi(t)) as f32,
-                c2: (1.0 - Self::BETA2.powi(t)) as f32,
-            };
-            let param = var.as_tensor();
-            if in_place && fusable(&[param, &self.m[i], &self.v[i], g]) {
+        let hypers: Vec<Hyper> = (0..self.vars.len())
+            .map(|i| self.hyper(i, lr, scale))
+            .collect();
+        let fused = in_place
+            && summed.iter().enumerate().all(|(i, (g, _))| {
+                fusable(&[self.vars[i].1.as_tensor(), &self.m[i], &self.v[i], g])
+            });
+        if fused {
+            self.per_variable(workers, |i| {
+                let hyper = hypers[i];
+                let g = &summed[i].0;
                 let moment = |square| Moment { hyper, square };
                 self.m[i].inplace_op2(g, &moment(false))?;
                 self.v[i].inplace_op2(g, &moment(true))?;
-                param.inplace_op3(&self.m[i], &self.v[i], &Update(hyper))?;
-            } else {
-                self.composed_update(i, g, hyper)?;
+                self.vars[i]
+                    .1
+                    .as_tensor()
+                    .inplace_op3(&self.m[i], &self.v[i], &Update(hyper))?;
+                Ok(())
+            })?;
+        } else {
+            for (i, (g, _)) in summed.iter().enumerate() {
+                self.composed_update(i, g, hypers[i])?;
             }
         }
         Ok(norm)
+    }
+
+    /// Variable `i`'s update settings at the current step.
+    fn hyper(&self, i: usize, lr: f64, scale: f64) -> Hyper {
+        let (name, var) = &self.vars[i];
+        let lr = if name.contains("gate_") {
+            lr * Self::GATE_LR_MULTIPLIER
+        } else {
+            lr
+        };
+        let decay = if var.rank() >= 2 {
+            1.0 - lr * self.weight_decay
+        } else {
+            1.0
+        };
+        let t = self.step as i32;
+        Hyper {
+            scale: scale as f32,
+            lr: lr as f32,
+            decay: decay as f32,
+            c1: (1.0 - Self::BETA1.powi(t)) as f32,
+            c2: (1.0 - Self::BETA2.powi(t)) as f32,
+        }
+    }
+
+    /// `work(i)` for every variable, in variable order; with `workers`, the
+    /// variables are shared out among them by size.
+    fn per_variable<T, F>(&self, workers: Option<&Workers>, work: F) -> Result<Vec<T>>
+    where
+        T: Send,
+        F: Fn(usize) -> Result<T> + Sync,
+    {
+        let Some(workers) = workers.filter(|w| w.threads() > 1) else {
+            return (0..self.vars.len()).map(work).collect();
+        };
+        let groups = self.balanced_groups(workers.threads());
+        let done = workers.per_shard(groups.len(), |range| {
+            range
+                .flat_map(|g| groups[g].iter().map(|&i| Ok((i, work(i)?))))
+                .collect::<Result<Vec<_>>>()
+        })?;
+        let mut by_index: Vec<Option<T>> = (0..self.vars.len()).map(|_| None).collect();
+        for (i, value) in done.into_iter().flatten() {
+            by_index[i] = Some(value);
+        }
+        by_index
+            .into_iter()
+            .map(|v| v.ok_or_else(|| anyhow!("a variable was not updated")))
+            .collect()
+    }
+
+    /// The variables in `n` groups of about equal element counts (largest first).
+    fn balanced_groups(&self, n: usize) -> Vec<Vec<usize>> {
+        let mut order: Vec<usize> = (0..self.vars.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(self.vars[i].1.elem_count()));
+        let mut groups = vec![Vec::new(); n];
+        let mut load = vec![0usize; n];
+        for i in order {
+            let g = (0..n).min_by_key(|&g| load[g]).unwrap_or(0);
+            load[g] += self.vars[i].1.elem_count();
+            groups[g].push(i);
+        }
+        groups
     }
 
     /// The same update from candle ops, for devices and dtypes without the passes.
@@ -323,14 +402,55 @@ mod tests {
     }
 
     #[test]
+    fn sharded_steps_equal_one_step_on_the_summed_gradients() -> Result<()> {
+        for threads in [1, 2, 3] {
+            let workers = Workers::new(threads)?;
+            let a = vars()?;
+            let b = copy_of(&a)?;
+            let (mut sharded, mut whole) = (AdamW::new(&a, 0.1)?, AdamW::new(&b, 0.1)?);
+            for (step, clip) in [(1u64, 0.5), (2, 100.0)] {
+                let shards = [grads(&a, step)?, grads(&a, step + 10)?];
+                let mut sum = grads(&b, step)?;
+                let more = grads(&b, step + 10)?;
+                for (_, var) in sorted_vars(&b) {
+                    let (Some(x), Some(y)) = (sum.get(var.as_tensor()), more.get(var.as_tensor()))
+                    else {
+                        bail!("a gradient is missing");
+                    };
+                    let total = (x + y)?;
+                    sum.insert(var.as_tensor(), total);
+                }
+                let n1 = sharded.step_sharded(&shards, &workers, 1e-2, clip)?;
+                let n2 = whole.step(&sum, 1e-2, clip)?;
+                assert_eq!(n1, n2, "{threads} threads: norms");
+            }
+            for (i, ((name, x), (_, y))) in sorted_vars(&a).iter().zip(sorted_vars(&b)).enumerate()
+            {
+                for (p, q) in [
+                    (x.as_tensor(), y.as_tensor()),
+                    (&sharded.m[i], &whole.m[i]),
+                    (&sharded.v[i], &whole.v[i]),
+                ] {
+                    assert_eq!(
+                        p.flatten_all()?.to_vec1::<f32>()?,
+                        q.flatten_all()?.to_vec1::<f32>()?,
+                        "{threads} threads: {name}"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
     fn in_place_passes_match_the_composed_update() -> Result<()> {
         let a = vars()?;
         let b = copy_of(&a)?;
         let (mut fast, mut slow) = (AdamW::new(&a, 0.1)?, AdamW::new(&b, 0.1)?);
         // Clip norms below and above the gradient norm, so both scales are used.
         for (step, clip) in [(1u64, 0.5), (2, 100.0), (3, 1.0)] {
-            let n1 = fast.step_with(&grads(&a, step)?, 1e-2, clip, true)?;
-            let n2 = slow.step_with(&grads(&b, step)?, 1e-2, clip, false)?;
+            let n1 = fast.step_with(&[grads(&a, step)?], None, 1e-2, clip, true)?;
+            let n2 = slow.step_with(&[grads(&b, step)?], None, 1e-2, clip, false)?;
             assert!((n1 - n2).abs() <= 1e-5 * n2, "norms {n1} {n2}");
         }
         for (i, ((name, x), (_, y))) in sorted_vars(&a).iter().zip(sorted_vars(&b)).enumerate() {

@@ -31,14 +31,20 @@ impl DataParallel {
         self.workers.threads()
     }
 
-    /// The loss of `batch` and, when it is finite, its gradient.
+    /// The workers, for the optimiser's update.
+    pub fn workers(&self) -> &Workers {
+        &self.workers
+    }
+
+    /// The loss of `batch` and, when it is finite, each shard's gradients
+    /// (in shard order; their sum is the batch's gradient).
     ///
     /// `loss(shard, total_weight)` must return the shard's weighted loss
     /// divided by `total_weight`, the whole batch's weight sum, so that the
     /// shards' losses and gradients add up to the whole batch's. One worker
     /// computes exactly what a single-threaded step does; more differ from it
     /// only in the order of float additions.
-    pub fn loss_and_grads<F>(&self, batch: &Batch, loss: F) -> Result<(f64, Option<GradStore>)>
+    pub fn loss_and_grads<F>(&self, batch: &Batch, loss: F) -> Result<(f64, Option<Vec<GradStore>>)>
     where
         F: Fn(&Batch, &Tensor) -> Result<Tensor> + Sync,
     {
@@ -56,18 +62,9 @@ impl DataParallel {
             };
             Ok((loss_v, grads))
         })?;
-        let mut loss_v = 0.0;
-        let mut sum: Option<GradStore> = None;
-        let mut all_finite = true;
-        for (shard_loss, grads) in results {
-            loss_v += shard_loss;
-            match (grads, sum.as_mut()) {
-                (None, _) => all_finite = false,
-                (Some(grads), None) => sum = Some(grads),
-                (Some(grads), Some(total)) => add_grads(total, grads)?,
-            }
-        }
-        Ok((loss_v, sum.filter(|_| all_finite)))
+        let loss_v = results.iter().map(|(l, _)| l).sum();
+        let grads: Option<Vec<GradStore>> = results.into_iter().map(|(_, g)| g).collect();
+        Ok((loss_v, grads))
     }
 }
 
@@ -97,18 +94,4 @@ fn shard(batch: &Batch, range: Range<usize>) -> Result<Batch> {
         target_mask: rows(&batch.target_mask)?,
         weights: rows(&batch.weights)?,
     })
-}
-
-/// Adds every gradient of `more` to `total`'s.
-fn add_grads(total: &mut GradStore, more: GradStore) -> Result<()> {
-    let ids: Vec<_> = more.get_ids().copied().collect();
-    for id in ids {
-        let Some(g) = more.get_id(id) else { continue };
-        let sum = match total.get_id(id) {
-            Some(t) => (t + g)?,
-            None => g.clone(),
-        };
-        total.insert_id(id, sum);
-    }
-    Ok(())
 }
