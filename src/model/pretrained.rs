@@ -85,7 +85,15 @@ impl VisionEncoderSpec {
 #[derive(Debug)]
 struct LazyCache {
     file: Option<CacheFile>,
-    features: OnceLock<FeatureCache<u64>>,
+    loaded: OnceLock<Loaded>,
+}
+
+#[derive(Debug)]
+struct Loaded {
+    features: FeatureCache<u64>,
+    /// Of the encoder's weights and the settings: `None` without a cache
+    /// file, or if the weights could not be read (then nothing is written).
+    fingerprint: Option<u64>,
 }
 
 /// Where a model's image features persist between runs.
@@ -95,37 +103,49 @@ struct CacheFile {
     weights: PathBuf,
     /// The pooling settings, part of the fingerprint.
     settings: String,
-    /// Of the weights and settings; unset until the cache is first used,
-    /// and after that only if the weights could not be read.
-    fingerprint: OnceLock<u64>,
     /// Entries in the file as last read or written.
     saved: AtomicUsize,
 }
 
 impl LazyCache {
-    fn features(&self, width: usize) -> &FeatureCache<u64> {
-        self.features.get_or_init(|| {
-            self.file
+    fn loaded(&self, width: usize) -> &Loaded {
+        self.loaded.get_or_init(|| {
+            let fingerprint = self.file.as_ref().and_then(CacheFile::fingerprint);
+            let features = self
+                .file
                 .as_ref()
-                .and_then(|file| file.load(width))
-                .unwrap_or_else(|| FeatureCache::new(CACHE_IMAGES))
+                .zip(fingerprint)
+                .and_then(|(file, fingerprint)| file.load(fingerprint, width))
+                .unwrap_or_else(|| FeatureCache::new(CACHE_IMAGES));
+            Loaded {
+                features,
+                fingerprint,
+            }
         })
+    }
+
+    fn features(&self, width: usize) -> &FeatureCache<u64> {
+        &self.loaded(width).features
     }
 }
 
 impl CacheFile {
-    /// The cached features of the same weights and settings, if the file has them.
-    fn load(&self, width: usize) -> Option<FeatureCache<u64>> {
-        let weights = match hash_file(&self.weights) {
-            Ok(hash) => hash,
+    /// Of the encoder's weights and the settings; `None`, with a warning,
+    /// if the weights cannot be read.
+    fn fingerprint(&self) -> Option<u64> {
+        match hash_file(&self.weights) {
+            Ok(weights) => Some(XxHash3_64::oneshot(
+                format!("{weights:016x} {}", self.settings).as_bytes(),
+            )),
             Err(e) => {
                 eprintln!("warning: {e:#}; image features are not cached on disk");
-                return None;
+                None
             }
-        };
-        let fingerprint =
-            XxHash3_64::oneshot(format!("{weights:016x} {}", self.settings).as_bytes());
-        let fingerprint = *self.fingerprint.get_or_init(|| fingerprint);
+        }
+    }
+
+    /// The cached features of the same weights and settings, if the file has them.
+    fn load(&self, fingerprint: u64, width: usize) -> Option<FeatureCache<u64>> {
         match FeatureCache::load(&self.path, fingerprint, width, CACHE_IMAGES) {
             Ok(Some(cache)) => {
                 self.saved.store(cache.len(), Ordering::SeqCst);
@@ -178,7 +198,6 @@ impl PretrainedVision {
                 "{}px {}x{} mean-pooled patches, f16",
                 spec.image_size, spec.tokens, spec.tokens
             ),
-            fingerprint: OnceLock::new(),
             saved: AtomicUsize::new(0),
         };
         Ok(Self::with_cache(spec, encoder, d_model, vb, Some(file))?)
@@ -210,7 +229,7 @@ impl PretrainedVision {
             spec: spec.clone(),
             cache: Arc::new(LazyCache {
                 file,
-                features: OnceLock::new(),
+                loaded: OnceLock::new(),
             }),
         })
     }
@@ -242,10 +261,10 @@ impl PretrainedVision {
     /// Writes the cached features to the encoder directory if there are new
     /// ones; returns the file written, if any.
     pub fn persist(&self) -> anyhow::Result<Option<PathBuf>> {
-        let (Some(file), Some(features)) = (&self.cache.file, self.cache.features.get()) else {
+        let (Some(file), Some(loaded)) = (&self.cache.file, self.cache.loaded.get()) else {
             return Ok(None);
         };
-        let Some(&fingerprint) = file.fingerprint.get() else {
+        let (features, Some(fingerprint)) = (&loaded.features, loaded.fingerprint) else {
             return Ok(None);
         };
         let held = features.len();
