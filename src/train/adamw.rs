@@ -95,7 +95,10 @@ impl AdamW {
         clip_norm: f64,
         in_place: bool,
     ) -> Result<f64> {
-        let summed = self.per_variable(workers, |i| {
+        let sharing = workers
+            .filter(|w| w.threads() > 1)
+            .map(|w| (w, self.balanced_groups(w.threads())));
+        let summed = self.per_variable(sharing.as_ref(), |i| {
             let (name, var) = &self.vars[i];
             let mut total: Option<Tensor> = None;
             for g in shards.iter().filter_map(|grads| grads.get(var.as_tensor())) {
@@ -129,7 +132,7 @@ impl AdamW {
                 fusable(&[self.vars[i].1.as_tensor(), &self.m[i], &self.v[i], g])
             });
         if fused {
-            self.per_variable(workers, |i| {
+            self.per_variable(sharing.as_ref(), |i| {
                 let hyper = hypers[i];
                 let g = &summed[i].0;
                 let moment = |square| Moment { hyper, square };
@@ -172,17 +175,20 @@ impl AdamW {
         }
     }
 
-    /// `work(i)` for every variable, in variable order; with `workers`, the
-    /// variables are shared out among them by size.
-    fn per_variable<T, F>(&self, workers: Option<&Workers>, work: F) -> Result<Vec<T>>
+    /// `work(i)` for every variable, in variable order; with `sharing`, on
+    /// the workers, one group of variables (`balanced_groups`) each.
+    fn per_variable<T, F>(
+        &self,
+        sharing: Option<&(&Workers, Vec<Vec<usize>>)>,
+        work: F,
+    ) -> Result<Vec<T>>
     where
         T: Send,
         F: Fn(usize) -> Result<T> + Sync,
     {
-        let Some(workers) = workers.filter(|w| w.threads() > 1) else {
+        let Some((workers, groups)) = sharing else {
             return (0..self.vars.len()).map(work).collect();
         };
-        let groups = self.balanced_groups(workers.threads());
         let done = workers.per_shard(groups.len(), |range| {
             range
                 .flat_map(|g| groups[g].iter().map(|&i| Ok((i, work(i)?))))
