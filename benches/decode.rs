@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
-use fusecap::generate::{generate, GenerateOptions, Workers};
+use fusecap::generate::{every_core, generate, GenerateOptions, Workers};
 use fusecap::model::dir::{inference_model, init_model, save_model_dir, ModelDir};
 use fusecap::model::{Config, Fusion, FusionModel};
 use fusecap::tokenizer::TextTokenizer;
@@ -253,7 +253,7 @@ fn main() -> Result<()> {
     let workers: usize = std::env::var("FUSECAP_BENCH_THREADS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        .unwrap_or_else(every_core);
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         std::env::set_var("RAYON_NUM_THREADS", "1");
     }

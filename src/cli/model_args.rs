@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Result};
 use candle_core::Device;
 
-use crate::generate::set_inference_threads;
+use crate::generate::{every_core, set_inference_threads};
 use crate::model::dir::CONFIG_FILE;
 use crate::pipeline::{load_model, ModelDir};
 
@@ -44,20 +44,26 @@ impl InferenceThreads {
     /// Starts the inference workers with candle on one thread each; must
     /// run before the first tensor operation.
     pub fn apply(&self) -> Result<()> {
-        let workers = checked_threads(self.threads)?
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        std::env::set_var("RAYON_NUM_THREADS", "1");
+        let workers = thread_count(self.threads)?;
+        one_candle_thread_per_worker();
         set_inference_threads(workers);
         Ok(())
     }
 }
 
-/// A `--threads` value, refused when 0.
-pub fn checked_threads(given: Option<usize>) -> Result<Option<usize>> {
+/// The worker threads a `--threads` value asks for: every core when it is
+/// absent, refused when 0.
+pub fn thread_count(given: Option<usize>) -> Result<usize> {
     if given == Some(0) {
         bail!("--threads 0: give at least 1 (the default is every core)");
     }
-    Ok(given)
+    Ok(given.unwrap_or_else(every_core))
+}
+
+/// Workers do their arithmetic on one thread each (docs/design.md,
+/// "Threads"); must run before the first tensor operation.
+pub fn one_candle_thread_per_worker() {
+    std::env::set_var("RAYON_NUM_THREADS", "1");
 }
 
 impl ModelArgs {

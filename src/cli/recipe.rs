@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
 
-use super::model_args::checked_threads;
+use super::model_args::{one_candle_thread_per_worker, thread_count};
 use crate::model::{Config, Fusion};
 use crate::train::TrainOptions;
 
@@ -100,15 +100,14 @@ pub struct ThreadsArgs {
 impl ThreadsArgs {
     /// The number of training threads.
     pub fn count(&self) -> Result<usize> {
-        Ok(checked_threads(self.threads)?
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())))
+        thread_count(self.threads)
     }
 
     /// Checks the count and sets candle's own threading to one thread per
     /// worker, which must happen before the first tensor operation.
     pub fn apply(&self) -> Result<usize> {
         let count = self.count()?;
-        std::env::set_var("RAYON_NUM_THREADS", "1");
+        one_candle_thread_per_worker();
         Ok(count)
     }
 }

@@ -16,7 +16,7 @@ pub use options::{
     GenerateOptions, InvalidOption, SamplingOptions, DECODE_MEMORY_BYTES, DEFAULT_MAX_NEW_TOKENS,
 };
 pub use step::{argmax, Generated, OnToken};
-pub use workers::{inference_workers, set_inference_threads, shard_range, Workers};
+pub use workers::{every_core, inference_workers, set_inference_threads, Workers};
 
 use anyhow::{bail, Result};
 

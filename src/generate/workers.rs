@@ -82,8 +82,13 @@ impl Workers {
 }
 
 /// Items of shard `index` of `shards`: contiguous, sizes differing by at most one.
-pub fn shard_range(items: usize, shards: usize, index: usize) -> Range<usize> {
+fn shard_range(items: usize, shards: usize, index: usize) -> Range<usize> {
     items * index / shards..items * (index + 1) / shards
+}
+
+/// The number of cores this process may use (1 if unknown).
+pub fn every_core() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 static INFERENCE_THREADS: OnceLock<usize> = OnceLock::new();
@@ -102,8 +107,7 @@ pub fn set_inference_threads(threads: usize) {
 pub fn inference_workers() -> Option<&'static Workers> {
     INFERENCE_WORKERS
         .get_or_init(|| {
-            let threads = *INFERENCE_THREADS
-                .get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let threads = *INFERENCE_THREADS.get_or_init(every_core);
             Workers::new(threads).ok()
         })
         .as_ref()
