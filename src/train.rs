@@ -10,13 +10,13 @@ use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
-use crate::data::batch::{Augment, Batch, Dataset, Sampler};
+use crate::data::batch::{Augment, Batch, CellBatch, Dataset, Sampler};
 use crate::data::stream::{mixed_step, StreamOptions};
 use crate::generate::{greedy, GenerateOptions};
 use crate::model::dir::{
     init_model_with_words, load_weights, save_model_dir, write_atomically, WEIGHTS_FILE,
 };
-use crate::model::{Config, FusionModel};
+use crate::model::{Config, FusionModel, ATTRIBUTE_CLASSES};
 use crate::tokenizer::TextTokenizer;
 
 mod adamw;
@@ -156,7 +156,7 @@ fn loss_over(
     label_smoothing: f64,
     total_weight: &Tensor,
 ) -> Result<Tensor> {
-    let logits = model.forward(
+    let (logits, attributes) = model.forward_with_attributes(
         &batch.images,
         &batch.image_of,
         &batch.text_ids,
@@ -178,7 +178,32 @@ fn loss_over(
         .sum(1)?
         .div(&batch.target_mask.sum(1)?)?;
     let weighted = (per_example * &batch.weights)?.sum_all()?;
-    Ok(weighted.broadcast_div(total_weight)?)
+    let answers = weighted.broadcast_div(total_weight)?;
+    match (attributes, &batch.cells) {
+        (Some(logits), Some(cells)) => {
+            let attributes = attribute_loss(&logits, &batch.image_of, cells)?;
+            Ok((answers + (attributes * f64::from(model.cfg.attribute_loss))?)?)
+        }
+        _ => Ok(answers),
+    }
+}
+
+/// The attribute head's cross-entropy, averaged over each image's tokens and
+/// the three attributes, then summed over the examples by `cells.weights`.
+/// `logits`: [N, Nv, 17] for the batch's images.
+fn attribute_loss(logits: &Tensor, image_of: &Tensor, cells: &CellBatch) -> Result<Tensor> {
+    let logits = logits.index_select(image_of, 0)?;
+    let targets = cells.targets.index_select(image_of, 0)?;
+    let mut start = 0;
+    let mut per_attribute = Vec::with_capacity(ATTRIBUTE_CLASSES.len());
+    for (attribute, &classes) in ATTRIBUTE_CLASSES.iter().enumerate() {
+        let logp = candle_nn::ops::log_softmax(&logits.narrow(2, start, classes)?, D::Minus1)?;
+        start += classes;
+        let target = targets.narrow(2, attribute, 1)?.contiguous()?;
+        per_attribute.push(logp.gather(&target, 2)?.squeeze(2)?.neg()?.mean(1)?);
+    }
+    let per_example = Tensor::stack(&per_attribute, 0)?.mean(0)?;
+    Ok((per_example * &cells.weights)?.sum_all()?)
 }
 
 /// What `train_state.json` records, so `--resume` can check it continues the same run.

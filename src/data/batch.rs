@@ -9,6 +9,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
+use super::cells::{CellTarget, EMPTY as EMPTY_CELL};
 use super::image::{decode_rgb, Preprocess};
 use super::manifest::{Record, Task};
 use crate::model::{pad_tokens, Config};
@@ -37,6 +38,9 @@ pub struct Dataset {
     pub images: Vec<RgbImage>,
     pub image_paths: Vec<PathBuf>,
     pub examples: Vec<Example>,
+    /// Per-token attribute targets of the images that have them (streamed
+    /// scenes, when the model has an attribute loss), by image index.
+    pub cell_targets: HashMap<usize, Vec<CellTarget>>,
 }
 
 impl Dataset {
@@ -115,6 +119,12 @@ impl Dataset {
         let offset = self.images.len();
         self.images.extend(other.images);
         self.image_paths.extend(other.image_paths);
+        self.cell_targets.extend(
+            other
+                .cell_targets
+                .into_iter()
+                .map(|(image, targets)| (image + offset, targets)),
+        );
         self.examples
             .extend(other.examples.into_iter().map(|e| Example {
                 image: e.image + offset,
@@ -245,6 +255,64 @@ pub struct Batch {
     pub target_mask: Tensor,
     /// [B]: each example's weight in the loss.
     pub weights: Tensor,
+    /// The attribute loss's targets, if the model has one and an image of
+    /// the batch has targets.
+    pub cells: Option<CellBatch>,
+}
+
+/// Targets of the attribute loss for a batch.
+#[derive(Debug, Clone)]
+pub struct CellBatch {
+    /// [N, Nv, 3] u32: per image of the batch, each token's colour, shape and size class.
+    pub targets: Tensor,
+    /// [B]: 1 / (examples whose image has targets) for those examples, 0
+    /// for the others, so the weighted sum over any shard of the batch adds
+    /// up to the batch's mean.
+    pub weights: Tensor,
+}
+
+impl CellBatch {
+    /// `None` unless some example's image has targets.
+    fn new(
+        ds: &Dataset,
+        image_rows: &[usize],
+        examples: &[&Example],
+        tokens: usize,
+        device: &Device,
+    ) -> Result<Option<CellBatch>> {
+        let labelled = examples
+            .iter()
+            .filter(|e| ds.cell_targets.contains_key(&e.image))
+            .count();
+        if labelled == 0 {
+            return Ok(None);
+        }
+        let empty = vec![EMPTY_CELL; tokens];
+        let mut targets: Vec<u32> = Vec::with_capacity(image_rows.len() * tokens * 3);
+        for image in image_rows {
+            let cells = ds.cell_targets.get(image).unwrap_or(&empty);
+            anyhow::ensure!(
+                cells.len() == tokens,
+                "image {image} has {} attribute targets for {tokens} vision tokens",
+                cells.len()
+            );
+            targets.extend(cells.iter().flatten());
+        }
+        let weights: Vec<f32> = examples
+            .iter()
+            .map(|e| {
+                if ds.cell_targets.contains_key(&e.image) {
+                    1.0 / labelled as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        Ok(Some(CellBatch {
+            targets: Tensor::from_vec(targets, (image_rows.len(), tokens, 3), device)?,
+            weights: Tensor::new(weights, device)?,
+        }))
+    }
 }
 
 impl Batch {
@@ -261,14 +329,21 @@ impl Batch {
         let examples: Vec<&Example> = indices.iter().map(|&i| &ds.examples[i]).collect();
         let mut rows: HashMap<usize, u32> = HashMap::new();
         let mut pixels: Vec<Vec<f32>> = Vec::new();
+        let mut image_rows = Vec::new();
         let mut image_of = Vec::with_capacity(examples.len());
         for e in &examples {
             let row = *rows.entry(e.image).or_insert_with(|| {
                 pixels.push(preprocess.normalise(&augment.apply(&ds.images[e.image], &mut rng)));
+                image_rows.push(e.image);
                 pixels.len() as u32 - 1
             });
             image_of.push(row);
         }
+        let cells = if cfg.attribute_loss > 0.0 {
+            CellBatch::new(ds, &image_rows, &examples, cfg.num_patches(), device)?
+        } else {
+            None
+        };
         let images = super::image::batch_tensor(&pixels, cfg.image_size, device)?;
         let image_of = Tensor::new(image_of, device)?;
         let texts: Vec<Vec<u32>> = examples.iter().map(|e| e.text.clone()).collect();
@@ -294,6 +369,7 @@ impl Batch {
             decoder_input,
             decoder_target,
             target_mask,
+            cells,
         })
     }
 }

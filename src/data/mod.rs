@@ -1,5 +1,6 @@
 //! Data: manifests, image preprocessing, synthetic scenes, importers.
 pub mod batch;
+pub mod cells;
 pub mod coco;
 pub mod draw;
 pub mod easy_vqa;

@@ -13,8 +13,10 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::batch::{Dataset, Example};
+use super::cells::cell_targets;
 use super::draw::{render_on, Backdrop};
 use super::image::Preprocess;
+use super::scene::Scene;
 use super::synth::{image_rng, random_scene};
 use super::synth_text::{candidate_questions, captions, sample_balanced_question};
 use crate::model::Config;
@@ -57,6 +59,7 @@ pub struct StreamedItem {
     pub question: Option<String>,
     pub answer: String,
     pub question_type: Option<&'static str>,
+    pub scene: Scene,
 }
 
 /// Item `index` of the stream with `seed`: a question, or a caption if
@@ -78,6 +81,7 @@ pub fn streamed_item(seed: u64, index: u64, caption: bool) -> StreamedItem {
             question: Some(qa.question),
             answer: qa.answer,
             question_type: Some(qa.question_type),
+            scene,
         },
         None => {
             let all = captions(&scene);
@@ -87,6 +91,7 @@ pub fn streamed_item(seed: u64, index: u64, caption: bool) -> StreamedItem {
                 question: None,
                 answer,
                 question_type: None,
+                scene,
             }
         }
     }
@@ -130,6 +135,11 @@ pub fn push_item(
     target.truncate(cfg.max_decode_len - 1);
     ds.images.push(preprocess.resized(&item.image));
     ds.image_paths.push(Default::default());
+    if cfg.attribute_loss > 0.0 {
+        if let Some(targets) = cell_targets(&item.scene, cfg.grid_side()) {
+            ds.cell_targets.insert(ds.images.len() - 1, targets);
+        }
+    }
     ds.examples.push(Example {
         image: ds.images.len() - 1,
         text,
@@ -161,6 +171,9 @@ pub fn mixed_step(
         let image = *rows.entry(e.image).or_insert_with(|| {
             ds.images.push(train.images[e.image].clone());
             ds.image_paths.push(train.image_paths[e.image].clone());
+            if let Some(targets) = train.cell_targets.get(&e.image) {
+                ds.cell_targets.insert(ds.images.len() - 1, targets.clone());
+            }
             ds.images.len() - 1
         });
         ds.examples.push(Example { image, ..e.clone() });

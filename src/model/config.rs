@@ -166,6 +166,12 @@ pub struct Config {
     /// have none: 0.
     #[serde(default)]
     pub gate_init: f32,
+    /// Weight of an auxiliary training loss that asks every vision token,
+    /// through a linear head, for the colour, shape and size of the object
+    /// under it (streamed scenes only; `data/cells.rs`). 0, as in older
+    /// model directories: no head.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attribute_loss: f32,
     /// Not stored: build the model for inference only (contiguous transposed
     /// weights, fused LayerNorm). Such a model gives no gradients.
     #[serde(skip)]
@@ -180,6 +186,10 @@ pub struct Config {
     /// model directories have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text_encoder: Option<super::pretrained_text::TextEncoderSpec>,
+}
+
+fn is_zero(value: &f32) -> bool {
+    *value == 0.0
 }
 
 impl Config {
@@ -217,6 +227,7 @@ impl Config {
             question_vision_layers: 0,
             text_before_vision: false,
             gate_init: 1.0,
+            attribute_loss: 0.0,
             inference: false,
             vision_encoder: None,
             text_encoder: None,
@@ -333,6 +344,12 @@ impl Config {
             errors.push(format!(
                 "gate_init ({}) must be a finite number",
                 self.gate_init
+            ));
+        }
+        if !(self.attribute_loss.is_finite() && self.attribute_loss >= 0.0) {
+            errors.push(format!(
+                "attribute_loss ({}) must be a finite number, 0 or above",
+                self.attribute_loss
             ));
         }
         if self.n_heads == 0 || !self.d_model.is_multiple_of(self.n_heads) {

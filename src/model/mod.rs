@@ -15,7 +15,7 @@ pub mod text;
 pub mod vision;
 
 use candle_core::{Result, Tensor};
-use candle_nn::VarBuilder;
+use candle_nn::{Module, VarBuilder};
 
 pub use attention::KeyMask;
 use conditioning::QuestionConditioning;
@@ -33,8 +33,14 @@ pub struct FusionModel {
     conditioning: Option<QuestionConditioning>,
     /// [2, d]: added to the vision (row 0) and text (row 1) memories under `concat`.
     modality_embed: Option<Tensor>,
+    /// Per vision token, logits of colour, shape and size (`attribute_loss`).
+    attribute_head: Option<linear::Linear>,
     pub decoder: Decoder,
 }
+
+/// Classes of the attribute head: the scenes' 8 colours, 4 shapes and 2
+/// sizes, each plus "no object" (`data::cells` makes the targets).
+pub const ATTRIBUTE_CLASSES: [usize; 3] = [9, 5, 3];
 
 impl FusionModel {
     /// A model whose config names no `text_encoder`.
@@ -62,6 +68,17 @@ impl FusionModel {
             text: TextEncoder::new(cfg, words, vb.pp("text"))?,
             conditioning: QuestionConditioning::new(cfg, vb.pp("conditioning"))?,
             modality_embed,
+            attribute_head: if cfg.attribute_loss > 0.0 {
+                Some(linear::Linear::new(
+                    cfg.d_model,
+                    ATTRIBUTE_CLASSES.iter().sum(),
+                    true,
+                    cfg,
+                    vb.pp("attribute_head"),
+                )?)
+            } else {
+                None
+            },
             decoder: Decoder::new(cfg, vb.pp("decoder"))?,
         })
     }
@@ -85,11 +102,22 @@ impl FusionModel {
         text_ids: &Tensor,
         text_valid: &Tensor,
     ) -> Result<Memory> {
-        let text_mask = KeyMask::from_valid(text_valid)?;
         let vision = self.vision.forward(images)?;
+        self.encode_tokens(&vision, image_of, text_ids, text_valid)
+    }
+
+    /// As `encode_shared`, from the vision encoder's tokens of the images.
+    fn encode_tokens(
+        &self,
+        vision: &Tensor,
+        image_of: Option<&Tensor>,
+        text_ids: &Tensor,
+        text_valid: &Tensor,
+    ) -> Result<Memory> {
+        let text_mask = KeyMask::from_valid(text_valid)?;
         let vision = match image_of {
             Some(rows) => vision.index_select(rows, 0)?,
-            None => vision,
+            None => vision.clone(),
         };
         let text = self
             .text
@@ -135,9 +163,32 @@ impl FusionModel {
         text_valid: &Tensor,
         tokens: &Tensor,
     ) -> Result<Tensor> {
-        let memory = self.encode_shared(images, Some(image_of), text_ids, text_valid)?;
+        Ok(self
+            .forward_with_attributes(images, image_of, text_ids, text_valid, tokens)?
+            .0)
+    }
+
+    /// `forward`, plus the attribute head's logits [N, Nv, 17] for each
+    /// image of `images` if the model has the head.
+    pub fn forward_with_attributes(
+        &self,
+        images: &Tensor,
+        image_of: &Tensor,
+        text_ids: &Tensor,
+        text_valid: &Tensor,
+        tokens: &Tensor,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let vision = self.vision.forward(images)?;
+        let attributes = match &self.attribute_head {
+            Some(head) => Some(head.forward(&vision)?),
+            None => None,
+        };
+        let memory = self.encode_tokens(&vision, Some(image_of), text_ids, text_valid)?;
         let cross = self.cross_kv(&memory)?;
-        self.decoder.forward(tokens, &cross, None, None)
+        Ok((
+            self.decoder.forward(tokens, &cross, None, None)?,
+            attributes,
+        ))
     }
 
     /// Writes the image features a frozen pretrained vision encoder has

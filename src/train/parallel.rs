@@ -12,7 +12,7 @@ use anyhow::Result;
 use candle_core::backprop::GradStore;
 use candle_core::Tensor;
 
-use crate::data::batch::Batch;
+use crate::data::batch::{Batch, CellBatch};
 use crate::generate::Workers;
 
 /// Training workers, one shard of each batch per worker.
@@ -84,8 +84,16 @@ fn shard(batch: &Batch, range: Range<usize>) -> Result<Batch> {
         })
         .collect();
     let device = batch.images.device();
+    let kept = Tensor::new(kept, device)?;
+    let cells = match &batch.cells {
+        Some(cells) => Some(CellBatch {
+            targets: cells.targets.index_select(&kept, 0)?,
+            weights: rows(&cells.weights)?,
+        }),
+        None => None,
+    };
     Ok(Batch {
-        images: batch.images.index_select(&Tensor::new(kept, device)?, 0)?,
+        images: batch.images.index_select(&kept, 0)?,
         image_of: Tensor::new(local, device)?,
         text_ids: rows(&batch.text_ids)?,
         text_valid: rows(&batch.text_valid)?,
@@ -93,5 +101,6 @@ fn shard(batch: &Batch, range: Range<usize>) -> Result<Batch> {
         decoder_target: rows(&batch.decoder_target)?,
         target_mask: rows(&batch.target_mask)?,
         weights: rows(&batch.weights)?,
+        cells,
     })
 }
