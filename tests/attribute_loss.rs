@@ -6,13 +6,13 @@ use std::path::Path;
 
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
-use common::train_in_process;
+use common::{assert_same_loss_curve, read_log, train_in_process};
 use fusecap::data::batch::{Augment, Batch, Dataset};
 use fusecap::data::cells::cell_targets;
 use fusecap::data::stream::{mixed_step, streamed_item, validation_set, StreamOptions};
 use fusecap::model::{Config, Fusion, FusionModel};
 use fusecap::tokenizer::TextTokenizer;
-use fusecap::train::{loss, LogRecord, TrainOptions, LOG_FILE};
+use fusecap::train::{loss, TrainOptions};
 
 fn tokenizer() -> TextTokenizer {
     let texts = fusecap::data::stream::vocabulary_texts();
@@ -176,14 +176,6 @@ fn the_attribute_loss_trains_the_vision_encoder_and_not_the_decoder() {
     assert!(decoder < 1e-10, "decoder gradient {decoder}");
 }
 
-fn read_log(out: &Path) -> Vec<LogRecord> {
-    std::fs::read_to_string(out.join(LOG_FILE))
-        .expect("log")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("log line"))
-        .collect()
-}
-
 #[test]
 fn data_parallel_training_with_the_attribute_loss_follows_the_single_thread_curve() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -217,17 +209,5 @@ fn data_parallel_training_with_the_attribute_loss_follows_the_single_thread_curv
         run(&dir.path().join("one"), 1),
         run(&dir.path().join("three"), 3),
     );
-    assert_eq!(one.len(), three.len());
-    for (x, y) in one.iter().zip(&three) {
-        let close = |p: f64, q: f64| (p - q).abs() <= 1e-4 * p.abs().max(1.0);
-        assert!(
-            close(x.loss, y.loss) && close(x.grad_norm, y.grad_norm),
-            "step {}: loss {} vs {}, gradient norm {} vs {}",
-            x.step,
-            x.loss,
-            y.loss,
-            x.grad_norm,
-            y.grad_norm
-        );
-    }
+    assert_same_loss_curve(&one, &three);
 }

@@ -3,7 +3,7 @@
 //! a fine-tune starts from its model.
 mod common;
 
-use common::train_in_process;
+use common::{assert_same_loss_curve, read_log, train_in_process};
 use std::path::Path;
 use std::process::Command;
 
@@ -14,7 +14,7 @@ use fusecap::data::synth::{write_dataset, SynthConfig};
 use fusecap::model::dir::{write_atomically, ModelDir};
 use fusecap::model::{Config, Fusion};
 use fusecap::tokenizer::TextTokenizer;
-use fusecap::train::{LogRecord, Outcome, TrainOptions, CHECKPOINT_FILE, LOG_FILE};
+use fusecap::train::{LogRecord, Outcome, TrainOptions, CHECKPOINT_FILE};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fusecap"))
@@ -51,13 +51,6 @@ fn train(dir: &Path, manifest: &Path, out: &Path, args: &[&str]) -> std::process
         .arg(tiny_config(dir))
         .output()
         .expect("run train")
-}
-
-fn read_log(out: &Path) -> Vec<LogRecord> {
-    let text = std::fs::read_to_string(out.join(LOG_FILE)).expect("log");
-    text.lines()
-        .map(|l| serde_json::from_str(l).expect("log line"))
-        .collect()
 }
 
 #[test]
@@ -238,20 +231,7 @@ fn data_parallel_training_follows_the_single_thread_loss_curve_and_resumes_exact
     // losses only add up to the batch's when each is divided by the whole
     // batch's weight.
     run_in_process(&three, &manifest, 12, None, false, 3);
-    let (a, b) = (read_log(&one), read_log(&three));
-    assert_eq!(a.len(), b.len());
-    for (x, y) in a.iter().zip(&b) {
-        let close = |p: f64, q: f64| (p - q).abs() <= 1e-4 * p.abs().max(1.0);
-        assert!(
-            close(x.loss, y.loss) && close(x.grad_norm, y.grad_norm),
-            "step {}: loss {} vs {}, gradient norm {} vs {}",
-            x.step,
-            x.loss,
-            y.loss,
-            x.grad_norm,
-            y.grad_norm
-        );
-    }
+    assert_same_loss_curve(&read_log(&one), &read_log(&three));
     assert_eq!(
         run_in_process(&resumed, &manifest, 12, Some(5), false, 3),
         Outcome::Interrupted { step: 5 }

@@ -48,16 +48,7 @@ mod tests {
     use crate::data::scene::{SceneKind, SceneObject};
 
     fn object(shape: Shape, color: Color, size: Size, row: usize, col: usize) -> SceneObject {
-        SceneObject {
-            shape,
-            color,
-            size,
-            row,
-            col,
-            cx: (col as f32 + 0.5) / 3.0,
-            cy: (row as f32 + 0.5) / 3.0,
-            radius: 0.1,
-        }
+        SceneObject::centred(shape, color, size, row, col)
     }
 
     #[test]

@@ -134,6 +134,15 @@ impl Size {
             Size::Large => "large",
         }
     }
+
+    /// Radius as a fraction of the image side; a cell's half-width is 1/6,
+    /// so an object stays inside its cell after jitter.
+    pub fn radius(self) -> f32 {
+        match self {
+            Size::Large => 0.155,
+            Size::Small => 0.1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,6 +178,22 @@ pub struct SceneObject {
     pub cx: f32,
     pub cy: f32,
     pub radius: f32,
+}
+
+impl SceneObject {
+    /// An object in the centre of grid cell (`row`, `col`), with its size's radius.
+    pub fn centred(shape: Shape, color: Color, size: Size, row: usize, col: usize) -> Self {
+        SceneObject {
+            shape,
+            color,
+            size,
+            row,
+            col,
+            cx: (col as f32 + 0.5) / 3.0,
+            cy: (row as f32 + 0.5) / 3.0,
+            radius: size.radius(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

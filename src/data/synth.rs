@@ -70,9 +70,7 @@ pub struct SceneLine {
     pub scene: Scene,
 }
 
-/// Cell radius is 1/6 of the side; objects stay inside their cell after jitter.
-const LARGE_RADIUS: f32 = 0.155;
-const SMALL_RADIUS: f32 = 0.1;
+/// How far an object's centre may move from its cell's centre (fraction of the side).
 const MAX_JITTER: f32 = 0.01;
 
 /// A random scene of 1–4 objects, at most one per grid cell.
@@ -89,23 +87,15 @@ pub fn random_scene(rng: &mut impl Rng, noise: bool) -> Scene {
             } else {
                 Size::Small
             };
-            let radius = match size {
-                Size::Large => LARGE_RADIUS,
-                Size::Small => SMALL_RADIUS,
-            };
             let shape = *Shape::SCENE.choose(rng).unwrap_or(&Shape::Circle);
             let color = *Color::ALL.choose(rng).unwrap_or(&Color::Red);
             let jx = rng.random_range(-MAX_JITTER..=MAX_JITTER);
             let jy = rng.random_range(-MAX_JITTER..=MAX_JITTER);
+            let centred = SceneObject::centred(shape, color, size, row, col);
             SceneObject {
-                shape,
-                color,
-                size,
-                row,
-                col,
-                cx: (col as f32 + 0.5) / 3.0 + jx,
-                cy: (row as f32 + 0.5) / 3.0 + jy,
-                radius,
+                cx: centred.cx + jx,
+                cy: centred.cy + jy,
+                ..centred
             }
         })
         .collect();

@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use fusecap::data::batch::Dataset;
 use fusecap::model::Config;
 use fusecap::tokenizer::TextTokenizer;
-use fusecap::train::{LogRecord, Outcome, TrainOptions, TrainRun};
+use fusecap::train::{LogRecord, Outcome, TrainOptions, TrainRun, LOG_FILE};
 
 /// Trains in-process into `out` on `threads` workers, with f32 weights and
 /// `stop_after` (a step) standing in for Ctrl-C.
@@ -90,6 +90,35 @@ pub fn assert_gradients_reach(
         assert!(
             norm.is_finite() && norm > 0.0,
             "{what}: gradient of {name} is {norm}"
+        );
+    }
+}
+
+/// The records of a run's `training.jsonl`.
+#[allow(dead_code)]
+pub fn read_log(out: &Path) -> Vec<LogRecord> {
+    std::fs::read_to_string(out.join(LOG_FILE))
+        .expect("log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("log line"))
+        .collect()
+}
+
+/// Two runs logged the same steps with losses and gradient norms equal up to
+/// float summation order (relative 1e-4).
+#[allow(dead_code)]
+pub fn assert_same_loss_curve(a: &[LogRecord], b: &[LogRecord]) {
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(b) {
+        let close = |p: f64, q: f64| (p - q).abs() <= 1e-4 * p.abs().max(1.0);
+        assert!(
+            close(x.loss, y.loss) && close(x.grad_norm, y.grad_norm),
+            "step {}: loss {} vs {}, gradient norm {} vs {}",
+            x.step,
+            x.loss,
+            y.loss,
+            x.grad_norm,
+            y.grad_norm
         );
     }
 }

@@ -5,16 +5,7 @@ use std::path::Path;
 use fusecap::data::scene::{Color, Scene, SceneKind, SceneObject, Shape, Size};
 
 fn object(shape: Shape, color: Color, size: Size, row: usize, col: usize) -> SceneObject {
-    SceneObject {
-        shape,
-        color,
-        size,
-        row,
-        col,
-        cx: (col as f32 + 0.5) / 3.0,
-        cy: (row as f32 + 0.5) / 3.0,
-        radius: if size == Size::Large { 0.155 } else { 0.1 },
-    }
+    SceneObject::centred(shape, color, size, row, col)
 }
 
 /// samples/scene-1.png: a large red circle (top left), a small yellow star
