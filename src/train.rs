@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
-use crate::data::batch::{Augment, Batch, CellBatch, Dataset, Sampler};
+use crate::data::batch::{Augment, Batch, CellBatch, Dataset, MentionBatch, Sampler};
 use crate::data::stream::{mixed_step, StreamOptions};
 use crate::generate::{greedy, GenerateOptions};
 use crate::model::dir::{
@@ -156,7 +156,7 @@ fn loss_over(
     label_smoothing: f64,
     total_weight: &Tensor,
 ) -> Result<Tensor> {
-    let (logits, attributes) = model.forward_with_attributes(
+    let (logits, auxiliary) = model.forward_with_auxiliary(
         &batch.images,
         &batch.image_of,
         &batch.text_ids,
@@ -178,14 +178,47 @@ fn loss_over(
         .sum(1)?
         .div(&batch.target_mask.sum(1)?)?;
     let weighted = (per_example * &batch.weights)?.sum_all()?;
-    let answers = weighted.broadcast_div(total_weight)?;
-    match (attributes, &batch.cells) {
-        (Some(logits), Some(cells)) => {
-            let attributes = attribute_loss(&logits, &batch.image_of, cells)?;
-            Ok((answers + (attributes * f64::from(model.cfg.attribute_loss))?)?)
-        }
-        _ => Ok(answers),
+    let mut total = weighted.broadcast_div(total_weight)?;
+    // A head whose targets this batch lacks (a batch of captions has no
+    // mentions; easy-VQA images have no attributes) still joins the graph,
+    // with a zero gradient: the optimiser refuses a variable without one.
+    if let Some(logits) = &auxiliary.attributes {
+        let part = match &batch.cells {
+            Some(cells) => {
+                (attribute_loss(logits, &batch.image_of, cells)?
+                    * f64::from(model.cfg.attribute_loss))?
+            }
+            None => zero_through(logits)?,
+        };
+        total = (total + part)?;
     }
+    if let Some(logits) = &auxiliary.mentions {
+        let part = match &batch.mentions {
+            Some(mentions) => {
+                (mention_loss(logits, mentions)? * f64::from(model.cfg.mention_loss))?
+            }
+            None => zero_through(logits)?,
+        };
+        total = (total + part)?;
+    }
+    Ok(total)
+}
+
+/// 0, as a function of `t`, so that what made `t` gets a zero gradient.
+/// (candle drops the graph behind a multiplication by the constant 0.)
+fn zero_through(t: &Tensor) -> Result<Tensor> {
+    let sum = t.sum_all()?;
+    Ok((&sum * Tensor::zeros((), sum.dtype(), sum.device())?)?)
+}
+
+/// The mention head's binary cross-entropy, averaged over each input's
+/// tokens, then summed over the examples by `mentions.weights`.
+/// `logits`: [B, Nv].
+fn mention_loss(logits: &Tensor, mentions: &MentionBatch) -> Result<Tensor> {
+    // log(1 + e^x) - y·x, computed as max(x, 0) + log(1 + e^-|x|) - y·x.
+    let softplus = (logits.relu()? + (logits.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
+    let per_token = (softplus - (logits * &mentions.targets)?)?;
+    Ok((per_token.mean(1)? * &mentions.weights)?.sum_all()?)
 }
 
 /// The attribute head's cross-entropy, averaged over each image's tokens and

@@ -30,6 +30,7 @@ fn dataset(images: usize, questions: impl Fn(usize) -> usize) -> Dataset {
                 answer: String::new(),
                 question_type: Some("color".into()),
                 weight: 1.0,
+                mentions: None,
             });
         }
         for c in 0..2 {
@@ -40,6 +41,7 @@ fn dataset(images: usize, questions: impl Fn(usize) -> usize) -> Dataset {
                 answer: String::new(),
                 question_type: None,
                 weight: 1.0,
+                mentions: None,
             });
         }
     }

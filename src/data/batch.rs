@@ -30,6 +30,10 @@ pub struct Example {
     /// The example's weight in the loss (1 unless answers are balanced or
     /// question types weighted).
     pub weight: f32,
+    /// Per vision token, 1 if the question describes the object under it
+    /// (`cells::mentioned_cells`): streamed scenes, when the model has a
+    /// mention loss.
+    pub mentions: Option<Vec<u32>>,
 }
 
 /// Examples plus their decoded images at the model's input size.
@@ -90,6 +94,7 @@ impl Dataset {
                             answer: caption.to_lowercase(),
                             question_type: None,
                             weight: 1.0,
+                            mentions: None,
                         });
                     }
                 }
@@ -108,6 +113,7 @@ impl Dataset {
                         answer: answer.to_lowercase(),
                         question_type: Some(question_type.clone().unwrap_or_else(|| "vqa".into())),
                         weight: 1.0,
+                        mentions: None,
                     });
                 }
             }
@@ -258,6 +264,8 @@ pub struct Batch {
     /// The attribute loss's targets, if the model has one and an image of
     /// the batch has targets.
     pub cells: Option<CellBatch>,
+    /// The mention loss's targets, if the model has one and an example has targets.
+    pub mentions: Option<MentionBatch>,
 }
 
 /// Targets of the attribute loss for a batch.
@@ -265,9 +273,7 @@ pub struct Batch {
 pub struct CellBatch {
     /// [N, Nv, 3] u32: per image of the batch, each token's colour, shape and size class.
     pub targets: Tensor,
-    /// [B]: 1 / (examples whose image has targets) for those examples, 0
-    /// for the others, so the weighted sum over any shard of the batch adds
-    /// up to the batch's mean.
+    /// [B]: each example's share of the loss (`shares`).
     pub weights: Tensor,
 }
 
@@ -280,13 +286,9 @@ impl CellBatch {
         tokens: usize,
         device: &Device,
     ) -> Result<Option<CellBatch>> {
-        let labelled = examples
-            .iter()
-            .filter(|e| ds.cell_targets.contains_key(&e.image))
-            .count();
-        if labelled == 0 {
+        let Some(weights) = shares(examples, |e| ds.cell_targets.contains_key(&e.image)) else {
             return Ok(None);
-        }
+        };
         let empty = vec![EMPTY_CELL; tokens];
         let mut targets: Vec<u32> = Vec::with_capacity(image_rows.len() * tokens * 3);
         for image in image_rows {
@@ -298,21 +300,66 @@ impl CellBatch {
             );
             targets.extend(cells.iter().flatten());
         }
-        let weights: Vec<f32> = examples
-            .iter()
-            .map(|e| {
-                if ds.cell_targets.contains_key(&e.image) {
-                    1.0 / labelled as f32
-                } else {
-                    0.0
-                }
-            })
-            .collect();
         Ok(Some(CellBatch {
             targets: Tensor::from_vec(targets, (image_rows.len(), tokens, 3), device)?,
             weights: Tensor::new(weights, device)?,
         }))
     }
+}
+
+/// Targets of the mention loss for a batch.
+#[derive(Debug, Clone)]
+pub struct MentionBatch {
+    /// [B, Nv] f32: 1 where the example's question describes the token's object.
+    pub targets: Tensor,
+    /// [B]: as `CellBatch::weights`, over the examples that have mention targets.
+    pub weights: Tensor,
+}
+
+impl MentionBatch {
+    /// `None` unless some example has mention targets.
+    fn new(examples: &[&Example], tokens: usize, device: &Device) -> Result<Option<MentionBatch>> {
+        let Some(weights) = shares(examples, |e| e.mentions.is_some()) else {
+            return Ok(None);
+        };
+        let mut targets: Vec<f32> = Vec::with_capacity(examples.len() * tokens);
+        for e in examples {
+            match &e.mentions {
+                Some(marks) => {
+                    anyhow::ensure!(
+                        marks.len() == tokens,
+                        "an example has {} mention targets for {tokens} vision tokens",
+                        marks.len()
+                    );
+                    targets.extend(marks.iter().map(|&m| m as f32));
+                }
+                None => targets.extend(std::iter::repeat_n(0.0, tokens)),
+            }
+        }
+        Ok(Some(MentionBatch {
+            targets: Tensor::from_vec(targets, (examples.len(), tokens), device)?,
+            weights: Tensor::new(weights, device)?,
+        }))
+    }
+}
+
+/// Each example's share of an auxiliary loss: 1 / (examples that have
+/// targets) for those, 0 for the others, so that the weighted sum over any
+/// shard of the batch adds up to the batch's mean. `None` if none has targets.
+fn shares(examples: &[&Example], has_targets: impl Fn(&Example) -> bool) -> Option<Vec<f32>> {
+    let count = examples.iter().filter(|e| has_targets(e)).count();
+    (count > 0).then(|| {
+        examples
+            .iter()
+            .map(|e| {
+                if has_targets(e) {
+                    1.0 / count as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    })
 }
 
 impl Batch {
@@ -344,6 +391,11 @@ impl Batch {
         } else {
             None
         };
+        let mentions = if cfg.mention_loss > 0.0 {
+            MentionBatch::new(&examples, cfg.num_patches(), device)?
+        } else {
+            None
+        };
         let images = super::image::batch_tensor(&pixels, cfg.image_size, device)?;
         let image_of = Tensor::new(image_of, device)?;
         let texts: Vec<Vec<u32>> = examples.iter().map(|e| e.text.clone()).collect();
@@ -370,6 +422,7 @@ impl Batch {
             decoder_target,
             target_mask,
             cells,
+            mentions,
         })
     }
 }

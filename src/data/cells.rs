@@ -4,8 +4,9 @@
 //! These are the targets of the auxiliary attribute loss (`attribute_loss` in
 //! the model config), which asks every token to name its own object, so that
 //! the decoder can find an object by its attributes instead of reading them
-//! off a mixture of the scene.
-use super::scene::{Color, Scene, Shape, Size};
+//! off a mixture of the scene. The mention loss (`mention_loss`) asks each
+//! question-conditioned token whether the question describes its object.
+use super::scene::{Color, Scene, SceneObject, Shape, Size};
 use crate::model::ATTRIBUTE_CLASSES as CLASSES;
 
 // The model's head has one class per colour, scene shape and size, plus "no object".
@@ -29,7 +30,6 @@ pub const EMPTY: CellTarget = [
 /// targets hold at any image size.
 pub fn cell_targets(scene: &Scene, grid: usize) -> Option<Vec<CellTarget>> {
     let mut targets = vec![EMPTY; grid * grid];
-    let cell = |fraction: f32| ((fraction.clamp(0.0, 1.0) * grid as f32) as usize).min(grid - 1);
     for object in &scene.objects {
         let color = Color::ALL.iter().position(|&c| c == object.color)?;
         let shape = Shape::SCENE.iter().position(|&s| s == object.shape)?;
@@ -37,15 +37,61 @@ pub fn cell_targets(scene: &Scene, grid: usize) -> Option<Vec<CellTarget>> {
             Size::Small => 0,
             Size::Large => 1,
         };
-        targets[cell(object.cy) * grid + cell(object.cx)] = [color as u32, shape as u32, size];
+        targets[token_of(object, grid)] = [color as u32, shape as u32, size];
     }
     Some(targets)
+}
+
+/// Per token of a `grid`×`grid` grid, 1 if the question describes the
+/// object under it, else 0: the objects whose colour, shape and size agree
+/// with every colour, shape and size word of the question ("is there a red
+/// circle?" marks the red circles; "what color is the shape left of the
+/// small star?" the small stars; place words are ignored, so "the small
+/// shape in the center" marks every small object). `None` if the question
+/// names none of them (it describes its objects by place only, or not at all).
+pub fn mentioned_cells(scene: &Scene, question: &str, grid: usize) -> Option<Vec<u32>> {
+    let words: Vec<&str> = question
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let has = |name: &str| words.contains(&name);
+    let colors: Vec<Color> = Color::ALL.into_iter().filter(|c| has(c.name())).collect();
+    let shapes: Vec<Shape> = Shape::SCENE
+        .into_iter()
+        .filter(|s| has(s.name()) || has(s.plural()))
+        .collect();
+    let sizes: Vec<Size> = [Size::Small, Size::Large]
+        .into_iter()
+        .filter(|s| has(s.name()))
+        .collect();
+    fn agrees<T: PartialEq>(named: &[T], value: T) -> bool {
+        named.is_empty() || named.contains(&value)
+    }
+    if colors.is_empty() && shapes.is_empty() && sizes.is_empty() {
+        return None;
+    }
+    let mut marks = vec![0; grid * grid];
+    for object in &scene.objects {
+        if agrees(&colors, object.color)
+            && agrees(&shapes, object.shape)
+            && agrees(&sizes, object.size)
+        {
+            marks[token_of(object, grid)] = 1;
+        }
+    }
+    Some(marks)
+}
+
+/// The token under an object's centre.
+fn token_of(object: &SceneObject, grid: usize) -> usize {
+    let cell = |fraction: f32| ((fraction.clamp(0.0, 1.0) * grid as f32) as usize).min(grid - 1);
+    cell(object.cy) * grid + cell(object.cx)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::scene::{SceneKind, SceneObject};
+    use crate::data::scene::SceneKind;
 
     fn object(shape: Shape, color: Color, size: Size, row: usize, col: usize) -> SceneObject {
         SceneObject::centred(shape, color, size, row, col)
@@ -80,5 +126,37 @@ mod tests {
             noise_seed: None,
         };
         assert_eq!(cell_targets(&scene, 3), None);
+    }
+
+    #[test]
+    fn a_question_marks_the_objects_that_agree_with_all_its_attribute_words() {
+        let scene = Scene {
+            kind: SceneKind::Scenes,
+            objects: vec![
+                object(Shape::Circle, Color::Red, Size::Large, 0, 0),
+                object(Shape::Star, Color::Red, Size::Small, 1, 1),
+                object(Shape::Circle, Color::Blue, Size::Small, 2, 2),
+            ],
+            noise_seed: None,
+        };
+        let marked = |q: &str| {
+            mentioned_cells(&scene, q, 3).map(|m| {
+                m.iter()
+                    .enumerate()
+                    .filter(|(_, &v)| v == 1)
+                    .map(|(i, _)| i)
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(marked("is there a red circle?"), Some(vec![0]));
+        assert_eq!(marked("how many circles are there?"), Some(vec![0, 8]));
+        assert_eq!(marked("what color is the small star?"), Some(vec![4]));
+        assert_eq!(marked("is there a blue star?"), Some(vec![]));
+        assert_eq!(
+            marked("what shape is left of the small shape in the center?"),
+            Some(vec![4, 8])
+        );
+        assert_eq!(marked("what shape is at the top left?"), None);
+        assert_eq!(marked("caption"), None);
     }
 }

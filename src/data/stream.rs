@@ -13,7 +13,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::batch::{Dataset, Example};
-use super::cells::cell_targets;
+use super::cells::{cell_targets, mentioned_cells};
 use super::draw::{render_on, Backdrop};
 use super::image::Preprocess;
 use super::scene::Scene;
@@ -147,6 +147,12 @@ pub fn push_item(
         answer: item.answer.to_lowercase(),
         question_type: item.question_type.map(str::to_string),
         weight: 1.0,
+        mentions: match &item.question {
+            Some(question) if cfg.mention_loss > 0.0 => {
+                mentioned_cells(&item.scene, question, cfg.grid_side())
+            }
+            _ => None,
+        },
     });
     Ok(())
 }

@@ -172,6 +172,13 @@ pub struct Config {
     /// model directories: no head.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attribute_loss: f32,
+    /// Weight of an auxiliary training loss that asks every
+    /// question-conditioned vision token, through a linear head, whether the
+    /// question describes the object under it (streamed scenes only;
+    /// `data/cells.rs`). Needs `question_vision_layers` ≥ 1. 0, as in older
+    /// model directories: no head.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mention_loss: f32,
     /// Not stored: build the model for inference only (contiguous transposed
     /// weights, fused LayerNorm). Such a model gives no gradients.
     #[serde(skip)]
@@ -228,6 +235,7 @@ impl Config {
             text_before_vision: false,
             gate_init: 1.0,
             attribute_loss: 0.0,
+            mention_loss: 0.0,
             inference: false,
             vision_encoder: None,
             text_encoder: None,
@@ -346,11 +354,20 @@ impl Config {
                 self.gate_init
             ));
         }
-        if !(self.attribute_loss.is_finite() && self.attribute_loss >= 0.0) {
-            errors.push(format!(
-                "attribute_loss ({}) must be a finite number, 0 or above",
-                self.attribute_loss
-            ));
+        for (name, weight) in [
+            ("attribute_loss", self.attribute_loss),
+            ("mention_loss", self.mention_loss),
+        ] {
+            if !(weight.is_finite() && weight >= 0.0) {
+                errors.push(format!(
+                    "{name} ({weight}) must be a finite number, 0 or above"
+                ));
+            }
+        }
+        if self.mention_loss > 0.0 && self.question_vision_layers == 0 {
+            errors.push(
+                "mention_loss needs question_vision_layers of 1 or more: the vision tokens must read the question".into(),
+            );
         }
         if self.n_heads == 0 || !self.d_model.is_multiple_of(self.n_heads) {
             errors.push(format!(

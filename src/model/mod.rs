@@ -35,7 +35,19 @@ pub struct FusionModel {
     modality_embed: Option<Tensor>,
     /// Per vision token, logits of colour, shape and size (`attribute_loss`).
     attribute_head: Option<linear::Linear>,
+    /// Per question-conditioned vision token, the logit that the question
+    /// describes its object (`mention_loss`).
+    mention_head: Option<linear::Linear>,
     pub decoder: Decoder,
+}
+
+/// What the auxiliary heads of `FusionModel::forward_with_auxiliary` say.
+#[derive(Debug, Clone)]
+pub struct Auxiliary {
+    /// [N, Nv, 17]: per image, each token's colour, shape and size logits.
+    pub attributes: Option<Tensor>,
+    /// [B, Nv]: per input, each conditioned token's mention logit.
+    pub mentions: Option<Tensor>,
 }
 
 /// Classes of the attribute head: the scenes' 8 colours, 4 shapes and 2
@@ -75,6 +87,17 @@ impl FusionModel {
                     true,
                     cfg,
                     vb.pp("attribute_head"),
+                )?)
+            } else {
+                None
+            },
+            mention_head: if cfg.mention_loss > 0.0 {
+                Some(linear::Linear::new(
+                    cfg.d_model,
+                    1,
+                    true,
+                    cfg,
+                    vb.pp("mention_head"),
                 )?)
             } else {
                 None
@@ -164,30 +187,37 @@ impl FusionModel {
         tokens: &Tensor,
     ) -> Result<Tensor> {
         Ok(self
-            .forward_with_attributes(images, image_of, text_ids, text_valid, tokens)?
+            .forward_with_auxiliary(images, image_of, text_ids, text_valid, tokens)?
             .0)
     }
 
-    /// `forward`, plus the attribute head's logits [N, Nv, 17] for each
-    /// image of `images` if the model has the head.
-    pub fn forward_with_attributes(
+    /// `forward`, plus the outputs of the auxiliary heads the model has.
+    pub fn forward_with_auxiliary(
         &self,
         images: &Tensor,
         image_of: &Tensor,
         text_ids: &Tensor,
         text_valid: &Tensor,
         tokens: &Tensor,
-    ) -> Result<(Tensor, Option<Tensor>)> {
+    ) -> Result<(Tensor, Auxiliary)> {
         let vision = self.vision.forward(images)?;
         let attributes = match &self.attribute_head {
             Some(head) => Some(head.forward(&vision)?),
             None => None,
         };
         let memory = self.encode_tokens(&vision, Some(image_of), text_ids, text_valid)?;
+        let mentions = match &self.mention_head {
+            Some(head) => Some(head.forward(&memory.vision)?.squeeze(2)?),
+            None => None,
+        };
         let cross = self.cross_kv(&memory)?;
+        let logits = self.decoder.forward(tokens, &cross, None, None)?;
         Ok((
-            self.decoder.forward(tokens, &cross, None, None)?,
-            attributes,
+            logits,
+            Auxiliary {
+                attributes,
+                mentions,
+            },
         ))
     }
 

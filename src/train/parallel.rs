@@ -12,7 +12,7 @@ use anyhow::Result;
 use candle_core::backprop::GradStore;
 use candle_core::Tensor;
 
-use crate::data::batch::{Batch, CellBatch};
+use crate::data::batch::{Batch, CellBatch, MentionBatch};
 use crate::generate::Workers;
 
 /// Training workers, one shard of each batch per worker.
@@ -92,6 +92,13 @@ fn shard(batch: &Batch, range: Range<usize>) -> Result<Batch> {
         }),
         None => None,
     };
+    let mentions = match &batch.mentions {
+        Some(mentions) => Some(MentionBatch {
+            targets: rows(&mentions.targets)?,
+            weights: rows(&mentions.weights)?,
+        }),
+        None => None,
+    };
     Ok(Batch {
         images: batch.images.index_select(&kept, 0)?,
         image_of: Tensor::new(local, device)?,
@@ -102,5 +109,6 @@ fn shard(batch: &Batch, range: Range<usize>) -> Result<Batch> {
         target_mask: rows(&batch.target_mask)?,
         weights: rows(&batch.weights)?,
         cells,
+        mentions,
     })
 }
