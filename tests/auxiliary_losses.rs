@@ -287,3 +287,24 @@ fn data_parallel_training_with_the_auxiliary_losses_follows_the_single_thread_cu
     );
     assert_same_loss_curve(&one, &three);
 }
+
+#[test]
+fn the_auxiliary_recipe_config_is_the_shipped_one_plus_the_two_losses() {
+    let read = |name: &str| -> Config {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("configs")
+            .join(name);
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("config")).expect("json")
+    };
+    let (aux, shipped) = (read("scenes-aux.json"), read("scenes-qv2.json"));
+    aux.validate().expect("valid");
+    assert!(aux.attribute_loss > 0.0 && aux.mention_loss > 0.0);
+    assert_eq!(
+        Config {
+            attribute_loss: 0.0,
+            mention_loss: 0.0,
+            ..aux
+        },
+        shipped
+    );
+}
