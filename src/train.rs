@@ -183,25 +183,38 @@ fn loss_over(
     // mentions; easy-VQA images have no attributes) still joins the graph,
     // with a zero gradient: the optimiser refuses a variable without one.
     if let Some(logits) = &auxiliary.attributes {
-        let part = match &batch.cells {
-            Some(cells) => {
-                (attribute_loss(logits, &batch.image_of, cells)?
-                    * f64::from(model.cfg.attribute_loss))?
-            }
-            None => zero_through(logits)?,
-        };
+        let part = auxiliary_part(
+            logits,
+            batch.cells.as_ref(),
+            model.cfg.attribute_loss,
+            |c| attribute_loss(logits, &batch.image_of, c),
+        )?;
         total = (total + part)?;
     }
     if let Some(logits) = &auxiliary.mentions {
-        let part = match &batch.mentions {
-            Some(mentions) => {
-                (mention_loss(logits, mentions)? * f64::from(model.cfg.mention_loss))?
-            }
-            None => zero_through(logits)?,
-        };
+        let part = auxiliary_part(
+            logits,
+            batch.mentions.as_ref(),
+            model.cfg.mention_loss,
+            |m| mention_loss(logits, m),
+        )?;
         total = (total + part)?;
     }
     Ok(total)
+}
+
+/// A head's loss times its weight, or, without targets, a zero that still
+/// depends on the head's `logits`.
+fn auxiliary_part<T>(
+    logits: &Tensor,
+    targets: Option<&T>,
+    weight: f32,
+    loss: impl FnOnce(&T) -> Result<Tensor>,
+) -> Result<Tensor> {
+    match targets {
+        Some(targets) => Ok((loss(targets)? * f64::from(weight))?),
+        None => zero_through(logits),
+    }
 }
 
 /// 0, as a function of `t`, so that what made `t` gets a zero gradient.

@@ -37,10 +37,22 @@ const STREAM: StreamOptions = StreamOptions {
     share: 0.5,
 };
 
+/// A model of `cfg` whose variables live in `vm`.
+fn model_on(cfg: &Config, vm: &VarMap) -> FusionModel {
+    FusionModel::new(cfg, VarBuilder::from_varmap(vm, DType::F32, &Device::Cpu)).expect("model")
+}
+
+/// One batch of the first `n` streamed validation questions.
+fn streamed_batch(cfg: &Config, tokenizer: &TextTokenizer, n: usize) -> Batch {
+    let ds = validation_set(&STREAM, n, tokenizer, cfg).expect("questions");
+    let all: Vec<usize> = (0..n).collect();
+    Batch::new(&ds, &all, cfg, Augment::NONE, 0, &Device::Cpu).expect("batch")
+}
+
 /// The number of variables whose name contains `part`.
 fn variables_named(cfg: &Config, part: &str) -> usize {
     let vm = VarMap::new();
-    FusionModel::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).expect("model");
+    model_on(cfg, &vm);
     let data = vm.data().lock().expect("vars");
     data.keys().filter(|k| k.contains(part)).count()
 }
@@ -116,8 +128,7 @@ fn batch_loss(vm: &VarMap, cfg: &Config, (attribute, mention): (f32, f32), batch
         mention_loss: mention,
         ..cfg.clone()
     };
-    let model = FusionModel::new(&cfg, VarBuilder::from_varmap(vm, DType::F32, &Device::Cpu))
-        .expect("model");
+    let model = model_on(&cfg, vm);
     loss(&model, batch, 0.0)
         .expect("loss")
         .to_scalar::<f32>()
@@ -128,9 +139,7 @@ fn batch_loss(vm: &VarMap, cfg: &Config, (attribute, mention): (f32, f32), batch
 fn each_auxiliary_loss_adds_to_the_answer_loss_in_proportion_to_its_weight() {
     let tokenizer = tokenizer();
     let cfg = config(Fusion::Separate, &tokenizer, 1.0, 1.0);
-    let ds = validation_set(&STREAM, 12, &tokenizer, &cfg).expect("questions");
-    let all: Vec<usize> = (0..12).collect();
-    let batch = Batch::new(&ds, &all, &cfg, Augment::NONE, 0, &Device::Cpu).expect("batch");
+    let batch = streamed_batch(&cfg, &tokenizer, 12);
     assert!(batch.cells.is_some() && batch.mentions.is_some());
     let vm = VarMap::new();
     let both = batch_loss(&vm, &cfg, (1.0, 1.0), &batch);
@@ -160,12 +169,9 @@ fn each_auxiliary_loss_adds_to_the_answer_loss_in_proportion_to_its_weight() {
 fn the_auxiliary_losses_train_the_encoders_and_not_the_decoder() {
     let tokenizer = tokenizer();
     let cfg = config(Fusion::Gated, &tokenizer, 1.0, 1.0);
-    let ds = validation_set(&STREAM, 12, &tokenizer, &cfg).expect("questions");
-    let all: Vec<usize> = (0..12).collect();
-    let batch = Batch::new(&ds, &all, &cfg, Augment::NONE, 0, &Device::Cpu).expect("batch");
+    let batch = streamed_batch(&cfg, &tokenizer, 12);
     let vm = VarMap::new();
-    let model = FusionModel::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu))
-        .expect("model");
+    let model = model_on(&cfg, &vm);
     // Gradients of the loss with the targets named, minus the loss without.
     let gradient_norms = |cells: bool, mentions: bool, names: &[&str]| -> Vec<f32> {
         let with = loss(&model, &batch, 0.0).expect("loss");
@@ -226,17 +232,14 @@ fn a_batch_without_targets_gives_the_heads_a_zero_gradient_not_none() {
     // attributes; the optimiser refuses a variable without a gradient.
     let tokenizer = tokenizer();
     let cfg = config(Fusion::Concat, &tokenizer, 1.0, 1.0);
-    let ds = validation_set(&STREAM, 4, &tokenizer, &cfg).expect("questions");
-    let batch =
-        Batch::new(&ds, &[0, 1, 2, 3], &cfg, Augment::NONE, 0, &Device::Cpu).expect("batch");
+    let batch = streamed_batch(&cfg, &tokenizer, 4);
     let bare = Batch {
         cells: None,
         mentions: None,
         ..batch
     };
     let vm = VarMap::new();
-    let model = FusionModel::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu))
-        .expect("model");
+    let model = model_on(&cfg, &vm);
     let grads = loss(&model, &bare, 0.0)
         .and_then(|l| Ok(l.backward()?))
         .expect("backward");

@@ -41,6 +41,26 @@ pub struct FusionModel {
     pub decoder: Decoder,
 }
 
+/// A linear head from `d_model` to `outputs`, if its loss has a weight.
+fn auxiliary_head(
+    cfg: &Config,
+    weight: f32,
+    outputs: usize,
+    vb: VarBuilder,
+) -> Result<Option<linear::Linear>> {
+    if weight > 0.0 {
+        Ok(Some(linear::Linear::new(
+            cfg.d_model,
+            outputs,
+            true,
+            cfg,
+            vb,
+        )?))
+    } else {
+        Ok(None)
+    }
+}
+
 /// What the auxiliary heads of `FusionModel::forward_with_auxiliary` say.
 #[derive(Debug, Clone)]
 pub struct Auxiliary {
@@ -80,28 +100,13 @@ impl FusionModel {
             text: TextEncoder::new(cfg, words, vb.pp("text"))?,
             conditioning: QuestionConditioning::new(cfg, vb.pp("conditioning"))?,
             modality_embed,
-            attribute_head: if cfg.attribute_loss > 0.0 {
-                Some(linear::Linear::new(
-                    cfg.d_model,
-                    ATTRIBUTE_CLASSES.iter().sum(),
-                    true,
-                    cfg,
-                    vb.pp("attribute_head"),
-                )?)
-            } else {
-                None
-            },
-            mention_head: if cfg.mention_loss > 0.0 {
-                Some(linear::Linear::new(
-                    cfg.d_model,
-                    1,
-                    true,
-                    cfg,
-                    vb.pp("mention_head"),
-                )?)
-            } else {
-                None
-            },
+            attribute_head: auxiliary_head(
+                cfg,
+                cfg.attribute_loss,
+                ATTRIBUTE_CLASSES.iter().sum(),
+                vb.pp("attribute_head"),
+            )?,
+            mention_head: auxiliary_head(cfg, cfg.mention_loss, 1, vb.pp("mention_head"))?,
             decoder: Decoder::new(cfg, vb.pp("decoder"))?,
         })
     }
