@@ -2,9 +2,13 @@
 """Writes models/scenes-*/README.md from the seed-0 runs that
 scripts/train-shipped-models.sh leaves in runs/scenes-FUSION-seed0/
 (training.jsonl, train_state.json) and the test-split results that
-scripts/evaluate-shipped-models.sh writes to docs/results/."""
+scripts/evaluate-shipped-models.sh writes to docs/results/.
+
+usage: scripts/model_cards.py [FUSION...]   (default: concat separate gated)"""
+import glob
 import json
 import math
+import sys
 
 RESULTS = "docs/results"
 FUSION_TEXT = {
@@ -27,6 +31,16 @@ def compared(name):
     return {m["fusion"]: m for m in load(f"{RESULTS}/{name}-compare.json")["models"]}
 
 
+def recipe_config(cfg):
+    """The file in configs/ that the model's config.json was trained from."""
+    def key(c):
+        return {k: v for k, v in c.items() if k != "fusion"}
+    for path in sorted(glob.glob("configs/*.json")):
+        if key(load(path)) == key(cfg):
+            return path
+    sys.exit(f"no file in configs/ matches the config of this model (fusion aside): {cfg}")
+
+
 def first_step_at(log, level):
     return next((r["step"] for r in log if r.get("val_accuracy", 0) >= level), None)
 
@@ -45,23 +59,25 @@ def card(fusion, scenes, easy):
     conj = probe["binding"]["split_conjunctions"]
     at90 = first_step_at(vals, 0.9)
     sc, ev = scenes[fusion], easy[fusion]
+    recipe = recipe_config(cfg)
+    auxiliary = [name for name in ("attribute_loss", "mention_loss") if cfg.get(name)]
     lines = [
         f"# scenes-{fusion}",
         "",
         f"fusecap model with **{fusion}** fusion: {FUSION_TEXT[fusion]}"
         + (f", gates initialised at alpha = {cfg['gate_init']:g} (tanh {math.tanh(cfg['gate_init']):.2f})" if fusion == "gated" else "")
         + ". It captions images of flat shapes and answers questions about them.",
-        "Trained here from a random initialisation by one `fusecap train` command; the three shipped models differ only in `--fusion`.",
+        f"Trained here from a random initialisation by one `fusecap train` command with `{recipe}`.",
         "",
         "## Reproduce",
         "```sh",
         "fusecap data easy-vqa --from easy_vqa-1.0-py3-none-any.whl --out data/easy-vqa   # pip download easy-vqa==1.0 --no-deps",
-        f"fusecap train --config configs/scenes-qv2.json --fusion {fusion} \\",
+        f"fusecap train --config {recipe} --fusion {fusion} \\",
         f"    --data data/easy-vqa/manifest.jsonl --stream-share {opts['stream']['share']:g} \\",
         f"    --steps {opts['steps']} --warmup {opts['warmup_steps']} --eval-every {opts['eval_every']} "
         f"--checkpoint-every {opts['checkpoint_every']} --seed {opts['seed']} --out runs/scenes-{fusion}-seed0",
         "```",
-        "`scripts/train-shipped-models.sh` runs this for all three fusions and copies the files a user needs here.",
+        f"`CONFIG={recipe} STEPS={opts['steps']} FUSIONS={fusion} scripts/train-shipped-models.sh` runs it and copies the files a user needs here.",
         "",
         "## Model",
         f"- {sc['parameters']:,} parameters, of which {sc['cross_attention_parameters']:,} in cross-attention; stored as f16.",
@@ -75,6 +91,13 @@ def card(fusion, scenes, easy):
         f"- {opts['steps']:,} steps of {opts['batch_size']} examples: easy-VQA's training split (questions and captions) and, "
         f"for {pct(opts['stream']['share'])} of every batch, multi-object scenes drawn afresh for each step "
         "(no scene seen twice; white, tinted, gradient and noisy backgrounds; questions balanced over type, template and answer).",
+        *(
+            [f"- Auxiliary losses on the streamed scenes (docs/design.md): "
+             + ", ".join(f"`{name}` {cfg[name]:g}" for name in auxiliary)
+             + (f", `mention_target` {cfg['mention_target']}" if cfg.get("mention_target") else "")
+             + "."]
+            if auxiliary else []
+        ),
         f"- AdamW (weight decay {opts['weight_decay']:g}), warm-up {opts['warmup_steps']} steps, then cosine decay from "
         f"{opts['lr']:g} to {opts['min_lr_ratio']:g}× that; gradient clipping at {opts['clip_norm']:g}.",
         f"- Validation ({opts['val_examples']} held-out examples, half of them scenes from another stream) "
@@ -120,6 +143,6 @@ def card(fusion, scenes, easy):
 
 
 scenes, easy = compared("scenes"), compared("easy-vqa")
-for fusion in ("concat", "separate", "gated"):
+for fusion in sys.argv[1:] or ("concat", "separate", "gated"):
     open(f"models/scenes-{fusion}/README.md", "w").write(card(fusion, scenes, easy))
     print(f"wrote models/scenes-{fusion}/README.md")

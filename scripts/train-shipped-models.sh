@@ -15,13 +15,15 @@
 # Needs the easy-VQA wheel: EASY_VQA_WHEEL=path/to/easy_vqa-1.0-py3-none-any.whl,
 # by default in the current folder (`pip download easy-vqa==1.0 --no-deps`).
 # FUSIONS="concat" (for example) trains fewer models, SEED another seed,
-# THREADS=1 runs side by side (one core each). Runs go to runs/scenes-FUSION-seedSEED;
+# THREADS=1 runs side by side (one core each), CONFIG and STEPS another recipe. Runs go to runs/scenes-FUSION-seedSEED;
 # with SEED=0 the model directories get the files a user needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release
 FUSECAP=${FUSECAP:-target/release/fusecap}
 SEED=${SEED:-0}
+CONFIG=${CONFIG:-configs/scenes-qv2.json}
+STEPS=${STEPS:-40000}
 $FUSECAP data easy-vqa --from "${EASY_VQA_WHEEL:-easy_vqa-1.0-py3-none-any.whl}" --out data/easy-vqa --force
 # The evaluation sets (never trained on): scenes on a plain and a noisy
 # background, and a binding probe asked as training's stream asks (many
@@ -31,9 +33,9 @@ $FUSECAP data synth --out data/scenes-noise --count 3000 --seed 7 --noise --forc
 $FUSECAP data synth --out data/scenes-probe --count 3000 --seed 13 --balanced --test-fraction 1 --force
 for fusion in ${FUSIONS:-concat separate gated}; do
   run="runs/scenes-$fusion-seed$SEED"
-  $FUSECAP train --config configs/scenes-qv2.json --fusion "$fusion" \
+  $FUSECAP train --config "$CONFIG" --fusion "$fusion" \
     --data data/easy-vqa/manifest.jsonl --stream-share 0.5 \
-    --steps 40000 --warmup 200 --eval-every 1000 --checkpoint-every 1000 \
+    --steps "$STEPS" --warmup 200 --eval-every 1000 --checkpoint-every 1000 \
     --seed "$SEED" --out "$run" --threads "${THREADS:-2}" --force
   if [ "$SEED" = 0 ]; then
     model="models/scenes-$fusion"

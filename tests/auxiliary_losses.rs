@@ -10,9 +10,9 @@ use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use common::{assert_same_loss_curve, read_log, train_in_process};
 use fusecap::data::batch::{Augment, Batch, Dataset};
-use fusecap::data::cells::{cell_targets, mentioned_cells};
+use fusecap::data::cells::{cell_targets, mentioned_cells, subject_cells};
 use fusecap::data::stream::{mixed_step, streamed_item, validation_set, StreamOptions};
-use fusecap::model::{Config, Fusion, FusionModel};
+use fusecap::model::{Config, Fusion, FusionModel, MentionTarget};
 use fusecap::tokenizer::TextTokenizer;
 use fusecap::train::{loss, TrainOptions};
 
@@ -119,6 +119,37 @@ fn streamed_scenes_carry_the_targets_of_their_scene_and_question_and_a_step_keep
         "targets made without the loss"
     );
     assert!(plain.examples.iter().all(|e| e.mentions.is_none()));
+}
+
+#[test]
+fn with_subjects_as_the_target_every_streamed_question_marks_the_objects_of_its_answer() {
+    let tokenizer = tokenizer();
+    let cfg = Config {
+        mention_target: MentionTarget::Subjects,
+        ..config(Fusion::Concat, &tokenizer, 0.0, 1.0)
+    };
+    cfg.validate().expect("subjects with a mention loss");
+    let json = serde_json::to_string(&cfg).expect("json");
+    let read: Config = serde_json::from_str(&json).expect("read back");
+    assert_eq!(read.mention_target, MentionTarget::Subjects);
+    let val = validation_set(&STREAM, 40, &tokenizer, &cfg).expect("questions");
+    let mut differ = 0;
+    for i in 0..40u64 {
+        let item = streamed_item(!STREAM.seed, i, false);
+        let question = item.question.clone().expect("a question");
+        let marks = subject_cells(&item.scene, &item.subjects, cfg.grid_side());
+        differ += usize::from(
+            mentioned_cells(&item.scene, &question, cfg.grid_side()).as_ref() != Some(&marks),
+        );
+        assert_eq!(val.examples[i as usize].mentions, Some(marks), "{question}");
+    }
+    assert!(differ > 0, "subjects marked what the named target marks");
+    let unused = Config {
+        mention_loss: 0.0,
+        ..cfg
+    };
+    let err = unused.validate().expect_err("a target without its loss");
+    assert!(err.contains("mention_target"), "{err}");
 }
 
 /// The batch's loss with the weights of `vm` and the given loss weights.

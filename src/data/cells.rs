@@ -5,7 +5,9 @@
 //! the model config), which asks every token to name its own object, so that
 //! the decoder can find an object by its attributes instead of reading them
 //! off a mixture of the scene. The mention loss (`mention_loss`) asks each
-//! question-conditioned token whether the question describes its object.
+//! question-conditioned token whether the question describes its object
+//! (`mentioned_cells`) or, with `mention_target: "subjects"`, whether the
+//! answer is read from it (`subject_cells`).
 use super::scene::{Color, Scene, SceneObject, Shape, Size};
 use crate::model::ATTRIBUTE_CLASSES as CLASSES;
 
@@ -80,6 +82,16 @@ pub fn mentioned_cells(scene: &Scene, question: &str, grid: usize) -> Option<Vec
         }
     }
     Some(marks)
+}
+
+/// Per token of a `grid`×`grid` grid, 1 under each of the scene's objects
+/// listed in `subjects` (indices; those out of range are skipped), else 0.
+pub fn subject_cells(scene: &Scene, subjects: &[usize], grid: usize) -> Vec<u32> {
+    let mut marks = vec![0; grid * grid];
+    for object in subjects.iter().filter_map(|&i| scene.objects.get(i)) {
+        marks[token_of(object, grid)] = 1;
+    }
+    marks
 }
 
 /// The token under an object's centre.
@@ -158,5 +170,77 @@ mod tests {
         );
         assert_eq!(marked("what shape is at the top left?"), None);
         assert_eq!(marked("caption"), None);
+    }
+
+    /// Every candidate question of many random scenes: the answer can be
+    /// read off its subjects alone, and for a relation question the subject
+    /// is not the reference object and sits where the relation says.
+    #[test]
+    fn the_subjects_of_a_question_are_the_objects_its_answer_is_read_from() {
+        use crate::data::scene::{number_word, position_name};
+        use crate::data::synth::{image_rng, random_scene};
+        use crate::data::synth_text::candidate_questions;
+        let mut relations_checked = 0;
+        for index in 0..200 {
+            let scene = random_scene(&mut image_rng(5, index), false);
+            for qa in candidate_questions(&scene) {
+                let subjects: Vec<&SceneObject> =
+                    qa.subjects.iter().map(|&i| &scene.objects[i]).collect();
+                let marks = subject_cells(&scene, &qa.subjects, 3);
+                assert_eq!(marks.iter().sum::<u32>() as usize, subjects.len());
+                let one = || {
+                    assert_eq!(subjects.len(), 1, "{qa:?}");
+                    subjects[0]
+                };
+                let q = qa.question.as_str();
+                match qa.question_type {
+                    "color" => assert_eq!(one().color.name(), qa.answer, "{q}"),
+                    "shape" => assert_eq!(one().shape.name(), qa.answer, "{q}"),
+                    "size" => assert_eq!(one().size.name(), qa.answer, "{q}"),
+                    "position" => {
+                        let o = one();
+                        assert_eq!(position_name(o.row, o.col), qa.answer, "{q}");
+                    }
+                    "count" => assert_eq!(number_word(subjects.len()), qa.answer, "{q}"),
+                    "exist" => {
+                        assert_eq!(subjects.is_empty(), qa.answer == "no", "{q}");
+                        // Two independent readings of "is there a red circle?".
+                        assert_eq!(mentioned_cells(&scene, q, 3), Some(marks), "{q}");
+                    }
+                    "relation" => {
+                        let target = one();
+                        let answer_is = [target.shape.name(), target.color.name()];
+                        assert!(answer_is.contains(&qa.answer.as_str()), "{q}");
+                        let Some(named) = mentioned_cells(&scene, q, 3) else {
+                            continue;
+                        };
+                        assert_eq!(named[token_of(target, 3)], 0, "{q}");
+                        let references: Vec<&SceneObject> = scene
+                            .objects
+                            .iter()
+                            .filter(|o| named[token_of(o, 3)] == 1)
+                            .collect();
+                        let [reference] = references[..] else {
+                            continue;
+                        };
+                        let holds = if q.contains("left of") {
+                            target.col < reference.col
+                        } else if q.contains("right of") {
+                            target.col > reference.col
+                        } else if q.contains("above") {
+                            target.row < reference.row
+                        } else if q.contains("below") {
+                            target.row > reference.row
+                        } else {
+                            q.contains("closest to")
+                        };
+                        assert!(holds, "{q}: {target:?} against {reference:?}");
+                        relations_checked += 1;
+                    }
+                    other => panic!("unexpected question type {other}"),
+                }
+            }
+        }
+        assert!(relations_checked > 100, "{relations_checked}");
     }
 }

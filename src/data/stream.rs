@@ -13,13 +13,13 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::batch::{Dataset, Example};
-use super::cells::{cell_targets, mentioned_cells};
+use super::cells::{cell_targets, mentioned_cells, subject_cells};
 use super::draw::{render_on, Backdrop};
 use super::image::Preprocess;
 use super::scene::Scene;
 use super::synth::{image_rng, random_scene};
 use super::synth_text::{candidate_questions, captions, sample_balanced_question};
-use crate::model::Config;
+use crate::model::{Config, MentionTarget};
 use crate::tokenizer::TextTokenizer;
 
 /// The side, in pixels, scenes are drawn at before the model's resize; the
@@ -59,6 +59,8 @@ pub struct StreamedItem {
     pub question: Option<String>,
     pub answer: String,
     pub question_type: Option<&'static str>,
+    /// The objects the answer is read from (`Qa::subjects`); none for a caption.
+    pub subjects: Vec<usize>,
     pub scene: Scene,
 }
 
@@ -81,6 +83,7 @@ pub fn streamed_item(seed: u64, index: u64, caption: bool) -> StreamedItem {
             question: Some(qa.question),
             answer: qa.answer,
             question_type: Some(qa.question_type),
+            subjects: qa.subjects,
             scene,
         },
         None => {
@@ -91,6 +94,7 @@ pub fn streamed_item(seed: u64, index: u64, caption: bool) -> StreamedItem {
                 question: None,
                 answer,
                 question_type: None,
+                subjects: Vec::new(),
                 scene,
             }
         }
@@ -148,9 +152,12 @@ pub fn push_item(
         question_type: item.question_type.map(str::to_string),
         weight: 1.0,
         mentions: match &item.question {
-            Some(question) if cfg.mention_loss > 0.0 => {
-                mentioned_cells(&item.scene, question, cfg.grid_side())
-            }
+            Some(question) if cfg.mention_loss > 0.0 => match cfg.mention_target {
+                MentionTarget::Named => mentioned_cells(&item.scene, question, cfg.grid_side()),
+                MentionTarget::Subjects => {
+                    Some(subject_cells(&item.scene, &item.subjects, cfg.grid_side()))
+                }
+            },
             _ => None,
         },
     });

@@ -21,6 +21,9 @@ pub struct Qa {
     pub question: String,
     pub answer: String,
     pub question_type: &'static str,
+    /// The scene's objects (indices) that the answer is read from: the one
+    /// asked about, the ones counted, the ones whose presence makes a "yes".
+    pub subjects: Vec<usize>,
 }
 
 /// Question types of multi-object scenes; easy scenes use color, shape and exist.
@@ -183,12 +186,25 @@ fn take_balanced(group: &mut Vec<Qa>, rng: &mut impl Rng) -> Option<Qa> {
     Some(group.swap_remove(index))
 }
 
-fn qa(question: String, answer: impl Into<String>, question_type: &'static str) -> Qa {
+fn qa(
+    question: String,
+    answer: impl Into<String>,
+    question_type: &'static str,
+    subjects: Vec<usize>,
+) -> Qa {
     Qa {
         question,
         answer: answer.into(),
         question_type,
+        subjects,
     }
+}
+
+/// The indices of the objects for which `select` holds.
+fn objects_where(scene: &Scene, select: impl Fn(&SceneObject) -> bool) -> Vec<usize> {
+    (0..scene.objects.len())
+        .filter(|&i| select(&scene.objects[i]))
+        .collect()
 }
 
 fn yes_no(b: bool) -> &'static str {
@@ -202,18 +218,40 @@ fn yes_no(b: bool) -> &'static str {
 fn easy_questions(o: &SceneObject) -> Vec<Qa> {
     let (shape, color) = (o.shape.name(), o.color.name());
     let mut out = vec![
-        qa("what shape is in the image?".into(), shape, "shape"),
-        qa("what shape is present?".into(), shape, "shape"),
-        qa(format!("what is the {color} shape?"), shape, "shape"),
-        qa("what color is the shape?".into(), color, "color"),
-        qa(format!("what color is the {shape}?"), color, "color"),
-        qa(format!("what is the color of the {shape}?"), color, "color"),
+        qa(
+            "what shape is in the image?".into(),
+            shape,
+            "shape",
+            vec![0],
+        ),
+        qa("what shape is present?".into(), shape, "shape", vec![0]),
+        qa(
+            format!("what is the {color} shape?"),
+            shape,
+            "shape",
+            vec![0],
+        ),
+        qa("what color is the shape?".into(), color, "color", vec![0]),
+        qa(
+            format!("what color is the {shape}?"),
+            color,
+            "color",
+            vec![0],
+        ),
+        qa(
+            format!("what is the color of the {shape}?"),
+            color,
+            "color",
+            vec![0],
+        ),
     ];
+    let present = |yes: bool| if yes { vec![0] } else { Vec::new() };
     for s in Shape::EASY {
         out.push(qa(
             format!("is there a {}?", s.name()),
             yes_no(s == o.shape),
             "exist",
+            present(s == o.shape),
         ));
     }
     for c in Color::ALL {
@@ -221,6 +259,7 @@ fn easy_questions(o: &SceneObject) -> Vec<Qa> {
             format!("is there a {} shape?", c.name()),
             yes_no(c == o.color),
             "exist",
+            present(c == o.color),
         ));
     }
     out
@@ -320,27 +359,40 @@ fn scene_questions(scene: &Scene) -> Vec<Qa> {
     let mut out = Vec::new();
 
     for (i, o) in objects.iter().enumerate() {
+        let this = || vec![i];
         for r in references(scene, i, Attr::Color) {
-            out.push(qa(format!("what color is {r}?"), o.color.name(), "color"));
+            out.push(qa(
+                format!("what color is {r}?"),
+                o.color.name(),
+                "color",
+                this(),
+            ));
         }
         out.push(qa(
             format!("what shape is {}?", position_phrase(o.row, o.col)),
             o.shape.name(),
             "shape",
+            this(),
         ));
         for r in references(scene, i, Attr::Shape) {
             if !r.starts_with("the shape ") {
-                out.push(qa(format!("what is {r}?"), o.shape.name(), "shape"));
+                out.push(qa(format!("what is {r}?"), o.shape.name(), "shape", this()));
             }
         }
         for r in references(scene, i, Attr::Size) {
-            out.push(qa(format!("what size is {r}?"), o.size.name(), "size"));
+            out.push(qa(
+                format!("what size is {r}?"),
+                o.size.name(),
+                "size",
+                this(),
+            ));
         }
         for r in references(scene, i, Attr::Position) {
             out.push(qa(
                 format!("where is {r}?"),
                 position_name(o.row, o.col),
                 "position",
+                this(),
             ));
         }
     }
@@ -349,38 +401,44 @@ fn scene_questions(scene: &Scene) -> Vec<Qa> {
         "how many shapes are there?".into(),
         number_word(objects.len()),
         "count",
+        objects_where(scene, |_| true),
     ));
     for shape in Shape::SCENE {
-        let k = objects.iter().filter(|o| o.shape == shape).count();
+        let these = objects_where(scene, |o| o.shape == shape);
         out.push(qa(
             format!("how many {} are there?", shape.plural()),
-            number_word(k),
+            number_word(these.len()),
             "count",
+            these.clone(),
         ));
         out.push(qa(
             format!("is there a {}?", shape.name()),
-            yes_no(k > 0),
+            yes_no(!these.is_empty()),
             "exist",
+            these,
         ));
     }
     for color in Color::ALL {
-        let k = objects.iter().filter(|o| o.color == color).count();
+        let these = objects_where(scene, |o| o.color == color);
         out.push(qa(
             format!("how many {} shapes are there?", color.name()),
-            number_word(k),
+            number_word(these.len()),
             "count",
+            these.clone(),
         ));
         out.push(qa(
             format!("is there a {} shape?", color.name()),
-            yes_no(k > 0),
+            yes_no(!these.is_empty()),
             "exist",
+            these,
         ));
         for shape in Shape::SCENE {
-            let present = objects.iter().any(|o| o.color == color && o.shape == shape);
+            let these = objects_where(scene, |o| o.color == color && o.shape == shape);
             out.push(qa(
                 format!("is there a {} {}?", color.name(), shape.name()),
-                yes_no(present),
+                yes_no(!these.is_empty()),
                 "exist",
+                these,
             ));
         }
     }
@@ -401,37 +459,36 @@ fn relation_questions(scene: &Scene) -> Vec<Qa> {
     ];
     for (i, reference) in objects.iter().enumerate() {
         let names = references(scene, i, Attr::Position);
-        let mut targets: Vec<(String, &SceneObject)> = Vec::new();
+        let mut targets: Vec<(&str, usize)> = Vec::new();
         for (word, test) in relations {
-            let mut hits = objects.iter().filter(|t| test(t, reference));
-            if let (Some(t), None) = (hits.next(), hits.next()) {
-                targets.push((word.to_string(), t));
+            if let [t] = objects_where(scene, |t| test(t, reference))[..] {
+                targets.push((word, t));
             }
         }
-        let mut others: Vec<&SceneObject> = (0..objects.len())
-            .filter(|&j| j != i)
-            .map(|j| &objects[j])
-            .collect();
-        others.sort_by_key(|t| cell_distance(t, reference));
+        let mut others: Vec<usize> = (0..objects.len()).filter(|&j| j != i).collect();
+        others.sort_by_key(|&t| cell_distance(&objects[t], reference));
         if let Some(&nearest) = others.first() {
+            let distance = |t: usize| cell_distance(&objects[t], reference);
             let tie = others
                 .get(1)
-                .is_some_and(|t| cell_distance(t, reference) == cell_distance(nearest, reference));
+                .is_some_and(|&t| distance(t) == distance(nearest));
             if !tie {
-                targets.push(("closest to".to_string(), nearest));
+                targets.push(("closest to", nearest));
             }
         }
         for name in &names {
-            for (word, t) in &targets {
+            for &(word, t) in &targets {
                 out.push(qa(
                     format!("what shape is {word} {name}?"),
-                    t.shape.name(),
+                    objects[t].shape.name(),
                     "relation",
+                    vec![t],
                 ));
                 out.push(qa(
                     format!("what color is the shape {word} {name}?"),
-                    t.color.name(),
+                    objects[t].color.name(),
                     "relation",
+                    vec![t],
                 ));
             }
         }

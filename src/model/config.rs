@@ -72,6 +72,25 @@ pub enum VisionStem {
     Conv,
 }
 
+/// Which objects the mention loss marks for a question (`data/cells.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MentionTarget {
+    /// The objects the question's colour, shape and size words describe: for
+    /// "what shape is left of the star?", the star.
+    #[default]
+    Named,
+    /// The objects the answer is read from: for "what shape is left of the
+    /// star?", the shape left of it; for "how many red shapes?", the red ones.
+    Subjects,
+}
+
+impl MentionTarget {
+    fn is_named(&self) -> bool {
+        *self == MentionTarget::Named
+    }
+}
+
 /// Where the vision tokens learn their place in the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -179,6 +198,10 @@ pub struct Config {
     /// model directories: no head.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub mention_loss: f32,
+    /// Which objects the mention loss marks. `named`, as in older model
+    /// directories, is not written.
+    #[serde(default, skip_serializing_if = "MentionTarget::is_named")]
+    pub mention_target: MentionTarget,
     /// Not stored: build the model for inference only (contiguous transposed
     /// weights, fused LayerNorm). Such a model gives no gradients.
     #[serde(skip)]
@@ -236,6 +259,7 @@ impl Config {
             gate_init: 1.0,
             attribute_loss: 0.0,
             mention_loss: 0.0,
+            mention_target: MentionTarget::Named,
             inference: false,
             vision_encoder: None,
             text_encoder: None,
@@ -367,6 +391,11 @@ impl Config {
         if self.mention_loss > 0.0 && self.question_vision_layers == 0 {
             errors.push(
                 "mention_loss needs question_vision_layers of 1 or more: the vision tokens must read the question".into(),
+            );
+        }
+        if !self.mention_target.is_named() && self.mention_loss == 0.0 {
+            errors.push(
+                "mention_target is set but mention_loss is 0: give mention_loss a weight above 0, or leave mention_target out".into(),
             );
         }
         if self.n_heads == 0 || !self.d_model.is_multiple_of(self.n_heads) {

@@ -19,7 +19,9 @@ use candle_nn::{Module, VarBuilder};
 
 pub use attention::KeyMask;
 use conditioning::QuestionConditioning;
-pub use config::{Activation, Config, Fusion, ResizeMode, VisionPositions, VisionStem};
+pub use config::{
+    Activation, Config, Fusion, MentionTarget, ResizeMode, VisionPositions, VisionStem,
+};
 pub use decoder::{Decoder, SelfCache};
 pub use fusion::{AttentionParts, CrossKv, CrossWeights, FusionLayer, Memory};
 use text::TextEncoder;
