@@ -32,11 +32,13 @@ def compared(name):
 
 
 def recipe_config(cfg):
-    """The file in configs/ that the model's config.json was trained from."""
-    def key(c):
-        return {k: v for k, v in c.items() if k != "fusion"}
+    """The file in configs/ that the model's config.json was trained from: every
+    field the file sets, but the fusion, has the model's value, and so does
+    every auxiliary loss weight the model has."""
     for path in sorted(glob.glob("configs/*.json")):
-        if key(load(path)) == key(cfg):
+        recipe = load(path)
+        same = all(cfg.get(k) == v for k, v in recipe.items() if k != "fusion")
+        if same and all(k in recipe for k in ("attribute_loss", "mention_loss", "mention_target") if k in cfg):
             return path
     sys.exit(f"no file in configs/ matches the config of this model (fusion aside): {cfg}")
 
