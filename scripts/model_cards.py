@@ -32,15 +32,19 @@ def compared(name):
 
 
 def recipe_config(cfg):
-    """The file in configs/ that the model's config.json was trained from: every
-    field the file sets, but the fusion, has the model's value, and so does
-    every auxiliary loss weight the model has."""
-    for path in sorted(glob.glob("configs/*.json")):
-        recipe = load(path)
-        same = all(cfg.get(k) == v for k, v in recipe.items() if k != "fusion")
-        if same and all(k in recipe for k in ("attribute_loss", "mention_loss", "mention_target") if k in cfg):
-            return path
-    sys.exit(f"no file in configs/ matches the config of this model (fusion aside): {cfg}")
+    """The file in configs/ that the model's config.json was trained from: of
+    the files whose every field but the fusion has the model's value, the one
+    that sets the most fields (scenes-aux.json over scenes-qv2.json, which
+    sets a subset of them)."""
+    matches = [
+        (len(recipe), path)
+        for path in sorted(glob.glob("configs/*.json"))
+        for recipe in [load(path)]
+        if all(cfg.get(k) == v for k, v in recipe.items() if k != "fusion")
+    ]
+    if not matches:
+        sys.exit(f"no file in configs/ matches the config of this model (fusion aside): {cfg}")
+    return max(matches)[1]
 
 
 def first_step_at(log, level):

@@ -465,10 +465,10 @@ fn relation_questions(scene: &Scene) -> Vec<Qa> {
                 targets.push((word, t));
             }
         }
+        let distance = |t: usize| cell_distance(&objects[t], reference);
         let mut others: Vec<usize> = (0..objects.len()).filter(|&j| j != i).collect();
-        others.sort_by_key(|&t| cell_distance(&objects[t], reference));
+        others.sort_by_key(|&t| distance(t));
         if let Some(&nearest) = others.first() {
-            let distance = |t: usize| cell_distance(&objects[t], reference);
             let tie = others
                 .get(1)
                 .is_some_and(|&t| distance(t) == distance(nearest));
