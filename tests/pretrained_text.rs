@@ -288,11 +288,6 @@ fn configs_that_cannot_work_are_refused_with_the_reason() {
             .unwrap_or_default()
     };
     let words = tok.words();
-    let mut fine_tuned = base.clone();
-    if let Some(s) = fine_tuned.text_encoder.as_mut() {
-        s.freeze = false;
-    }
-    assert!(refusal(fine_tuned, &words).contains("freeze"));
     let mut gpt = base.clone();
     if let Some(s) = gpt.text_encoder.as_mut() {
         s.kind = "gpt2".into();
@@ -337,63 +332,215 @@ fn the_cli_trains_and_answers_with_a_bert_text_encoder() {
         ],
     );
     assert!(synth.status.success(), "{}", stderr(&synth));
-    // Named relative to the config file's folder, not the working directory.
-    let config = pretrained_config(Fusion::Separate, 4, Path::new("../encoders/minilm"));
-    std::fs::create_dir_all(dir.join("configs")).expect("mkdir");
-    std::fs::write(
-        dir.join("configs/bert.json"),
-        serde_json::to_string(&config).expect("json"),
-    )
-    .expect("write");
-    let train = fusecap(
-        dir,
-        &[
-            "train",
-            "--config",
-            "configs/bert.json",
-            "--fusion",
-            "separate",
-            "--data",
-            "d/manifest.jsonl",
-            "--steps",
-            "3",
-            "--batch-size",
-            "4",
-            "--threads",
-            "1",
-            "--out",
-            "m",
-            "--quiet",
-        ],
-    );
-    assert!(train.status.success(), "{}", stderr(&train));
-    let saved: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("m/config.json")).expect("read"))
-            .expect("json");
-    assert_eq!(saved["text_encoder"]["dir"], "../encoders/minilm");
     let image = std::fs::read_dir(dir.join("d/images"))
         .expect("images")
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .next()
         .expect("an image");
-    let ask = fusecap(
-        dir,
+    std::fs::create_dir_all(dir.join("configs")).expect("mkdir");
+    // Frozen, then fine-tuned on two data-parallel threads.
+    for (freeze, out, threads) in [(true, "m", "1"), (false, "tuned", "2")] {
+        // Named relative to the config file's folder, not the working directory.
+        let mut config = pretrained_config(Fusion::Separate, 4, Path::new("../encoders/minilm"));
+        if let Some(s) = config.text_encoder.as_mut() {
+            s.freeze = freeze;
+        }
+        std::fs::write(
+            dir.join("configs/bert.json"),
+            serde_json::to_string(&config).expect("json"),
+        )
+        .expect("write");
+        let train = fusecap(
+            dir,
+            &[
+                "train",
+                "--config",
+                "configs/bert.json",
+                "--fusion",
+                "separate",
+                "--data",
+                "d/manifest.jsonl",
+                "--steps",
+                "3",
+                "--batch-size",
+                "4",
+                "--threads",
+                threads,
+                "--out",
+                out,
+                "--quiet",
+            ],
+        );
+        assert!(train.status.success(), "{out}: {}", stderr(&train));
+        let saved: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(out).join("config.json")).expect("read"),
+        )
+        .expect("json");
+        assert_eq!(saved["text_encoder"]["dir"], "../encoders/minilm");
+        let weights = tensors_in(&dir.join(out).join("model.safetensors"));
+        let bert_weights = weights
+            .keys()
+            .filter(|k| k.starts_with("text.pretrained.encoder."))
+            .count();
+        assert_eq!(
+            bert_weights > 0,
+            !freeze,
+            "{out}: the model holds BERT's weights only when it fine-tunes them"
+        );
+        let ask = fusecap(
+            dir,
+            &[
+                "ask",
+                image.to_str().expect("utf-8 path"),
+                "what color is the circle ?",
+                "--model",
+                out,
+                "--format",
+                "jsonl",
+            ],
+        );
+        assert!(ask.status.success(), "{out}: {}", stderr(&ask));
+        let line: serde_json::Value =
+            serde_json::from_str(stdout(&ask).trim()).expect("one JSON line");
+        assert_eq!(line["model"], out);
+        assert!(
+            line["output"].is_string() && line["logprob"].is_number(),
+            "{line}"
+        );
+    }
+}
+
+/// The tensors of a safetensors file, by name.
+fn tensors_in(file: &Path) -> std::collections::HashMap<String, Tensor> {
+    candle_core::safetensors::load(file, &Device::Cpu).expect("read safetensors")
+}
+
+#[test]
+fn the_trainable_bert_matches_candle_transformers_and_gives_every_weight_a_gradient() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    bert_dir(tmp.path());
+    let dev = Device::Cpu;
+    let fast = bert::TextEncoder::load(tmp.path(), &dev).expect("load");
+    let (config, tokenizer) = bert::read_config_and_tokenizer(tmp.path()).expect("config");
+    let mut map = VarMap::new();
+    let trainable = bert::TextEncoder::with_gradients(
+        config,
+        tokenizer,
+        VarBuilder::from_varmap(&map, DType::F32, &dev),
+        true,
+    )
+    .expect("trainable");
+    let file = tmp.path().join("model.safetensors");
+    let mut names: Vec<String> = map.data().lock().expect("lock").keys().cloned().collect();
+    let mut in_file: Vec<String> = tensors_in(&file).into_keys().collect();
+    names.sort();
+    in_file.sort();
+    assert_eq!(
+        names, in_file,
+        "the same tensor names as candle-transformers"
+    );
+    map.load(&file).expect("load weights");
+
+    // Two questions of different lengths: padding must not leak into either.
+    let inputs = [vec![2u32, 4, 5, 6, 7, 3], vec![2, 13, 14, 11, 3]];
+    let (want, mask) = fast.encode_ids(&inputs).expect("fast");
+    let (got, _) = trainable.encode_ids(&inputs).expect("trainable");
+    let diff = max_abs_diff(&got, &want);
+    assert!(diff < 1e-5, "{diff}");
+
+    let mask = mask
+        .to_dtype(DType::F32)
+        .and_then(|m| m.unsqueeze(2))
+        .expect("mask");
+    let grads = got
+        .broadcast_mul(&mask)
+        .and_then(|t| t.sqr())
+        .and_then(|t| t.sum_all())
+        .and_then(|t| t.backward())
+        .expect("backward");
+    for var in map.all_vars() {
+        let g = grads
+            .get(var.as_tensor())
+            .expect("a gradient for every tensor");
+        let norm = common::squared_norm(g);
+        assert!(norm.is_finite() && norm > 0.0, "{:?}: {norm}", var.shape());
+    }
+}
+
+#[test]
+fn a_fine_tuned_text_encoder_starts_from_its_directory_trains_with_the_model_and_is_saved_with_it()
+{
+    use fusecap::train::AdamW;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let encoder = tmp.path().join("minilm");
+    bert_dir(&encoder);
+    let original = tensors_in(&encoder.join("model.safetensors"));
+    let tok = model_tokenizer();
+    let words = tok.words();
+    let dev = Device::Cpu;
+    let mut cfg = pretrained_config(Fusion::Separate, tok.vocab_size(), &encoder);
+    if let Some(s) = cfg.text_encoder.as_mut() {
+        s.freeze = false;
+    }
+    let (model, varmap) = init_model_with_words(&cfg, &words, 7, &dev).expect("init");
+    let vars = sorted_vars(&varmap);
+    let bert: Vec<_> = vars
+        .iter()
+        .filter_map(|(n, v)| Some((n.strip_prefix("text.pretrained.encoder.")?, v)))
+        .collect();
+    assert_eq!(bert.len(), original.len());
+    for (name, var) in &bert {
+        assert_eq!(
+            max_abs_diff(var.as_tensor(), &original[*name]),
+            0.0,
+            "{name} starts from the directory"
+        );
+    }
+
+    let images = Tensor::randn(0f32, 1.0, (2, 3, 16, 16), &dev).expect("images");
+    let (text, valid) = fusecap::model::pad_tokens(
         &[
-            "ask",
-            image.to_str().expect("utf-8 path"),
-            "what color is the circle ?",
-            "--model",
-            "m",
-            "--format",
-            "jsonl",
+            ids(&tok, "what is the color of the reddish circle ?"),
+            ids(&tok, "is there a purple shape ?"),
         ],
-    );
-    assert!(ask.status.success(), "{}", stderr(&ask));
-    let line: serde_json::Value = serde_json::from_str(stdout(&ask).trim()).expect("one JSON line");
-    assert_eq!(line["model"], "m");
-    assert!(
-        line["output"].is_string() && line["logprob"].is_number(),
-        "{line}"
-    );
+        cfg.pad_id,
+        cfg.max_text_len,
+        &dev,
+    )
+    .expect("pad");
+    let logits = |model: &FusionModel| {
+        let memory = model.encode(&images, &text, &valid).expect("encode");
+        let cross = model.cross_kv(&memory).expect("cross");
+        let tokens = Tensor::new(&[[1u32, 5, 6], [1, 7, 8]], &dev).expect("tokens");
+        model
+            .decoder
+            .forward(&tokens, &cross, None, None)
+            .expect("decode")
+    };
+    let target = Tensor::new(&[[5u32, 6, 2], [7, 8, 2]], &dev).expect("target");
+    assert_gradients_reach(&logits(&model), &target, &vars, "separate");
+    let loss = candle_nn::loss::cross_entropy(
+        &logits(&model).flatten_to(1).expect("flat"),
+        &target.flatten_all().expect("flat"),
+    )
+    .expect("loss");
+    let mut adam = AdamW::new(&varmap, 0.0).expect("adam");
+    adam.step(&loss.backward().expect("backward"), 1e-3, 1.0)
+        .expect("step");
+    for (name, var) in &bert {
+        assert!(
+            max_abs_diff(var.as_tensor(), &original[*name]) > 0.0,
+            "{name} did not move"
+        );
+    }
+
+    // The trained encoder is saved with the model, and a load reads it from
+    // there, not from the directory, which now holds another encoder.
+    let out = tmp.path().join("model");
+    save_model_dir(&out, &cfg, &varmap, &tok, DType::F32).expect("save");
+    bert_dir(&encoder);
+    let loaded = ModelDir::load(&out, &dev).expect("load");
+    let diff = max_abs_diff(&logits(&loaded.model), &logits(&model));
+    assert!(diff < 1e-4, "{diff}");
 }

@@ -123,9 +123,6 @@ fn specs_that_cannot_work_are_refused_with_the_reason() {
     s.image_size = 9;
     assert!(build(s).contains("multiple of the patch size 2"));
     let mut s = spec(dir, 2);
-    s.freeze = false;
-    assert!(build(s).contains("not supported yet"));
-    let mut s = spec(dir, 2);
     s.kind = "bert".into();
     assert!(build(s).contains("use \"dinov2\""));
 }
@@ -147,7 +144,7 @@ fn an_encoder_directory_loads_to_the_same_outputs() {
     let proj_map = VarMap::new();
     let vb = VarBuilder::from_varmap(&proj_map, DType::F32, &dev);
     let a = PretrainedVision::new(&s, enc, 16, vb.clone()).expect("in memory");
-    let b = PretrainedVision::load(&s, 16, vb, &dev).expect("from the directory");
+    let b = PretrainedVision::load(&s, 16, true, vb, &dev).expect("from the directory");
     let images = Tensor::randn(0f32, 1.0, (2, 3, 8, 8), &dev).expect("images");
     let (ya, yb) = (
         a.forward(&images).expect("a"),
@@ -463,6 +460,7 @@ fn image_features_are_computed_once_kept_on_disk_and_recomputed_when_the_image_o
         PretrainedVision::load(
             &s,
             64,
+            true,
             VarBuilder::from_varmap(&proj, DType::F32, &dev),
             &dev,
         )
@@ -529,4 +527,103 @@ fn image_features_are_computed_once_kept_on_disk_and_recomputed_when_the_image_o
     rebuilt.forward(&batch).expect("forward");
     rebuilt.persist().expect("persist");
     assert_eq!(load().cached_images(), 2);
+}
+
+/// The tensors of a safetensors file, by name.
+fn tensors_in(file: &std::path::Path) -> std::collections::HashMap<String, Tensor> {
+    candle_core::safetensors::load(file, &Device::Cpu).expect("read safetensors")
+}
+
+#[test]
+fn a_fine_tuned_encoder_starts_from_its_directory_trains_with_the_model_and_is_saved_with_it() {
+    use fusecap::train::AdamW;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let enc_dir = tmp.path().join("encoder");
+    std::fs::create_dir_all(&enc_dir).expect("mkdir");
+    let dev = Device::Cpu;
+    for fusion in Fusion::ALL {
+        encoder_dir(&enc_dir);
+        let original = tensors_in(&enc_dir.join("model.safetensors"));
+        let mut cfg = pretrained_config(fusion, &enc_dir);
+        if let Some(s) = cfg.vision_encoder.as_mut() {
+            s.freeze = false;
+        }
+        let (model, varmap) = init_model(&cfg, 7, &dev).expect("init");
+        for (name, var) in sorted_vars(&varmap) {
+            if name.contains("gate_") {
+                var.set(&Tensor::new(&[0.5f32], &dev).expect("t"))
+                    .expect("set");
+            }
+        }
+        let vars = sorted_vars(&varmap);
+        // Every encoder tensor is a variable of the model, starting at the directory's value.
+        let encoder: Vec<_> = vars
+            .iter()
+            .filter_map(|(n, v)| Some((n.strip_prefix("vision.pretrained.encoder.")?, v)))
+            .collect();
+        assert_eq!(encoder.len(), original.len(), "{fusion}");
+        for (name, var) in &encoder {
+            let diff = max_abs_diff(var.as_tensor(), &original[*name]);
+            assert_eq!(diff, 0.0, "{fusion}: {name} starts from the directory");
+        }
+
+        // One step moves every encoder tensor.
+        let logits = logits_of(&model);
+        let target = Tensor::new(&[[10u32, 11, 12, 2], [13, 14, 15, 2]], &dev).expect("target");
+        assert_gradients_reach(&logits, &target, &vars, fusion.name());
+        let loss = candle_nn::loss::cross_entropy(
+            &logits.flatten_to(1).expect("flat"),
+            &target.flatten_all().expect("flat"),
+        )
+        .expect("loss");
+        let mut adam = AdamW::new(&varmap, 0.0).expect("adam");
+        adam.step(&loss.backward().expect("backward"), 1e-3, 1.0)
+            .expect("step");
+        for (name, var) in &encoder {
+            let moved = max_abs_diff(var.as_tensor(), &original[*name]);
+            assert!(moved > 0.0, "{fusion}: {name} did not move");
+        }
+
+        // Saved with the model: a later load reads the trained encoder from
+        // model.safetensors, whatever its directory now holds.
+        let out = tmp.path().join(format!("model-{fusion}"));
+        std::fs::create_dir_all(&out).expect("mkdir");
+        save_config(&cfg, &out.join("config.json")).expect("save config");
+        save_weights(&varmap, &out.join("model.safetensors"), DType::F32).expect("save weights");
+        encoder_dir(&enc_dir);
+        let replaced = tensors_in(&enc_dir.join("model.safetensors"));
+        let loaded_cfg = load_config(&out.join("config.json")).expect("load config");
+        let fresh = VarMap::new();
+        FusionModel::new(
+            &loaded_cfg,
+            VarBuilder::from_varmap(&fresh, DType::F32, &dev),
+        )
+        .expect("build");
+        load_weights(&fresh, &out.join("model.safetensors"), &dev).expect("load weights");
+        for (name, var) in sorted_vars(&fresh) {
+            let Some(key) = name.strip_prefix("vision.pretrained.encoder.") else {
+                continue;
+            };
+            let trained = encoder
+                .iter()
+                .find(|(n, _)| *n == key)
+                .expect("same names")
+                .1;
+            assert_eq!(max_abs_diff(var.as_tensor(), trained.as_tensor()), 0.0);
+            assert!(max_abs_diff(var.as_tensor(), &replaced[key]) > 0.0);
+        }
+        // The inference layout (fused ops) gives the training layout's memory.
+        let images = Tensor::randn(0f32, 1.0, (2, 3, 8, 8), &dev).expect("images");
+        let text = Tensor::new(&[[5u32, 6], [7, 8]], &dev).expect("text");
+        let valid = Tensor::ones((2, 2), DType::F32, &dev).expect("valid");
+        let loaded = inference_model(&loaded_cfg, &[], &fresh, &dev).expect("loaded");
+        let (a, b) = (
+            model.encode(&images, &text, &valid).expect("a"),
+            loaded.encode(&images, &text, &valid).expect("b"),
+        );
+        let diff = max_abs_diff(&a.vision, &b.vision);
+        assert!(diff < 1e-4, "{fusion}: {diff}");
+        // A fine-tuned encoder keeps no feature cache.
+        assert!(loaded.persist_feature_caches().expect("persist").is_none());
+    }
 }

@@ -8,6 +8,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
 
+use super::bert_trainable::TrainableBert;
 use super::{read_config, ImportSummary};
 use crate::atomic::write_atomically;
 
@@ -71,12 +72,20 @@ pub fn import(
     })
 }
 
-/// A BERT encoder directory loaded for inference: its tokenizer (without the
-/// padding the file may configure) and its model.
+/// A BERT encoder: its tokenizer (without the padding the file may
+/// configure) and its model.
 pub struct TextEncoder {
     pub config: Config,
     pub tokenizer: tokenizers::Tokenizer,
-    pub model: BertModel,
+    model: Backbone,
+    device: Device,
+}
+
+/// candle-transformers' `BertModel` for inference and frozen use, or the
+/// same computation recording gradients for fine-tuning.
+enum Backbone {
+    Fast(BertModel),
+    Trainable(TrainableBert),
 }
 
 impl TextEncoder {
@@ -92,11 +101,28 @@ impl TextEncoder {
     }
 
     pub fn new(config: Config, tokenizer: tokenizers::Tokenizer, vb: VarBuilder) -> Result<Self> {
-        let model = BertModel::load(vb, &config)?;
+        Self::with_gradients(config, tokenizer, vb, false)
+    }
+
+    /// With `gradients`, the forward pass records them (slower), for
+    /// fine-tuning the weights in `vb`.
+    pub fn with_gradients(
+        config: Config,
+        tokenizer: tokenizers::Tokenizer,
+        vb: VarBuilder,
+        gradients: bool,
+    ) -> Result<Self> {
+        let device = vb.device().clone();
+        let model = if gradients {
+            Backbone::Trainable(TrainableBert::new(&config, vb)?)
+        } else {
+            Backbone::Fast(BertModel::load(vb, &config)?)
+        };
         Ok(TextEncoder {
             config,
             tokenizer,
             model,
+            device,
         })
     }
 
@@ -129,7 +155,7 @@ impl TextEncoder {
 
     /// As `encode`, for token id sequences that already hold [CLS] and [SEP].
     pub fn encode_ids(&self, ids: &[Vec<u32>]) -> Result<(Tensor, Tensor)> {
-        let device = &self.model.device;
+        let device = &self.device;
         let len = ids.iter().map(Vec::len).max().unwrap_or(0).max(1);
         let pad = self.config.pad_token_id as u32;
         let mut flat = Vec::with_capacity(ids.len() * len);
@@ -141,8 +167,10 @@ impl TextEncoder {
         let shape = (ids.len(), len);
         let input = Tensor::from_vec(flat, shape, device)?;
         let mask = Tensor::from_vec(mask, shape, device)?;
-        let types = input.zeros_like()?;
-        let hidden = self.model.forward(&input, &types, Some(&mask))?;
+        let hidden = match &self.model {
+            Backbone::Fast(model) => model.forward(&input, &input.zeros_like()?, Some(&mask))?,
+            Backbone::Trainable(model) => model.forward(&input, &mask)?,
+        };
         Ok((hidden, mask))
     }
 

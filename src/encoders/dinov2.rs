@@ -14,11 +14,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{bail, Context};
-use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
+use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, LayerNorm, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::onnx::{Graph, TensorProto};
+use super::ops::{norm, softmax};
 
 /// ImageNet statistics, which DINOv2 was trained with.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -98,11 +99,7 @@ impl Block {
         let k = qkv.i(1)?.contiguous()?;
         let v = qkv.i(2)?.contiguous()?;
         let scores = q.matmul(&k.t()?)?;
-        let attn = if grads {
-            candle_nn::ops::softmax(&scores, D::Minus1)?
-        } else {
-            candle_nn::ops::softmax_last_dim(&scores)?
-        };
+        let attn = softmax(&scores, grads)?;
         let ctx = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
         let x = (x + self.proj.forward(&ctx)?.broadcast_mul(&self.ls1)?)?;
         let h = self
@@ -123,24 +120,6 @@ pub struct Dinov2 {
     blocks: Vec<Block>,
     norm: LayerNorm,
     grads: bool,
-}
-
-/// candle-nn's `LayerNorm` takes a fused path that records no gradient; the
-/// plain ops do.
-fn norm(ln: &LayerNorm, x: &Tensor, grads: bool) -> candle_core::Result<Tensor> {
-    if !grads {
-        return ln.forward(x);
-    }
-    let eps = ln.eps();
-    let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
-    let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-    let normed = centred
-        .broadcast_div(&(var + eps)?.sqrt()?)?
-        .broadcast_mul(ln.weight())?;
-    match ln.bias() {
-        Some(b) => normed.broadcast_add(b),
-        None => Ok(normed),
-    }
 }
 
 impl Dinov2 {

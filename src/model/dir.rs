@@ -68,7 +68,54 @@ pub fn init_model_with_words(
         };
         var.set(&Tensor::from_vec(values, (dims[0], dims[1]), device)?)?;
     }
+    copy_fine_tuned_encoders(&cfg, &varmap, device)?;
     Ok((model, varmap))
+}
+
+/// Sets the variables of each pretrained encoder the config fine-tunes
+/// (`freeze: false`) to the weights in the encoder's directory; a frozen
+/// encoder has no variables. Every variable must find its tensor.
+fn copy_fine_tuned_encoders(cfg: &Config, varmap: &VarMap, device: &Device) -> Result<()> {
+    let vision = (cfg.vision_encoder.as_ref())
+        .filter(|s| !s.freeze)
+        .map(|s| (&s.dir, "vision.pretrained."));
+    let text = (cfg.text_encoder.as_ref())
+        .filter(|s| !s.freeze)
+        .map(|s| (&s.dir, "text.pretrained."));
+    for (dir, block) in vision.into_iter().chain(text) {
+        let prefix = format!("{block}{}.", super::pretrained::ENCODER_PREFIX);
+        let file = dir.join(WEIGHTS_FILE);
+        let tensors = candle_core::safetensors::load(&file, device).map_err(|e| {
+            anyhow!(
+                "{}: cannot read the encoder's weights ({e})",
+                file.display()
+            )
+        })?;
+        let mut problems = Vec::new();
+        for (name, var) in sorted_vars(varmap) {
+            let Some(key) = name.strip_prefix(&prefix) else {
+                continue;
+            };
+            match tensors.get(key) {
+                Some(t) if t.dims() == var.dims() => var.set(&t.to_dtype(DType::F32)?)?,
+                Some(t) => problems.push(format!(
+                    "tensor {key}: expected {:?}, found {:?}",
+                    var.dims(),
+                    t.dims()
+                )),
+                None => problems.push(format!("missing tensor {key} {:?}", var.dims())),
+            }
+        }
+        if !problems.is_empty() {
+            bail!(
+                "{}: the encoder's weights do not match its config.json ({} problem(s)):\n  {}\nimport the encoder again with `fusecap encoders import`",
+                file.display(),
+                problems.len(),
+                problems.join("\n  ")
+            );
+        }
+    }
+    Ok(())
 }
 
 fn normal(rng: &mut impl Rng) -> f32 {

@@ -3,11 +3,15 @@
 //! to `tokens` × `tokens`, and a learned projection to `d_model`.
 //!
 //! The stem of the vision encoder when a config names a `vision_encoder`
-//! (`vision.rs`). Only frozen encoders so far (`freeze: false` is refused): the
-//! encoder's output is detached, and its weights come from its own directory,
-//! outside the model's trainable variables.
+//! (`vision.rs`). A frozen encoder (`freeze: true`, the default) is read from
+//! its own directory, outside the model's trainable variables, and its output
+//! is detached. A fine-tuned one (`freeze: false`) is part of the model: its
+//! weights are variables under `vision.pretrained.encoder.`, copied from the
+//! directory when the model is initialised (`dir::init_model_with_words`) and
+//! saved in the model's own `model.safetensors`; every image runs through it
+//! with gradients, and nothing is cached.
 //!
-//! The pooled features of each image are kept, keyed by a hash of its
+//! The pooled features of each image a frozen encoder sees are kept, keyed by a hash of its
 //! pixels (`feature_cache.rs`), rounded to f16 so that features read back
 //! from the disk cache equal freshly computed ones, and a resumed run
 //! trains as an uninterrupted one. The encoder directory holds the cache
@@ -28,6 +32,9 @@ use crate::encoders::dinov2::Dinov2;
 
 /// Images whose features are kept in memory (16 tokens of 384 floats: 250 MB).
 const CACHE_IMAGES: usize = 40_000;
+
+/// Where a fine-tuned encoder's weights sit under the pretrained block's variables.
+pub const ENCODER_PREFIX: &str = "encoder";
 
 /// The default of an encoder spec's `freeze`.
 pub(super) fn frozen() -> bool {
@@ -57,9 +64,6 @@ impl VisionEncoderSpec {
                 "vision_encoder kind {:?} is not supported: use \"dinov2\"",
                 self.kind
             ));
-        }
-        if !self.freeze {
-            return Err("vision_encoder freeze: false (fine-tuning) is not supported yet".into());
         }
         if patch == 0 || self.image_size == 0 || !self.image_size.is_multiple_of(patch) {
             return Err(format!(
@@ -160,7 +164,7 @@ impl CacheFile {
     }
 }
 
-/// Frozen DINOv2 -> pooled patch tokens -> learned projection.
+/// DINOv2 (frozen or fine-tuned) -> pooled patch tokens -> learned projection.
 #[derive(Clone)]
 pub struct PretrainedVision {
     encoder: Arc<Dinov2>,
@@ -178,15 +182,24 @@ impl std::fmt::Debug for PretrainedVision {
 }
 
 impl PretrainedVision {
-    /// Loads the encoder from `spec.dir`; the features it cached there for
-    /// the same weights and settings are read on first use. The projection
-    /// comes from `vb` (`proj.weight`, `proj.bias`).
+    /// A frozen encoder is loaded from `spec.dir`, and the features it
+    /// cached there for the same weights and settings are read on first use.
+    /// A fine-tuned one takes only its config from `spec.dir` and its weights
+    /// from `vb` (`encoder.*`), recording gradients unless `for_inference`.
+    /// The projection comes from `vb` (`proj.weight`, `proj.bias`).
     pub fn load(
         spec: &VisionEncoderSpec,
         d_model: usize,
+        for_inference: bool,
         vb: VarBuilder,
         device: &Device,
     ) -> anyhow::Result<Self> {
+        if !spec.freeze {
+            let config = crate::encoders::dinov2::read_config(&spec.dir)?;
+            let encoder =
+                Dinov2::new(&config, vb.pp(ENCODER_PREFIX))?.with_gradients(!for_inference);
+            return Ok(Self::with_cache(spec, encoder, d_model, vb, None)?);
+        }
         let encoder = Dinov2::load(&spec.dir, device)?;
         let file = CacheFile {
             path: spec.dir.join(format!(
@@ -203,7 +216,9 @@ impl PretrainedVision {
         Ok(Self::with_cache(spec, encoder, d_model, vb, Some(file))?)
     }
 
-    /// With an encoder already built, and an empty cache kept in memory only.
+    /// With an encoder already built, and (frozen) an empty cache kept in
+    /// memory only. A fine-tuned spec trains `encoder` where its forward pass
+    /// records gradients (`Dinov2::with_gradients`).
     pub fn new(
         spec: &VisionEncoderSpec,
         encoder: Dinov2,
@@ -286,6 +301,9 @@ impl PretrainedVision {
                 self.spec.image_size
             );
         }
+        if !self.spec.freeze {
+            return self.proj.forward(&self.pooled_grid(images)?);
+        }
         let keys: Vec<u64> = images
             .flatten_from(1)?
             .to_vec2::<f32>()?
@@ -314,22 +332,30 @@ impl PretrainedVision {
     }
 
     /// The encoder's patch grid of each image, average-pooled to `tokens` ×
-    /// `tokens` and rounded to f16: [tokens² × hidden] per image.
-    fn pooled(&self, images: &Tensor) -> Result<Vec<Features>> {
+    /// `tokens`: [B, tokens², hidden].
+    fn pooled_grid(&self, images: &Tensor) -> Result<Tensor> {
         let b = images.dim(0)?;
         let grid = self.spec.image_size / self.encoder.config.patch_size;
-        let hidden = self.encoder.forward(images)?.detach();
+        let hidden = self.encoder.forward(images)?;
         let d = hidden.dim(2)?;
         let patches = hidden
             .narrow(1, 1, grid * grid)?
             .transpose(1, 2)?
             .reshape((b, d, grid, grid))?;
         let k = grid / self.spec.tokens;
-        let pooled = patches
+        patches
             .avg_pool2d(k)?
             .flatten_from(2)?
             .transpose(1, 2)?
-            .contiguous()?
+            .contiguous()
+    }
+
+    /// `pooled_grid` of a frozen encoder, detached and rounded to f16:
+    /// [tokens² × hidden] per image.
+    fn pooled(&self, images: &Tensor) -> Result<Vec<Features>> {
+        let pooled = self
+            .pooled_grid(images)?
+            .detach()
             .flatten_from(1)?
             .to_vec2::<f32>()?;
         Ok(pooled

@@ -9,10 +9,13 @@
 //! text memory keeps one token per question word, and everything downstream
 //! (masks, question conditioning, attention reports) is unchanged.
 //!
-//! Only frozen encoders (`freeze: false` is refused). A frozen encoder gives
-//! the same features for the same question every time, so they are kept in
-//! memory, keyed by the question's token ids: training asks the same
-//! questions many times, and BERT runs once per distinct question.
+//! A frozen encoder (the default) stays in its directory and gives the same
+//! features for the same question every time, so they are kept in memory,
+//! keyed by the question's token ids: training asks the same questions many
+//! times, and BERT runs once per distinct question. A fine-tuned one
+//! (`freeze: false`) is part of the model, as a fine-tuned vision encoder is
+//! (`pretrained.rs`): its weights are variables under `text.pretrained.encoder.`,
+//! and every question runs through it with gradients.
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -43,20 +46,21 @@ impl TextEncoderSpec {
                 self.kind
             ));
         }
-        if !self.freeze {
-            return Err("text_encoder freeze: false (fine-tuning) is not supported yet".into());
-        }
         Ok(())
     }
 }
 
+/// Per word of a question, the range of its pieces in BERT's input.
+type WordSpans = Vec<std::ops::Range<usize>>;
+
 /// Distinct questions whose features are kept.
 const CACHE_QUESTIONS: usize = 50_000;
 
-/// Frozen BERT -> one feature per question word -> learned projection.
+/// BERT (frozen or fine-tuned) -> one feature per question word -> learned projection.
 #[derive(Clone)]
 pub struct PretrainedText {
     encoder: Arc<bert::TextEncoder>,
+    fine_tuned: bool,
     /// The encoder's WordPiece ids of each word of the model's vocabulary, by id.
     pieces: Arc<Vec<Vec<u32>>>,
     cls: u32,
@@ -76,21 +80,45 @@ impl std::fmt::Debug for PretrainedText {
 impl PretrainedText {
     /// Loads the encoder from `spec.dir`; `words` is the model's vocabulary
     /// by id; the projection comes from `vb` (`proj.weight`, `proj.bias`).
+    /// A fine-tuned encoder takes only its config and tokenizer from
+    /// `spec.dir` and its weights from `vb` (`encoder.*`), recording
+    /// gradients unless `for_inference`.
     pub fn load(
         spec: &TextEncoderSpec,
         words: &[String],
         d_model: usize,
+        for_inference: bool,
         vb: VarBuilder,
         device: &Device,
     ) -> anyhow::Result<Self> {
         spec.check().map_err(anyhow::Error::msg)?;
+        if !spec.freeze {
+            let (config, tokenizer) = bert::read_config_and_tokenizer(&spec.dir)?;
+            let encoder = bert::TextEncoder::with_gradients(
+                config,
+                tokenizer,
+                vb.pp(super::pretrained::ENCODER_PREFIX),
+                !for_inference,
+            )?;
+            return Self::build(encoder, true, words, d_model, vb);
+        }
         let encoder = bert::TextEncoder::load(&spec.dir, device)?;
         Self::new(encoder, words, d_model, vb)
     }
 
-    /// With an encoder already built.
+    /// With a frozen encoder already built.
     pub fn new(
         encoder: bert::TextEncoder,
+        words: &[String],
+        d_model: usize,
+        vb: VarBuilder,
+    ) -> anyhow::Result<Self> {
+        Self::build(encoder, false, words, d_model, vb)
+    }
+
+    fn build(
+        encoder: bert::TextEncoder,
+        fine_tuned: bool,
         words: &[String],
         d_model: usize,
         vb: VarBuilder,
@@ -118,6 +146,7 @@ impl PretrainedText {
             cls: encoder.token_id("[CLS]")?,
             sep: encoder.token_id("[SEP]")?,
             encoder: Arc::new(encoder),
+            fine_tuned,
             pieces: Arc::new(pieces),
             proj,
             cache: Arc::new(FeatureCache::new(CACHE_QUESTIONS)),
@@ -151,6 +180,11 @@ impl PretrainedText {
             .zip(&positions)
             .map(|(row, at)| at.iter().map(|&i| row[i]).collect())
             .collect();
+        if self.fine_tuned {
+            return self
+                .proj
+                .forward(&self.word_states(&questions, &positions, t)?);
+        }
         let features = self.word_features(&questions)?;
         let h = self.hidden_size();
         let mut flat = vec![0f32; b * t * h];
@@ -176,8 +210,58 @@ impl PretrainedText {
             .get_or_compute(questions, |missing| self.run_encoder(missing))
     }
 
+    /// Each word's state, the mean of its pieces' hidden states, at its
+    /// place among `t` positions (`positions`, row by row), as one tensor
+    /// [B, t, hidden] that records gradients; other places are zero.
+    fn word_states(
+        &self,
+        questions: &[Vec<u32>],
+        positions: &[Vec<usize>],
+        t: usize,
+    ) -> Result<Tensor> {
+        let questions: Vec<&Vec<u32>> = questions.iter().collect();
+        let (hidden, spans) = self.hidden_states(&questions)?;
+        let (b, l, _) = hidden.dims3()?;
+        let mut mean = vec![0f32; b * t * l];
+        for (row, (at, word_spans)) in positions.iter().zip(&spans).enumerate() {
+            for (&pos, span) in at.iter().zip(word_spans) {
+                let share = 1.0 / span.len().max(1) as f32;
+                for piece in span.clone() {
+                    mean[(row * t + pos) * l + piece] = share;
+                }
+            }
+        }
+        Tensor::from_vec(mean, (b, t, l), hidden.device())?.matmul(&hidden)
+    }
+
     /// Runs BERT over `questions` in one padded batch and averages each word's pieces.
     fn run_encoder(&self, questions: &[&Vec<u32>]) -> Result<Vec<Features>> {
+        let (hidden, spans) = self.hidden_states(questions)?;
+        let hidden = hidden.detach().to_vec3::<f32>()?;
+        let h = self.hidden_size();
+        Ok(hidden
+            .iter()
+            .zip(&spans)
+            .map(|(states, word_spans)| {
+                let mut out = vec![0f32; word_spans.len() * h];
+                for (word, span) in word_spans.iter().enumerate() {
+                    let n = span.len().max(1) as f32;
+                    let dst = &mut out[word * h..(word + 1) * h];
+                    for state in &states[span.clone()] {
+                        for (d, s) in dst.iter_mut().zip(state) {
+                            *d += s / n;
+                        }
+                    }
+                }
+                Features::from(out)
+            })
+            .collect())
+    }
+
+    /// BERT's hidden states [B, L, hidden] of `questions` as `[CLS] pieces…
+    /// [SEP]` in one padded batch, and per question, per word, the range of
+    /// its pieces.
+    fn hidden_states(&self, questions: &[&Vec<u32>]) -> Result<(Tensor, Vec<WordSpans>)> {
         let limit = self
             .encoder
             .config
@@ -185,7 +269,7 @@ impl PretrainedText {
             .saturating_sub(2);
         let mut inputs = Vec::with_capacity(questions.len());
         // Per question, per word: the range of its pieces in the input.
-        let mut spans: Vec<Vec<std::ops::Range<usize>>> = Vec::with_capacity(questions.len());
+        let mut spans: Vec<WordSpans> = Vec::with_capacity(questions.len());
         for question in questions {
             let mut input = vec![self.cls];
             let mut word_spans = Vec::with_capacity(question.len());
@@ -208,24 +292,6 @@ impl PretrainedText {
             .encoder
             .encode_ids(&inputs)
             .map_err(|e| candle_core::Error::Msg(format!("{e:#}")))?;
-        let hidden = hidden.detach().to_vec3::<f32>()?;
-        let h = self.hidden_size();
-        Ok(hidden
-            .iter()
-            .zip(&spans)
-            .map(|(states, word_spans)| {
-                let mut out = vec![0f32; word_spans.len() * h];
-                for (word, span) in word_spans.iter().enumerate() {
-                    let n = span.len().max(1) as f32;
-                    let dst = &mut out[word * h..(word + 1) * h];
-                    for state in &states[span.clone()] {
-                        for (d, s) in dst.iter_mut().zip(state) {
-                            *d += s / n;
-                        }
-                    }
-                }
-                Features::from(out)
-            })
-            .collect())
+        Ok((hidden, spans))
     }
 }

@@ -53,6 +53,7 @@ impl TextEncoder {
                     spec,
                     words,
                     cfg.d_model,
+                    cfg.inference,
                     vb.pp("pretrained"),
                     vb.device(),
                 )

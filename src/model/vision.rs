@@ -43,8 +43,14 @@ impl VisionEncoder {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         let stem = match (&cfg.vision_encoder, cfg.vision_stem) {
             (Some(spec), _) => {
-                let p = PretrainedVision::load(spec, cfg.d_model, vb.pp("pretrained"), vb.device())
-                    .map_err(|e| candle_core::Error::Msg(format!("{e:#}")))?;
+                let p = PretrainedVision::load(
+                    spec,
+                    cfg.d_model,
+                    cfg.inference,
+                    vb.pp("pretrained"),
+                    vb.device(),
+                )
+                .map_err(|e| candle_core::Error::Msg(format!("{e:#}")))?;
                 let (mean, std) = p.normalisation();
                 if mean != cfg.image_mean || std != cfg.image_std {
                     candle_core::bail!(
