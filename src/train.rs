@@ -303,6 +303,9 @@ impl TrainRun<'_> {
             load_weights(&varmap, &dir.join(WEIGHTS_FILE), &device)?;
         }
         let mut adam = AdamW::new(&varmap, opts.weight_decay)?;
+        for encoder in self.cfg.fine_tuned_encoders() {
+            adam.scale_learning_rate(&encoder.prefix, encoder.lr_scale);
+        }
         let workers = DataParallel::new(self.threads)?;
         let checkpoint = self.out.join(CHECKPOINT_FILE);
         let mut start = 0;

@@ -288,6 +288,18 @@ fn configs_that_cannot_work_are_refused_with_the_reason() {
             .unwrap_or_default()
     };
     let words = tok.words();
+    for (freeze, lr_scale, reason) in [
+        (true, 0.1, "fine-tuned encoder only"),
+        (false, 0.0, "positive number"),
+        (false, f64::NAN, "positive number"),
+    ] {
+        let mut cfg = base.clone();
+        if let Some(s) = cfg.text_encoder.as_mut() {
+            (s.freeze, s.lr_scale) = (freeze, lr_scale);
+        }
+        let err = refusal(cfg, &words);
+        assert!(err.contains("lr_scale") && err.contains(reason), "{err}");
+    }
     let mut gpt = base.clone();
     if let Some(s) = gpt.text_encoder.as_mut() {
         s.kind = "gpt2".into();
@@ -339,12 +351,19 @@ fn the_cli_trains_and_answers_with_a_bert_text_encoder() {
         .next()
         .expect("an image");
     std::fs::create_dir_all(dir.join("configs")).expect("mkdir");
-    // Frozen, then fine-tuned on two data-parallel threads.
-    for (freeze, out, threads) in [(true, "m", "1"), (false, "tuned", "2")] {
+    // Frozen, then fine-tuned on two data-parallel threads at the model's
+    // learning rate and at a thousandth of it.
+    let runs = [
+        (true, 1.0, "m", "1"),
+        (false, 1.0, "tuned", "2"),
+        (false, 1e-3, "slow", "2"),
+    ];
+    for (freeze, lr_scale, out, threads) in runs {
         // Named relative to the config file's folder, not the working directory.
         let mut config = pretrained_config(Fusion::Separate, 4, Path::new("../encoders/minilm"));
         if let Some(s) = config.text_encoder.as_mut() {
             s.freeze = freeze;
+            s.lr_scale = lr_scale;
         }
         std::fs::write(
             dir.join("configs/bert.json"),
@@ -367,6 +386,8 @@ fn the_cli_trains_and_answers_with_a_bert_text_encoder() {
                 "4",
                 "--threads",
                 threads,
+                "--save-dtype",
+                "f32",
                 "--out",
                 out,
                 "--quiet",
@@ -409,6 +430,19 @@ fn the_cli_trains_and_answers_with_a_bert_text_encoder() {
             "{line}"
         );
     }
+    let original = tensors_in(&dir.join("encoders/minilm/model.safetensors"));
+    let moved = |out: &str| {
+        let weights = tensors_in(&dir.join(out).join("model.safetensors"));
+        original
+            .iter()
+            .map(|(name, t)| max_abs_diff(&weights[&format!("text.pretrained.encoder.{name}")], t))
+            .fold(0f32, f32::max)
+    };
+    let (full, slow) = (moved("tuned"), moved("slow"));
+    assert!(
+        full > 0.0 && slow < full / 100.0,
+        "lr_scale 1e-3 moved BERT's weights by {slow}, lr_scale 1 by {full}"
+    );
 }
 
 /// The tensors of a safetensors file, by name.

@@ -123,6 +123,9 @@ fn specs_that_cannot_work_are_refused_with_the_reason() {
     s.image_size = 9;
     assert!(build(s).contains("multiple of the patch size 2"));
     let mut s = spec(dir, 2);
+    s.lr_scale = 0.5;
+    assert!(build(s).contains("lr_scale applies to a fine-tuned encoder only"));
+    let mut s = spec(dir, 2);
     s.kind = "bert".into();
     assert!(build(s).contains("use \"dinov2\""));
 }

@@ -76,14 +76,7 @@ pub fn init_model_with_words(
 /// (`freeze: false`) to the weights in the encoder's directory; a frozen
 /// encoder has no variables. Every variable must find its tensor.
 fn copy_fine_tuned_encoders(cfg: &Config, varmap: &VarMap, device: &Device) -> Result<()> {
-    let vision = (cfg.vision_encoder.as_ref())
-        .filter(|s| !s.freeze)
-        .map(|s| (&s.dir, "vision.pretrained."));
-    let text = (cfg.text_encoder.as_ref())
-        .filter(|s| !s.freeze)
-        .map(|s| (&s.dir, "text.pretrained."));
-    for (dir, block) in vision.into_iter().chain(text) {
-        let prefix = format!("{block}{}.", super::pretrained::ENCODER_PREFIX);
+    for super::FineTunedEncoder { prefix, dir, .. } in cfg.fine_tuned_encoders() {
         let file = dir.join(WEIGHTS_FILE);
         let tensors = candle_core::safetensors::load(&file, device).map_err(|e| {
             anyhow!(

@@ -20,7 +20,8 @@ use candle_nn::{Module, VarBuilder};
 pub use attention::KeyMask;
 use conditioning::QuestionConditioning;
 pub use config::{
-    Activation, Config, Fusion, MentionTarget, ResizeMode, VisionPositions, VisionStem,
+    Activation, Config, FineTunedEncoder, Fusion, MentionTarget, ResizeMode, VisionPositions,
+    VisionStem,
 };
 pub use decoder::{Decoder, SelfCache};
 pub use fusion::{AttentionParts, CrossKv, CrossWeights, FusionLayer, Memory};

@@ -41,6 +41,34 @@ pub(super) fn frozen() -> bool {
     true
 }
 
+/// The default of an encoder spec's `lr_scale`: the model's learning rate.
+pub(super) fn full_rate() -> f64 {
+    1.0
+}
+
+pub(super) fn is_full_rate(scale: &f64) -> bool {
+    *scale == 1.0
+}
+
+/// Why an encoder spec's `lr_scale` cannot work, if it cannot; `which` names the spec.
+pub(super) fn check_lr_scale(
+    which: &str,
+    freeze: bool,
+    lr_scale: f64,
+) -> std::result::Result<(), String> {
+    if !(lr_scale.is_finite() && lr_scale > 0.0) {
+        Err(format!(
+            "{which} lr_scale {lr_scale} must be a positive number"
+        ))
+    } else if freeze && lr_scale != 1.0 {
+        Err(format!(
+            "{which} lr_scale applies to a fine-tuned encoder only: set freeze to false, or remove lr_scale"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 /// `vision_encoder` in a model config.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct VisionEncoderSpec {
@@ -50,6 +78,10 @@ pub struct VisionEncoderSpec {
     pub dir: PathBuf,
     #[serde(default = "frozen")]
     pub freeze: bool,
+    /// A fine-tuned encoder's learning rate as a fraction of the model's
+    /// (1, the default, is not written).
+    #[serde(default = "full_rate", skip_serializing_if = "is_full_rate")]
+    pub lr_scale: f64,
     /// Input side in pixels, a multiple of the patch size (14).
     pub image_size: usize,
     /// Side of the pooled token grid handed to the decoder; divides the patch grid.
@@ -65,6 +97,7 @@ impl VisionEncoderSpec {
                 self.kind
             ));
         }
+        check_lr_scale("vision_encoder", self.freeze, self.lr_scale)?;
         if patch == 0 || self.image_size == 0 || !self.image_size.is_multiple_of(patch) {
             return Err(format!(
                 "vision_encoder image_size {} is not a positive multiple of the patch size {patch}",

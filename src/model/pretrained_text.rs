@@ -35,6 +35,13 @@ pub struct TextEncoderSpec {
     pub dir: PathBuf,
     #[serde(default = "super::pretrained::frozen")]
     pub freeze: bool,
+    /// A fine-tuned encoder's learning rate as a fraction of the model's
+    /// (1, the default, is not written).
+    #[serde(
+        default = "super::pretrained::full_rate",
+        skip_serializing_if = "super::pretrained::is_full_rate"
+    )]
+    pub lr_scale: f64,
 }
 
 impl TextEncoderSpec {
@@ -46,7 +53,7 @@ impl TextEncoderSpec {
                 self.kind
             ));
         }
-        Ok(())
+        super::pretrained::check_lr_scale("text_encoder", self.freeze, self.lr_scale)
     }
 }
 

@@ -23,6 +23,8 @@ use crate::model::fused::{f32_elements, f32_elements_mut};
 /// Weight decay applies to matrices only (not LayerNorm, biases or gates).
 pub struct AdamW {
     vars: Vec<(String, Var)>,
+    /// Per variable, its learning rate as a multiple of the step's.
+    lr_scales: Vec<f64>,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
     pub step: usize,
@@ -58,13 +60,34 @@ impl AdamW {
                 .map(|(_, v)| v.zeros_like())
                 .collect::<candle_core::Result<Vec<_>>>()
         };
+        let lr_scales = vars
+            .iter()
+            .map(|(name, _)| {
+                if name.contains("gate_") {
+                    Self::GATE_LR_MULTIPLIER
+                } else {
+                    1.0
+                }
+            })
+            .collect();
         Ok(AdamW {
             m: zeros(&vars)?,
             v: zeros(&vars)?,
             vars,
+            lr_scales,
             step: 0,
             weight_decay,
         })
+    }
+
+    /// Multiplies the learning rate of the variables whose names start with
+    /// `prefix` by `factor` (a fine-tuned encoder's `lr_scale`).
+    pub fn scale_learning_rate(&mut self, prefix: &str, factor: f64) {
+        for ((name, _), scale) in self.vars.iter().zip(&mut self.lr_scales) {
+            if name.starts_with(prefix) {
+                *scale *= factor;
+            }
+        }
     }
 
     /// Clips the gradients to `clip_norm` (global L2) and updates every variable.
@@ -154,12 +177,8 @@ impl AdamW {
 
     /// Variable `i`'s update settings at the current step.
     fn hyper(&self, i: usize, lr: f64, scale: f64) -> Hyper {
-        let (name, var) = &self.vars[i];
-        let lr = if name.contains("gate_") {
-            lr * Self::GATE_LR_MULTIPLIER
-        } else {
-            lr
-        };
+        let var = &self.vars[i].1;
+        let lr = lr * self.lr_scales[i];
         let decay = if var.rank() >= 2 {
             1.0 - lr * self.weight_decay
         } else {
@@ -444,6 +463,36 @@ mod tests {
                     );
                 }
             }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_scaled_learning_rate_scales_the_first_step_of_only_its_variables() -> Result<()> {
+        // Adam's first step moves each weight by lr · g/|g| (about lr), so
+        // the moves compare directly.
+        let a = vars()?;
+        let b = copy_of(&a)?;
+        let (mut plain, mut scaled) = (AdamW::new(&a, 0.0)?, AdamW::new(&b, 0.0)?);
+        scaled.scale_learning_rate("w", 0.1);
+        let before = copy_of(&a)?;
+        plain.step(&grads(&a, 1)?, 1e-2, 100.0)?;
+        scaled.step(&grads(&b, 1)?, 1e-2, 100.0)?;
+        let moved = |map: &VarMap, name: &str| -> Result<f32> {
+            let find = |m: &VarMap| {
+                sorted_vars(m)
+                    .into_iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v)
+                    .ok_or_else(|| anyhow!("no {name}"))
+            };
+            let delta = (find(map)?.as_tensor() - find(&before)?.as_tensor())?;
+            Ok(delta.abs()?.max_all()?.to_scalar::<f32>()?)
+        };
+        let ratio = moved(&b, "w")? / moved(&a, "w")?;
+        assert!((ratio - 0.1).abs() < 1e-3, "w moved {ratio} as far");
+        for other in ["b", "gate_alpha"] {
+            assert_eq!(moved(&b, other)?, moved(&a, other)?, "{other}");
         }
         Ok(())
     }
