@@ -4,7 +4,7 @@
 mod common;
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarMap;
-use common::{assert_gradients_reach, max_abs_diff};
+use common::{assert_gradients_reach, max_abs_diff, set_gates};
 use fusecap::generate::{greedy, GenerateOptions};
 use fusecap::model::attention::attention;
 use fusecap::model::dir::{init_model, parameter_count, save_weights, sorted_vars};
@@ -71,15 +71,6 @@ fn logits(model: &FusionModel, memory: &Memory, tokens: &Tensor) -> Tensor {
         .decoder
         .forward(tokens, &cross, None, None)
         .expect("decode")
-}
-
-fn set_gates(varmap: &VarMap, value: f32) {
-    for (name, var) in sorted_vars(varmap) {
-        if name.contains("gate_") {
-            var.set(&Tensor::new(&[value], &Device::Cpu).expect("t"))
-                .expect("set");
-        }
-    }
 }
 
 #[test]

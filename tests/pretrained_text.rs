@@ -109,6 +109,20 @@ fn ids(tok: &TextTokenizer, text: &str) -> Vec<u32> {
     tok.encode(text).expect("encode")
 }
 
+/// Two questions of 9 and 6 words, padded: ids and validity [2, 9].
+fn two_questions(tok: &TextTokenizer, cfg: &Config) -> (Tensor, Tensor) {
+    fusecap::model::pad_tokens(
+        &[
+            ids(tok, "what is the color of the reddish circle ?"),
+            ids(tok, "is there a purple shape ?"),
+        ],
+        cfg.pad_id,
+        cfg.max_text_len,
+        &Device::Cpu,
+    )
+    .expect("pad")
+}
+
 #[test]
 fn a_words_feature_is_the_mean_of_its_wordpieces_in_context() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -209,12 +223,7 @@ fn every_fusion_trains_the_projection_and_never_the_frozen_encoder_and_round_tri
             ..pretrained_config(fusion, tok.vocab_size(), &encoder)
         };
         let (model, varmap) = init_model_with_words(&cfg, &words, 7, &dev).expect("init");
-        for (name, var) in sorted_vars(&varmap) {
-            if name.contains("gate_") {
-                var.set(&Tensor::new(&[0.5f32], &dev).expect("t"))
-                    .expect("set");
-            }
-        }
+        common::set_gates(&varmap, 0.5);
         let vars = sorted_vars(&varmap);
         let text_vars: Vec<&str> = vars
             .iter()
@@ -233,16 +242,7 @@ fn every_fusion_trains_the_projection_and_never_the_frozen_encoder_and_round_tri
         );
 
         let images = Tensor::randn(0f32, 1.0, (2, 3, 16, 16), &dev).expect("images");
-        let (text, valid) = fusecap::model::pad_tokens(
-            &[
-                ids(&tok, "what is the color of the reddish circle ?"),
-                ids(&tok, "is there a purple shape ?"),
-            ],
-            cfg.pad_id,
-            cfg.max_text_len,
-            &dev,
-        )
-        .expect("pad");
+        let (text, valid) = two_questions(&tok, &cfg);
         let memory = model.encode(&images, &text, &valid).expect("encode");
         assert_eq!(
             memory.text.dims(),
@@ -505,7 +505,6 @@ fn the_trainable_bert_matches_candle_transformers_and_gives_every_weight_a_gradi
 #[test]
 fn a_fine_tuned_text_encoder_starts_from_its_directory_trains_with_the_model_and_is_saved_with_it()
 {
-    use fusecap::train::AdamW;
     let tmp = tempfile::tempdir().expect("tempdir");
     let encoder = tmp.path().join("minilm");
     bert_dir(&encoder);
@@ -533,16 +532,7 @@ fn a_fine_tuned_text_encoder_starts_from_its_directory_trains_with_the_model_and
     }
 
     let images = Tensor::randn(0f32, 1.0, (2, 3, 16, 16), &dev).expect("images");
-    let (text, valid) = fusecap::model::pad_tokens(
-        &[
-            ids(&tok, "what is the color of the reddish circle ?"),
-            ids(&tok, "is there a purple shape ?"),
-        ],
-        cfg.pad_id,
-        cfg.max_text_len,
-        &dev,
-    )
-    .expect("pad");
+    let (text, valid) = two_questions(&tok, &cfg);
     let logits = |model: &FusionModel| {
         let memory = model.encode(&images, &text, &valid).expect("encode");
         let cross = model.cross_kv(&memory).expect("cross");
@@ -554,14 +544,7 @@ fn a_fine_tuned_text_encoder_starts_from_its_directory_trains_with_the_model_and
     };
     let target = Tensor::new(&[[5u32, 6, 2], [7, 8, 2]], &dev).expect("target");
     assert_gradients_reach(&logits(&model), &target, &vars, "separate");
-    let loss = candle_nn::loss::cross_entropy(
-        &logits(&model).flatten_to(1).expect("flat"),
-        &target.flatten_all().expect("flat"),
-    )
-    .expect("loss");
-    let mut adam = AdamW::new(&varmap, 0.0).expect("adam");
-    adam.step(&loss.backward().expect("backward"), 1e-3, 1.0)
-        .expect("step");
+    common::one_adamw_step(&varmap, &logits(&model), &target);
     for (name, var) in &bert {
         assert!(
             max_abs_diff(var.as_tensor(), &original[*name]) > 0.0,

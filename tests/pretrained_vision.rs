@@ -265,12 +265,7 @@ fn every_fusion_trains_on_pretrained_vision_tokens_and_round_trips() {
     for fusion in Fusion::ALL {
         let cfg = pretrained_config(fusion, tmp.path());
         let (model, varmap) = init_model(&cfg, 7, &dev).expect("init");
-        for (name, var) in sorted_vars(&varmap) {
-            if name.contains("gate_") {
-                var.set(&Tensor::new(&[0.5f32], &dev).expect("t"))
-                    .expect("set");
-            }
-        }
+        common::set_gates(&varmap, 0.5);
         let vars = sorted_vars(&varmap);
         let pretrained: Vec<&str> = vars
             .iter()
@@ -539,7 +534,6 @@ fn tensors_in(file: &std::path::Path) -> std::collections::HashMap<String, Tenso
 
 #[test]
 fn a_fine_tuned_encoder_starts_from_its_directory_trains_with_the_model_and_is_saved_with_it() {
-    use fusecap::train::AdamW;
     let tmp = tempfile::tempdir().expect("tempdir");
     let enc_dir = tmp.path().join("encoder");
     std::fs::create_dir_all(&enc_dir).expect("mkdir");
@@ -552,12 +546,7 @@ fn a_fine_tuned_encoder_starts_from_its_directory_trains_with_the_model_and_is_s
             s.freeze = false;
         }
         let (model, varmap) = init_model(&cfg, 7, &dev).expect("init");
-        for (name, var) in sorted_vars(&varmap) {
-            if name.contains("gate_") {
-                var.set(&Tensor::new(&[0.5f32], &dev).expect("t"))
-                    .expect("set");
-            }
-        }
+        common::set_gates(&varmap, 0.5);
         let vars = sorted_vars(&varmap);
         // Every encoder tensor is a variable of the model, starting at the directory's value.
         let encoder: Vec<_> = vars
@@ -574,14 +563,7 @@ fn a_fine_tuned_encoder_starts_from_its_directory_trains_with_the_model_and_is_s
         let logits = logits_of(&model);
         let target = Tensor::new(&[[10u32, 11, 12, 2], [13, 14, 15, 2]], &dev).expect("target");
         assert_gradients_reach(&logits, &target, &vars, fusion.name());
-        let loss = candle_nn::loss::cross_entropy(
-            &logits.flatten_to(1).expect("flat"),
-            &target.flatten_all().expect("flat"),
-        )
-        .expect("loss");
-        let mut adam = AdamW::new(&varmap, 0.0).expect("adam");
-        adam.step(&loss.backward().expect("backward"), 1e-3, 1.0)
-            .expect("step");
+        common::one_adamw_step(&varmap, &logits, &target);
         for (name, var) in &encoder {
             let moved = max_abs_diff(var.as_tensor(), &original[*name]);
             assert!(moved > 0.0, "{fusion}: {name} did not move");

@@ -94,6 +94,31 @@ pub fn assert_gradients_reach(
     }
 }
 
+/// Sets every gate (`gate_alpha` of `gated`) to `value`; a gate at 0 passes no gradient.
+#[allow(dead_code)]
+pub fn set_gates(varmap: &candle_nn::VarMap, value: f32) {
+    for (name, var) in fusecap::model::dir::sorted_vars(varmap) {
+        if name.contains("gate_") {
+            var.set(&Tensor::new(&[value], &Device::Cpu).expect("t"))
+                .expect("set");
+        }
+    }
+}
+
+/// One AdamW step (lr 1e-3, no weight decay) on the cross-entropy of
+/// `logits` [B, T, V] against `target` [B, T].
+#[allow(dead_code)]
+pub fn one_adamw_step(varmap: &candle_nn::VarMap, logits: &Tensor, target: &Tensor) {
+    let loss = candle_nn::loss::cross_entropy(
+        &logits.flatten_to(1).expect("flat"),
+        &target.flatten_all().expect("flat"),
+    )
+    .expect("loss");
+    let mut adam = fusecap::train::AdamW::new(varmap, 0.0).expect("adam");
+    adam.step(&loss.backward().expect("backward"), 1e-3, 1.0)
+        .expect("step");
+}
+
 /// The records of a run's `training.jsonl`.
 #[allow(dead_code)]
 pub fn read_log(out: &Path) -> Vec<LogRecord> {
