@@ -612,3 +612,48 @@ fn a_fine_tuned_encoder_starts_from_its_directory_trains_with_the_model_and_is_s
         assert!(loaded.persist_feature_caches().expect("persist").is_none());
     }
 }
+
+#[test]
+fn a_model_names_the_frozen_encoder_it_was_trained_with_and_refuses_another() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let enc_dir = tmp.path().join("encoder");
+    std::fs::create_dir_all(&enc_dir).expect("mkdir");
+    encoder_dir(&enc_dir);
+    let weights = enc_dir.join("model.safetensors");
+    let trained_with = std::fs::read(&weights).expect("read weights");
+    for freeze in [true, false] {
+        let mut cfg = pretrained_config(Fusion::Gated, &enc_dir);
+        if let Some(s) = cfg.vision_encoder.as_mut() {
+            s.freeze = freeze;
+        }
+        let file = tmp
+            .path()
+            .join(format!("model-{freeze}"))
+            .join("config.json");
+        std::fs::create_dir_all(file.parent().expect("folder")).expect("mkdir");
+        save_config(&cfg, &file).expect("save");
+        let written: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("json");
+        let checksum = &written["vision_encoder"]["weights_xxh3"];
+        assert_eq!(
+            checksum.as_str().map(str::len),
+            freeze.then_some(16),
+            "frozen: 16 hex digits; fine-tuned: none ({checksum})"
+        );
+        load_config(&file).expect("the same encoder loads");
+
+        encoder_dir(&enc_dir);
+        let other = load_config(&file);
+        if freeze {
+            let err = other.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                err.contains("weights_xxh3") && err.contains("encoders import"),
+                "{err}"
+            );
+        } else {
+            other.expect("a fine-tuned model holds its encoder's weights");
+        }
+        std::fs::write(&weights, &trained_with).expect("restore");
+        load_config(&file).expect("the original encoder loads again");
+    }
+}

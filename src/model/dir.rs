@@ -7,6 +7,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 
+use super::feature_cache::hash_file;
 use super::{Config, FusionModel};
 use crate::tokenizer::TextTokenizer;
 
@@ -169,9 +170,18 @@ pub fn save_weights(varmap: &VarMap, path: &Path, dtype: DType) -> Result<()> {
 }
 
 /// Writes `cfg` to `path`; paths inside it are written relative to the file's
-/// folder where they can be (see [`load_config`]).
+/// folder where they can be (see [`load_config`]). A frozen encoder without
+/// `weights_xxh3` gets the checksum of the weights its directory holds now,
+/// the ones the model is trained with.
 pub fn save_config(cfg: &Config, path: &Path) -> Result<()> {
     let mut cfg = cfg.clone();
+    for (dir, checksum) in frozen_encoders(&mut cfg) {
+        if checksum.is_none() {
+            *checksum = hash_file(&dir.join(WEIGHTS_FILE))
+                .ok()
+                .map(|h| format!("{h:016x}"));
+        }
+    }
     if let Some(folder) = path.parent() {
         for dir in encoder_dirs(&mut cfg) {
             *dir = relative_to(dir, folder);
@@ -214,7 +224,33 @@ pub fn load_config(path: &Path) -> Result<Config> {
     if let Some(folder) = path.parent() {
         resolve_encoder_dirs(&mut cfg, folder);
     }
+    for (dir, checksum) in frozen_encoders(&mut cfg) {
+        let weights = dir.join(WEIGHTS_FILE);
+        // A missing file is reported when the encoder is loaded.
+        let (Some(expected), Ok(found)) = (checksum.as_deref(), hash_file(&weights)) else {
+            continue;
+        };
+        let found = format!("{found:016x}");
+        if found != expected {
+            bail!(
+                "{}: the model was trained with another encoder than {} holds (weights_xxh3 {expected}, found {found}); import the encoder it names again with `fusecap encoders import`, or remove weights_xxh3 from the config to use this one anyway",
+                path.display(),
+                weights.display()
+            );
+        }
+    }
     Ok(cfg)
+}
+
+/// The directory and the `weights_xxh3` of each frozen encoder a config names.
+fn frozen_encoders(cfg: &mut Config) -> impl Iterator<Item = (&PathBuf, &mut Option<String>)> {
+    let vision = (cfg.vision_encoder.as_mut())
+        .filter(|s| s.freeze)
+        .map(|s| (&s.dir, &mut s.weights_xxh3));
+    let text = (cfg.text_encoder.as_mut())
+        .filter(|s| s.freeze)
+        .map(|s| (&s.dir, &mut s.weights_xxh3));
+    vision.into_iter().chain(text)
 }
 
 /// Makes the relative encoder directories a config names relative to

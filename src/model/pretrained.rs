@@ -82,6 +82,11 @@ pub struct VisionEncoderSpec {
     /// (1, the default, is not written).
     #[serde(default = "full_rate", skip_serializing_if = "is_full_rate")]
     pub lr_scale: f64,
+    /// Of a frozen encoder: the XXH3-64 of the `model.safetensors` the model
+    /// was trained with, in hex, written with the model (`dir::save_config`)
+    /// and checked when it is read (`dir::load_config`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_xxh3: Option<String>,
     /// Input side in pixels, a multiple of the patch size (14).
     pub image_size: usize,
     /// Side of the pooled token grid handed to the decoder; divides the patch grid.

@@ -42,6 +42,9 @@ pub struct TextEncoderSpec {
         skip_serializing_if = "super::pretrained::is_full_rate"
     )]
     pub lr_scale: f64,
+    /// As `VisionEncoderSpec::weights_xxh3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_xxh3: Option<String>,
 }
 
 impl TextEncoderSpec {
