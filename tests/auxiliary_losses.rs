@@ -35,6 +35,7 @@ fn config(fusion: Fusion, tokenizer: &TextTokenizer, attribute: f32, mention: f3
 const STREAM: StreamOptions = StreamOptions {
     seed: 5,
     share: 0.5,
+    pool: None,
 };
 
 /// A model of `cfg` whose variables live in `vm`.

@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use candle_core::{DType, Device};
-use fusecap::data::stream::{mixed_step, streamed_item, validation_set, StreamOptions};
+use fusecap::data::stream::{
+    mixed_step, pooled_item, streamed_item, validation_set, StreamOptions,
+};
 use fusecap::data::synth::random_scene;
 use fusecap::data::synth_text::{candidate_questions, sample_balanced_question, template};
 use fusecap::model::{Config, Fusion};
@@ -151,6 +153,7 @@ fn a_mixed_step_holds_the_manifest_examples_then_new_scenes_of_the_same_kind() {
     let opts = StreamOptions {
         seed: 3,
         share: 0.5,
+        pool: None,
     };
     let manifest = validation_set(&opts, 6, &tokenizer, &cfg).expect("questions");
     let step = mixed_step(&manifest, &[0, 2, 4], &opts, 7, 3, &tokenizer, &cfg).expect("step");
@@ -173,12 +176,71 @@ fn a_mixed_step_holds_the_manifest_examples_then_new_scenes_of_the_same_kind() {
     );
 }
 
+#[test]
+fn a_pool_of_scenes_shows_each_again_with_new_questions() {
+    const POOL: u64 = 7;
+    let items: Vec<_> = (0..70).map(|i| pooled_item(4, i, POOL, false)).collect();
+    for (i, item) in items.iter().enumerate() {
+        let first = &items[i % POOL as usize];
+        assert_eq!(item.image, first.image, "item {i} shows scene {}", i % 7);
+        assert_eq!(item.scene, first.scene);
+        assert_eq!(
+            item.image,
+            streamed_item(4, i as u64 % POOL, false).image,
+            "the pool is the stream's first scenes"
+        );
+    }
+    let distinct: std::collections::HashSet<&[u8]> = items
+        .iter()
+        .map(|item| item.image.as_raw().as_slice())
+        .collect();
+    assert_eq!(distinct.len(), POOL as usize);
+    for scene in 0..POOL as usize {
+        let questions: std::collections::HashSet<_> = items
+            .iter()
+            .skip(scene)
+            .step_by(POOL as usize)
+            .map(|item| item.question.clone())
+            .collect();
+        assert!(
+            questions.len() > 1,
+            "scene {scene}: one question in 10 visits"
+        );
+    }
+    assert_eq!(pooled_item(4, 3, POOL, false), items[3], "reproducible");
+
+    // Training steps draw their scenes from the pool only.
+    let tokenizer = tokenizer();
+    let cfg = Config::tiny(Fusion::Concat, tokenizer.vocab_size());
+    let opts = StreamOptions {
+        seed: 4,
+        share: 0.5,
+        pool: Some(POOL),
+    };
+    let manifest = validation_set(&opts, 4, &tokenizer, &cfg).expect("questions");
+    let mut seen = std::collections::HashSet::new();
+    for step in 0..10 {
+        let ds = mixed_step(&manifest, &[0, 1], &opts, step, 4, &tokenizer, &cfg).expect("step");
+        for image in &ds.images[2..] {
+            seen.insert(format!("{image:?}"));
+        }
+    }
+    assert_eq!(seen.len(), POOL as usize, "40 streamed examples, 7 images");
+    assert!(StreamOptions {
+        pool: Some(0),
+        ..opts
+    }
+    .validate()
+    .is_err());
+}
+
 fn run(out: &Path, steps: usize, stop_after: Option<usize>, resume: bool) -> Outcome {
     let tokenizer = tokenizer();
     let cfg = Config::tiny(Fusion::Separate, tokenizer.vocab_size());
     let stream = StreamOptions {
         seed: 11,
         share: 0.5,
+        pool: None,
     };
     let train = validation_set(&stream, 16, &tokenizer, &cfg).expect("manifest part");
     let val = validation_set(&stream, 4, &tokenizer, &cfg).expect("val");

@@ -74,6 +74,11 @@ pub struct TrainArgs {
     /// Half the validation examples are then scenes from another stream.
     #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
     pub stream_share: f64,
+    /// Draw the streamed scenes from a pool of N, each shown again with new
+    /// questions, so that a frozen pretrained encoder's features can be
+    /// cached (default: every scene is new).
+    #[arg(long, value_name = "N", requires = "stream_share")]
+    pub stream_pool: Option<u64>,
     /// Validate every N steps.
     #[arg(long, default_value_t = 250)]
     pub eval_every: usize,
@@ -110,10 +115,11 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let stream_options = (args.stream_share != 0.0).then_some(StreamOptions {
         seed: args.training.seed,
         share: args.stream_share,
+        pool: args.stream_pool,
     });
     if let Some(s) = &stream_options {
         s.validate()
-            .map_err(|e| anyhow::anyhow!("--stream-share: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("--stream-share / --stream-pool: {e}"))?;
     }
     let manifest = load_manifests(&args.training.data)?;
     for problem in &manifest.problems {

@@ -2,7 +2,10 @@
 //! image: each batch mixes manifest examples with fresh multi-object scenes.
 //!
 //! Streamed item `i` depends only on (seed, i), so a resumed run sees the same
-//! items. The scenes vary their background (white, light tints, gradients,
+//! items. With a pool of N scenes (`StreamOptions::pool`), item `i` shows
+//! scene `i mod N` with a question drawn for `i`: the images repeat, so a
+//! frozen pretrained encoder's features can be cached, and the questions
+//! keep varying. The scenes vary their background (white, light tints, gradients,
 //! speckle noise) so that neither the task nor the caption style can be read
 //! off it, and their questions are balanced by type, template and answer
 //! (`synth_text::sample_balanced_question`).
@@ -32,6 +35,9 @@ pub struct StreamOptions {
     pub seed: u64,
     /// Share of each training batch that is streamed scenes, in (0, 1].
     pub share: f64,
+    /// Draw the scenes from this many (`--stream-pool`); none: every scene is new.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<u64>,
 }
 
 impl StreamOptions {
@@ -46,6 +52,9 @@ impl StreamOptions {
                 "share {} is out of range: use a value above 0 and at most 1",
                 self.share
             ));
+        }
+        if self.pool == Some(0) {
+            return Err("a pool of 0 scenes: use at least 1".into());
         }
         Ok(())
     }
@@ -68,14 +77,35 @@ pub struct StreamedItem {
 /// `caption` is set (or the scene has no question).
 pub fn streamed_item(seed: u64, index: u64, caption: bool) -> StreamedItem {
     let mut rng = image_rng(seed, index);
+    let (scene, image) = drawn_scene(&mut rng);
+    example_of(scene, image, caption, &mut rng)
+}
+
+/// Item `index` of the stream with `seed` that draws its scenes from a pool
+/// of `pool`: the scene and image of `streamed_item(seed, index % pool, _)`,
+/// with a question (or caption) drawn for `index` itself.
+pub fn pooled_item(seed: u64, index: u64, pool: u64, caption: bool) -> StreamedItem {
+    let (scene, image) = drawn_scene(&mut image_rng(seed, index % pool.max(1)));
+    // Another stream than the scenes', so that visits to one scene differ.
+    example_of(scene, image, caption, &mut image_rng(!seed, index))
+}
+
+/// A random scene and its image on a random backdrop.
+fn drawn_scene(rng: &mut impl Rng) -> (Scene, RgbImage) {
     let noise = rng.random_bool(0.25);
-    let scene = random_scene(&mut rng, noise);
-    let backdrop = random_backdrop(&mut rng);
+    let scene = random_scene(rng, noise);
+    let backdrop = random_backdrop(rng);
     let image = render_on(&scene, DRAW_SIZE, &backdrop);
+    (scene, image)
+}
+
+/// A balanced question about `scene`, or a caption of it if `caption` is
+/// set (or it has no question).
+fn example_of(scene: Scene, image: RgbImage, caption: bool, rng: &mut impl Rng) -> StreamedItem {
     let question = if caption {
         None
     } else {
-        sample_balanced_question(&scene, &mut rng)
+        sample_balanced_question(&scene, rng)
     };
     match question {
         Some(qa) => StreamedItem {
@@ -88,7 +118,7 @@ pub fn streamed_item(seed: u64, index: u64, caption: bool) -> StreamedItem {
         },
         None => {
             let all = captions(&scene);
-            let answer = all.choose(&mut rng).cloned().unwrap_or_default();
+            let answer = all.choose(rng).cloned().unwrap_or_default();
             StreamedItem {
                 image,
                 question: None,
@@ -196,12 +226,11 @@ pub fn mixed_step(
         .is_some_and(|&i| train.examples[i].question_type.is_none());
     for j in 0..count {
         let index = (step * count + j) as u64;
-        push_item(
-            &mut ds,
-            streamed_item(opts.seed, index, caption),
-            tokenizer,
-            cfg,
-        )?;
+        let item = match opts.pool {
+            Some(pool) => pooled_item(opts.seed, index, pool, caption),
+            None => streamed_item(opts.seed, index, caption),
+        };
+        push_item(&mut ds, item, tokenizer, cfg)?;
     }
     Ok(ds)
 }
