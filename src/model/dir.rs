@@ -85,21 +85,11 @@ fn copy_fine_tuned_encoders(cfg: &Config, varmap: &VarMap, device: &Device) -> R
                 file.display()
             )
         })?;
-        let mut problems = Vec::new();
-        for (name, var) in sorted_vars(varmap) {
-            let Some(key) = name.strip_prefix(&prefix) else {
-                continue;
-            };
-            match tensors.get(key) {
-                Some(t) if t.dims() == var.dims() => var.set(&t.to_dtype(DType::F32)?)?,
-                Some(t) => problems.push(format!(
-                    "tensor {key}: expected {:?}, found {:?}",
-                    var.dims(),
-                    t.dims()
-                )),
-                None => problems.push(format!("missing tensor {key} {:?}", var.dims())),
-            }
-        }
+        let vars: Vec<(String, candle_core::Var)> = sorted_vars(varmap)
+            .into_iter()
+            .filter_map(|(name, var)| Some((name.strip_prefix(&prefix)?.to_string(), var)))
+            .collect();
+        let problems = mismatches(&vars, &tensors)?;
         if !problems.is_empty() {
             bail!(
                 "{}: the encoder's weights do not match its config.json ({} problem(s)):\n  {}\nimport the encoder again with `fusecap encoders import`",
@@ -108,6 +98,7 @@ fn copy_fine_tuned_encoders(cfg: &Config, varmap: &VarMap, device: &Device) -> R
                 problems.join("\n  ")
             );
         }
+        set_all(&vars, &tensors)?;
     }
     Ok(())
 }
@@ -291,8 +282,33 @@ pub fn load_weights(varmap: &VarMap, path: &Path, device: &Device) -> Result<()>
         )
     })?;
     let vars = sorted_vars(varmap);
+    let mut problems = mismatches(&vars, &tensors)?;
+    let expected: std::collections::HashSet<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
+    let mut unexpected: Vec<&String> = tensors
+        .keys()
+        .filter(|k| !expected.contains(k.as_str()))
+        .collect();
+    unexpected.sort();
+    problems.extend(unexpected.iter().map(|k| format!("unexpected tensor {k}")));
+    if !problems.is_empty() {
+        bail!(
+            "{}: the weights do not match config.json ({} problem(s)):\n  {}\nwas the model saved with another fusion or size, or is the file damaged?",
+            path.display(),
+            problems.len(),
+            problems.join("\n  ")
+        );
+    }
+    set_all(&vars, &tensors)
+}
+
+/// What keeps `tensors` from filling `vars` (by name): a missing tensor, another
+/// shape, a dtype that is not a float one, NaN or infinite values.
+fn mismatches(
+    vars: &[(String, candle_core::Var)],
+    tensors: &HashMap<String, Tensor>,
+) -> Result<Vec<String>> {
     let mut problems = Vec::new();
-    for (name, var) in &vars {
+    for (name, var) in vars {
         match tensors.get(name) {
             None => problems.push(format!("missing tensor {name} {:?}", var.dims())),
             Some(t) if t.dims() != var.dims() => problems.push(format!(
@@ -316,23 +332,16 @@ pub fn load_weights(varmap: &VarMap, path: &Path, device: &Device) -> Result<()>
             }
         }
     }
-    let expected: std::collections::HashSet<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
-    let mut unexpected: Vec<&String> = tensors
-        .keys()
-        .filter(|k| !expected.contains(k.as_str()))
-        .collect();
-    unexpected.sort();
-    problems.extend(unexpected.iter().map(|k| format!("unexpected tensor {k}")));
-    if !problems.is_empty() {
-        bail!(
-            "{}: the weights do not match config.json ({} problem(s)):\n  {}\nwas the model saved with another fusion or size, or is the file damaged?",
-            path.display(),
-            problems.len(),
-            problems.join("\n  ")
-        );
-    }
+    Ok(problems)
+}
+
+/// Sets each of `vars` to its tensor in `tensors`, as f32; `mismatches` found none missing.
+fn set_all(vars: &[(String, candle_core::Var)], tensors: &HashMap<String, Tensor>) -> Result<()> {
     for (name, var) in vars {
-        var.set(&tensors[&name].to_dtype(DType::F32)?)?;
+        let t = tensors
+            .get(name)
+            .ok_or_else(|| anyhow!("missing tensor {name}"))?;
+        var.set(&t.to_dtype(DType::F32)?)?;
     }
     Ok(())
 }
