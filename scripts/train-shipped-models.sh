@@ -15,8 +15,10 @@
 # Needs the easy-VQA wheel: EASY_VQA_WHEEL=path/to/easy_vqa-1.0-py3-none-any.whl,
 # by default in the current folder (`pip download easy-vqa==1.0 --no-deps`).
 # FUSIONS="concat" (for example) trains fewer models, SEED another seed,
-# THREADS=1 runs side by side (one core each), CONFIG and STEPS another recipe. Runs go to runs/scenes-FUSION-seedSEED;
-# with SEED=0 the model directories get the files a user needs.
+# THREADS=1 runs side by side (one core each), CONFIG and STEPS another recipe,
+# TRAIN_ARGS more `fusecap train` flags, NAME another model name (default
+# scenes). Runs go to runs/NAME-FUSION-seedSEED; with SEED=0 the model
+# directories models/NAME-FUSION get the files a user needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release
@@ -24,6 +26,7 @@ FUSECAP=${FUSECAP:-target/release/fusecap}
 SEED=${SEED:-0}
 CONFIG=${CONFIG:-configs/scenes-qv2.json}
 STEPS=${STEPS:-40000}
+NAME=${NAME:-scenes}
 $FUSECAP data easy-vqa --from "${EASY_VQA_WHEEL:-easy_vqa-1.0-py3-none-any.whl}" --out data/easy-vqa --force
 # The evaluation sets (never trained on): scenes on a plain and a noisy
 # background, and a binding probe asked as training's stream asks (many
@@ -32,13 +35,13 @@ $FUSECAP data synth --out data/scenes --count 3000 --seed 7 --force
 $FUSECAP data synth --out data/scenes-noise --count 3000 --seed 7 --noise --force
 $FUSECAP data synth --out data/scenes-probe --count 3000 --seed 13 --balanced --test-fraction 1 --force
 for fusion in ${FUSIONS:-concat separate gated}; do
-  run="runs/scenes-$fusion-seed$SEED"
+  run="runs/$NAME-$fusion-seed$SEED"
   $FUSECAP train --config "$CONFIG" --fusion "$fusion" \
     --data data/easy-vqa/manifest.jsonl --stream-share 0.5 \
     --steps "$STEPS" --warmup 200 --eval-every 1000 --checkpoint-every 1000 \
-    --seed "$SEED" --out "$run" --threads "${THREADS:-2}" --force
+    --seed "$SEED" --out "$run" --threads "${THREADS:-2}" --force ${TRAIN_ARGS:-}
   if [ "$SEED" = 0 ]; then
-    model="models/scenes-$fusion"
+    model="models/$NAME-$fusion"
     mkdir -p "$model"
     cp "$run"/{config.json,model.safetensors,tokenizer.json} "$model/"
     # The log of every 50th step and every validation (the whole log is 6 MB).
