@@ -454,16 +454,17 @@ fn image_features_are_computed_once_kept_on_disk_and_recomputed_when_the_image_o
     let s = spec(tmp.path(), 2);
     // An identity projection (64 -> 64) shows the pooled features themselves.
     let proj = VarMap::new();
-    let load = || {
+    let load_for = |inference: bool| {
         PretrainedVision::load(
             &s,
             64,
-            true,
+            inference,
             VarBuilder::from_varmap(&proj, DType::F32, &dev),
             &dev,
         )
         .expect("vision")
     };
+    let load = || load_for(false);
     let vision = load();
     for var in proj.all_vars() {
         let value = match var.rank() {
@@ -508,6 +509,17 @@ fn image_features_are_computed_once_kept_on_disk_and_recomputed_when_the_image_o
         0.0,
         "features from disk equal freshly computed ones"
     );
+
+    // Loaded for inference, the encoder neither reads the file (it holds
+    // the training images) nor writes one; repeated images still hit memory.
+    let inference = load_for(true);
+    assert_eq!(inference.cached_images(), 0);
+    assert_eq!(
+        max_abs_diff(&inference.forward(&batch).expect("forward"), &first),
+        0.0
+    );
+    assert_eq!(inference.cached_images(), 2);
+    assert!(inference.persist().expect("persist").is_none());
 
     // A changed image is another key: computed anew.
     let changed = (&a + 0.5).expect("changed");
