@@ -215,7 +215,7 @@ fn scene_cells(dir: &Path, count: usize, skip: usize) -> Result<Vec<Vec<Cell>>> 
 /// Per scene, the patch grid average-pooled to 3×3: [scenes × 9, hidden].
 fn pooled_cells(model: &Dinov2, scenes: &[Vec<Cell>], size: usize) -> Result<Tensor> {
     let grid = size / model.config.patch_size;
-    if grid % 3 != 0 {
+    if !grid.is_multiple_of(3) {
         bail!("size {size} gives a {grid}x{grid} patch grid, which does not pool to 3x3");
     }
     let mut rows = Vec::new();
