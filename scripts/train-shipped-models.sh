@@ -2,7 +2,7 @@
 # Reproduces models/scenes-{concat,separate,gated}: the data, then one
 # `fusecap train` per model, identical but for --fusion, then the shipped files.
 #
-# The recipe (configs/scenes-qv2.json, 40,000 steps):
+# The recipe (configs/scenes-aux.json, 30,000 steps):
 # - 16×16 patches on 48×48 images, so the 3×3 token grid lines up with the
 #   scenes' 3×3 grid; each pixel's column and row as two extra input channels;
 #   2 vision layers that also read the question; d 128, 4/2/2 layers.
@@ -10,7 +10,12 @@
 #   scenes drawn afresh for each step (--stream-share 0.5: no scene is seen
 #   twice; white, tinted, gradient and noisy backgrounds; questions balanced
 #   over type, template and answer).
-# docs/findings.md ("Longer training") has why these choices, with the runs.
+# - Two auxiliary losses on the streamed scenes: each vision token names its
+#   cell's object's attributes, and marks whether the question names that
+#   object (docs/design.md).
+# docs/findings.md ("Longer training", "With both losses…") has why these
+# choices, with the runs; configs/scenes-qv2.json with STEPS=40000 is the
+# recipe without the losses.
 #
 # Needs the easy-VQA wheel: EASY_VQA_WHEEL=path/to/easy_vqa-1.0-py3-none-any.whl,
 # by default in the current folder (`pip download easy-vqa==1.0 --no-deps`).
@@ -24,8 +29,8 @@ cd "$(dirname "$0")/.."
 cargo build --release
 FUSECAP=${FUSECAP:-target/release/fusecap}
 SEED=${SEED:-0}
-CONFIG=${CONFIG:-configs/scenes-qv2.json}
-STEPS=${STEPS:-40000}
+CONFIG=${CONFIG:-configs/scenes-aux.json}
+STEPS=${STEPS:-30000}
 NAME=${NAME:-scenes}
 $FUSECAP data easy-vqa --from "${EASY_VQA_WHEEL:-easy_vqa-1.0-py3-none-any.whl}" --out data/easy-vqa --force
 # The evaluation sets (never trained on): scenes on a plain and a noisy
