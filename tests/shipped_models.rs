@@ -3,12 +3,14 @@
 //! or a tokenizer from another run fails here.
 
 use std::path::Path;
+use std::process::Output;
 
 use fusecap::data::synth_text::captions;
 
 mod common;
 
-use common::cli::fusecap;
+use common::cli::{fusecap, stderr};
+use common::wheels::{shared_wheel, FOCUS_WHEEL, MINILM_WHEEL};
 
 fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -16,7 +18,11 @@ fn repo_root() -> &'static Path {
 
 /// The last tab-separated field of the last line `fusecap ARGS` prints.
 fn last_field(args: &[&str]) -> String {
-    let out = fusecap(repo_root(), args);
+    last_field_of(&fusecap(repo_root(), args), args)
+}
+
+/// The last tab-separated field of the last line of a successful run's output.
+fn last_field_of(out: &Output, args: &[&str]) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -113,4 +119,66 @@ fn the_default_model_captions_scene_1_and_answers_its_questions() {
         common::samples::noted_questions(),
         "(question, answer) pairs"
     );
+}
+
+/// The shipped model on pretrained encoders holds only its own weights: it is
+/// refused, with the command that imports them, until its encoders are
+/// imported beside `models/`, and then answers the single-shape samples.
+/// Needs the two wheels (skipped, with the reason, without them).
+#[test]
+fn the_pretrained_model_needs_its_encoders_imported_and_then_answers_the_single_shape_samples() {
+    const MODEL: &str = "pretrained-concat";
+    let (Some(dinov2), Some(minilm)) = (shared_wheel(FOCUS_WHEEL), shared_wheel(MINILM_WHEEL))
+    else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let model = tmp.path().join("models").join(MODEL);
+    std::fs::create_dir_all(&model).expect("mkdir");
+    for file in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(
+            repo_root().join("models").join(MODEL).join(file),
+            model.join(file),
+        )
+        .unwrap_or_else(|e| panic!("{MODEL}/{file}: {e}"));
+    }
+    let model = model.to_string_lossy().into_owned();
+    let ask = |image: &str, question: &str| {
+        let image = repo_root().join(image).to_string_lossy().into_owned();
+        let args = ["ask", "--model", &model, &image, question];
+        (fusecap(tmp.path(), &args), args.map(String::from))
+    };
+    let (refused, _) = ask("samples/red-circle.png", "what color is the shape?");
+    assert!(!refused.status.success(), "answered without its encoders");
+    assert!(
+        stderr(&refused).contains("encoders import --from WHEEL --out"),
+        "{}",
+        stderr(&refused)
+    );
+    for (wheel, dir) in [
+        (dinov2, "encoders/dinov2-small"),
+        (minilm, "encoders/minilm"),
+    ] {
+        let wheel = wheel.to_string_lossy().into_owned();
+        let out = fusecap(
+            tmp.path(),
+            &[
+                "encoders", "import", "--from", &wheel, "--out", dir, "--quiet",
+            ],
+        );
+        assert!(out.status.success(), "{dir}: {}", stderr(&out));
+    }
+    for (image, colour, shape) in [
+        ("samples/red-circle.png", "red", "circle"),
+        ("samples/green-triangle.png", "green", "triangle"),
+    ] {
+        for (question, expected) in [
+            ("what color is the shape?", colour),
+            ("what shape is this?", shape),
+        ] {
+            let (out, args) = ask(image, question);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            assert_eq!(last_field_of(&out, &args), expected, "{image}: {question}");
+        }
+    }
 }
