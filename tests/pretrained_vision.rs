@@ -227,6 +227,14 @@ fn encoder_dir(dir: &std::path::Path) {
     .expect("write");
 }
 
+/// `folder`/encoder holding a random tiny encoder.
+fn encoder_in(folder: &std::path::Path) -> std::path::PathBuf {
+    let dir = folder.join("encoder");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    encoder_dir(&dir);
+    dir
+}
+
 fn pretrained_config(fusion: Fusion, dir: &std::path::Path) -> Config {
     Config {
         image_size: 8,
@@ -628,9 +636,7 @@ fn a_fine_tuned_encoder_starts_from_its_directory_trains_with_the_model_and_is_s
 #[test]
 fn a_model_names_the_frozen_encoder_it_was_trained_with_and_refuses_another() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let enc_dir = tmp.path().join("encoder");
-    std::fs::create_dir_all(&enc_dir).expect("mkdir");
-    encoder_dir(&enc_dir);
+    let enc_dir = encoder_in(tmp.path());
     let weights = enc_dir.join("model.safetensors");
     let trained_with = std::fs::read(&weights).expect("read weights");
     for freeze in [true, false] {
@@ -673,9 +679,7 @@ fn a_model_names_the_frozen_encoder_it_was_trained_with_and_refuses_another() {
 #[test]
 fn a_model_whose_encoder_directory_is_missing_is_refused_with_the_import_command() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let enc_dir = tmp.path().join("encoder");
-    std::fs::create_dir_all(&enc_dir).expect("mkdir");
-    encoder_dir(&enc_dir);
+    let enc_dir = encoder_in(tmp.path());
     let file = tmp.path().join("model").join("config.json");
     std::fs::create_dir_all(file.parent().expect("folder")).expect("mkdir");
     save_config(&pretrained_config(Fusion::Concat, &enc_dir), &file).expect("save");
