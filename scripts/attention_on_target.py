@@ -9,7 +9,9 @@ on the other objects' tokens. Prints per model and layer: the mean mass on
 the target and on the others, how often the target holds the most mass of
 any object, and the accuracy when it does and when it does not.
 
-usage: scripts/attention_on_target.py MANIFEST MODEL... [--limit N]
+With `--asks where`, the questions are "where is the [size] SHAPE?" instead.
+
+usage: scripts/attention_on_target.py MANIFEST MODEL... [--limit N] [--asks color|where]
   MANIFEST: a `fusecap data synth` manifest (scenes.jsonl beside it), e.g.
   runs/scenes-fresh/manifest.jsonl; every split is read.
 """
@@ -24,9 +26,13 @@ FUSECAP = os.environ.get("FUSECAP", "target/release/fusecap")
 SIZES = {"small", "large"}
 
 
-def named_object(question, objects):
-    """The one object that the words of "what color is the [size] SHAPE?" pick out."""
-    prefix, suffix = "what color is the ", "?"
+PREFIXES = {"color": "what color is the ", "where": "where is the "}
+QUESTION_TYPES = {"color": "color", "where": "position"}
+
+
+def named_object(question, objects, prefix=PREFIXES["color"]):
+    """The one object that the words of "PREFIX [size] SHAPE?" pick out."""
+    suffix = "?"
     if not (question.startswith(prefix) and question.endswith(suffix)):
         return None
     words = question[len(prefix):-len(suffix)].split()
@@ -57,6 +63,7 @@ def main():
     ap.add_argument("manifest")
     ap.add_argument("models", nargs="+")
     ap.add_argument("--limit", type=int, default=150)
+    ap.add_argument("--asks", choices=sorted(PREFIXES), default="color")
     args = ap.parse_args()
     root = os.path.dirname(args.manifest)
     with open(os.path.join(root, "scenes.jsonl")) as f:
@@ -65,9 +72,9 @@ def main():
     with open(args.manifest) as f:
         for rec in map(json.loads, f):
             objects = scenes.get(rec["image"], [])
-            if rec.get("question_type") != "color" or len(objects) < 2:
+            if rec.get("question_type") != QUESTION_TYPES[args.asks] or len(objects) < 2:
                 continue
-            target = named_object(rec["question"], objects)
+            target = named_object(rec["question"], objects, PREFIXES[args.asks])
             if target is not None:
                 cases.append((rec, target, objects))
     cases = cases[: args.limit]
@@ -92,8 +99,9 @@ def main():
                     on += mass[goal]
                     off += sum(others)
                     hit.append(mass[goal] > max(others, default=0.0))
-                    answer = att["output"].strip().split()
-                    right.append(bool(answer) and answer[0] == rec["answer"])
+                    # The answer's words ("top left") begin the output.
+                    words = rec["answer"].split()
+                    right.append(att["output"].strip().split()[: len(words)] == words)
                 n = len(cases)
                 h = [r for r, x in zip(right, hit) if x]
                 m = [r for r, x in zip(right, hit) if not x]
