@@ -240,13 +240,10 @@ impl PretrainedVision {
             return Ok(Self::with_cache(spec, encoder, d_model, vb, None)?);
         }
         let encoder = Dinov2::load(&spec.dir, device)?;
-        if for_inference {
-            // The file holds the features of the images a model was trained
-            // on (166 MB for 24,000 images); reading it would cost a single
-            // caption a second and 400 MB for images it almost never holds.
-            return Ok(Self::with_cache(spec, encoder, d_model, vb, None)?);
-        }
-        let file = CacheFile {
+        // The file holds the features of the images a model was trained on
+        // (166 MB for 24,000 images); for inference, reading it would cost a
+        // single caption a second and 400 MB for images it almost never holds.
+        let file = (!for_inference).then(|| CacheFile {
             path: spec.dir.join(format!(
                 "features-{}px-{1}x{1}.cache",
                 spec.image_size, spec.tokens
@@ -257,8 +254,8 @@ impl PretrainedVision {
                 spec.image_size, spec.tokens, spec.tokens
             ),
             saved: AtomicUsize::new(0),
-        };
-        Ok(Self::with_cache(spec, encoder, d_model, vb, Some(file))?)
+        });
+        Ok(Self::with_cache(spec, encoder, d_model, vb, file)?)
     }
 
     /// With an encoder already built, and (frozen) an empty cache kept in
