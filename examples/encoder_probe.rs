@@ -226,17 +226,7 @@ fn pooled_cells(model: &Dinov2, scenes: &[Vec<Cell>], size: usize) -> Result<Ten
             .collect::<Result<Vec<_>>>()?
             .concat();
         let x = Tensor::from_vec(data, (chunk.len(), 3, size, size), &Device::Cpu)?;
-        let h = model.forward(&x)?;
-        let d = h.dim(2)?;
-        let pooled = h
-            .narrow(1, 1, grid * grid)?
-            .transpose(1, 2)?
-            .reshape((chunk.len(), d, grid, grid))?
-            .avg_pool2d(grid / 3)?
-            .flatten_from(2)?
-            .transpose(1, 2)?
-            .reshape((chunk.len() * 9, d))?;
-        rows.push(pooled);
+        rows.push(model.pooled_patches(&x, 3)?.flatten_to(1)?);
     }
     Ok(Tensor::cat(&rows, 0)?)
 }

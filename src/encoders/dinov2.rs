@@ -215,6 +215,27 @@ impl Dinov2 {
         }
         norm(&self.norm, &x, self.grads)
     }
+
+    /// The patch grid of each square image, average-pooled to `tokens` ×
+    /// `tokens` (the class token dropped): [B, tokens², hidden]. The grid's
+    /// side must be a multiple of `tokens`.
+    pub fn pooled_patches(&self, images: &Tensor, tokens: usize) -> candle_core::Result<Tensor> {
+        let (b, _, side, _) = images.dims4()?;
+        let grid = side / self.config.patch_size;
+        if tokens == 0 || !grid.is_multiple_of(tokens) {
+            candle_core::bail!("a {grid}x{grid} patch grid does not pool to {tokens}x{tokens}");
+        }
+        let hidden = self.forward(images)?;
+        let d = hidden.dim(2)?;
+        hidden
+            .narrow(1, 1, grid * grid)?
+            .transpose(1, 2)?
+            .reshape((b, d, grid, grid))?
+            .avg_pool2d(grid / tokens)?
+            .flatten_from(2)?
+            .transpose(1, 2)?
+            .contiguous()
+    }
 }
 
 pub fn read_config(dir: &std::path::Path) -> anyhow::Result<Dinov2Config> {

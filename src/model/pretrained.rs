@@ -376,20 +376,7 @@ impl PretrainedVision {
     /// The encoder's patch grid of each image, average-pooled to `tokens` ×
     /// `tokens`: [B, tokens², hidden].
     fn pooled_grid(&self, images: &Tensor) -> Result<Tensor> {
-        let b = images.dim(0)?;
-        let grid = self.spec.image_size / self.encoder.config.patch_size;
-        let hidden = self.encoder.forward(images)?;
-        let d = hidden.dim(2)?;
-        let patches = hidden
-            .narrow(1, 1, grid * grid)?
-            .transpose(1, 2)?
-            .reshape((b, d, grid, grid))?;
-        let k = grid / self.spec.tokens;
-        patches
-            .avg_pool2d(k)?
-            .flatten_from(2)?
-            .transpose(1, 2)?
-            .contiguous()
+        self.encoder.pooled_patches(images, self.spec.tokens)
     }
 
     /// `pooled_grid` of a frozen encoder, detached and rounded to f16:
