@@ -10,7 +10,7 @@
 //! runs (`save`, `load`). The file holds a fingerprint of the encoder and its
 //! settings; a file of another encoder is ignored. A changed image has
 //! another key, so its features are computed anew.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::io::{Read, Write};
 use std::path::Path;
@@ -26,25 +26,37 @@ pub type Features = Arc<[f32]>;
 /// returned but not kept.
 #[derive(Debug)]
 pub struct FeatureCache<K> {
-    map: Mutex<HashMap<K, Features>>,
+    entries: Mutex<Entries<K>>,
     limit: usize,
+}
+
+#[derive(Debug)]
+struct Entries<K> {
+    map: HashMap<K, Features>,
+    /// Keys read from a file that this process has not asked for: when the
+    /// cache is full they make room first, so that a file of another run's
+    /// inputs cannot crowd out this run's.
+    unread: HashSet<K>,
 }
 
 impl<K: Hash + Eq + Clone + Ord> FeatureCache<K> {
     pub fn new(limit: usize) -> Self {
         FeatureCache {
-            map: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries {
+                map: HashMap::new(),
+                unread: HashSet::new(),
+            }),
             limit,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Features>> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries<K>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// How many inputs' features are held.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().map.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -59,8 +71,16 @@ impl<K: Hash + Eq + Clone + Ord> FeatureCache<K> {
         compute: impl FnOnce(&[&K]) -> candle_core::Result<Vec<Features>>,
     ) -> candle_core::Result<Vec<Features>> {
         let mut found: Vec<Option<Features>> = {
-            let map = self.lock();
-            keys.iter().map(|k| map.get(k).cloned()).collect()
+            let mut entries = self.lock();
+            keys.iter()
+                .map(|k| {
+                    let hit = entries.map.get(k).cloned();
+                    if hit.is_some() {
+                        entries.unread.remove(k);
+                    }
+                    hit
+                })
+                .collect()
         };
         let mut missing: Vec<&K> = keys
             .iter()
@@ -87,14 +107,18 @@ impl<K: Hash + Eq + Clone + Ord> FeatureCache<K> {
                 *slot = fresh.get(key).map(|f| (*f).clone());
             }
         }
-        let mut map = self.lock();
+        let mut entries = self.lock();
         for (key, features) in missing.into_iter().zip(&computed) {
-            if map.len() >= self.limit {
-                break;
+            if entries.map.len() >= self.limit {
+                let Some(stale) = entries.unread.iter().next().cloned() else {
+                    break;
+                };
+                entries.unread.remove(&stale);
+                entries.map.remove(&stale);
             }
-            map.insert(key.clone(), features.clone());
+            entries.map.insert(key.clone(), features.clone());
         }
-        drop(map);
+        drop(entries);
         Ok(found.into_iter().flatten().collect())
     }
 }
@@ -132,8 +156,8 @@ impl FeatureCache<u64> {
     /// Writes every entry of `width` floats (as f16) to `path`, atomically.
     pub fn save(&self, path: &Path, fingerprint: u64, width: usize) -> Result<()> {
         let entries: Vec<(u64, Features)> = {
-            let map = self.lock();
-            let mut e: Vec<_> = map.iter().map(|(k, f)| (*k, f.clone())).collect();
+            let entries = self.lock();
+            let mut e: Vec<_> = entries.map.iter().map(|(k, f)| (*k, f.clone())).collect();
             e.sort_by_key(|(k, _)| *k);
             e
         };
@@ -190,7 +214,7 @@ impl FeatureCache<u64> {
             return Err(corrupt());
         }
         let cache = FeatureCache::new(limit);
-        let mut map = cache.lock();
+        let mut entries = cache.lock();
         for chunk in bytes[HEADER..].chunks_exact(entry as usize).take(limit) {
             let (key, values) = chunk.split_at(8);
             let key = u64::from_le_bytes(key.try_into().unwrap_or_default());
@@ -198,9 +222,10 @@ impl FeatureCache<u64> {
                 .chunks_exact(2)
                 .map(|h| half::f16::from_le_bytes([h[0], h[1]]).to_f32())
                 .collect();
-            map.insert(key, features);
+            entries.map.insert(key, features);
+            entries.unread.insert(key);
         }
-        drop(map);
+        drop(entries);
         Ok(Some(cache))
     }
 }
@@ -234,6 +259,46 @@ mod tests {
             .expect("cached");
         let firsts: Vec<f32> = again.iter().map(|f| f[0]).collect();
         assert_eq!(firsts, [1.0, 2.0], "kept keys are not recomputed");
+    }
+
+    /// A full cache read from a file: keys this process never asked for make
+    /// room for new ones, keys it read stay.
+    #[test]
+    fn a_full_file_of_other_inputs_gives_way_to_this_runs_inputs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f.cache");
+        let old = FeatureCache::new(3);
+        old.get_or_compute(&[1u64, 2, 3], |m| {
+            Ok(m.iter().map(|k| features(**k as f32)).collect())
+        })
+        .expect("computed");
+        old.save(&path, 42, 2).expect("save");
+        let cache = FeatureCache::load(&path, 42, 2, 3)
+            .expect("load")
+            .expect("same encoder");
+        cache
+            .get_or_compute(&[2u64], |_| candle_core::bail!("2 is in the file"))
+            .expect("read");
+        let computed = std::cell::Cell::new(0);
+        let compute = |m: &[&u64]| {
+            computed.set(computed.get() + m.len());
+            Ok(m.iter().map(|k| features(**k as f32)).collect())
+        };
+        cache
+            .get_or_compute(&[10u64, 11], compute)
+            .expect("new keys");
+        assert_eq!(computed.get(), 2);
+        assert_eq!(cache.len(), 3, "still within the limit");
+        cache
+            .get_or_compute(&[2u64, 10, 11], |_| candle_core::bail!("all kept"))
+            .expect("the read key and both new ones are kept");
+        cache
+            .get_or_compute(&[12u64], compute)
+            .expect("no room left");
+        cache
+            .get_or_compute(&[12u64], compute)
+            .expect("asked again");
+        assert_eq!(computed.get(), 4, "a full cache of read keys computes anew");
     }
 
     #[test]
