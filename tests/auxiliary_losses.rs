@@ -4,6 +4,7 @@
 //! describes its object.
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use candle_core::{DType, Device};
@@ -36,6 +37,7 @@ const STREAM: StreamOptions = StreamOptions {
     seed: 5,
     share: 0.5,
     pool: None,
+    type_weights: BTreeMap::new(),
 };
 
 /// A model of `cfg` whose variables live in `vm`.

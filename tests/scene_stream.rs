@@ -73,6 +73,49 @@ fn backgrounds_vary_between_white_tints_gradients_and_noise() {
 }
 
 #[test]
+fn a_type_weight_draws_that_type_more_often_and_bad_weights_are_refused() {
+    let weighted = StreamOptions {
+        seed: 21,
+        share: 0.5,
+        pool: None,
+        type_weights: BTreeMap::from([("relation".to_string(), 3.0)]),
+    };
+    let plain = StreamOptions {
+        type_weights: BTreeMap::new(),
+        ..weighted.clone()
+    };
+    let relations = |opts: &StreamOptions| {
+        (0..1400)
+            .filter(|&i| opts.item(i, false).question_type == Some("relation"))
+            .count()
+    };
+    let (with, without) = (relations(&weighted), relations(&plain));
+    // Relation is one of 7 types (fewer in one-object scenes): about 1/7
+    // unweighted, about 3/9 with weight 3.
+    assert!(
+        (120..=260).contains(&without),
+        "unweighted: {without} of 1400"
+    );
+    assert!(with >= 2 * without, "weighted {with}, unweighted {without}");
+    // The scenes are the same; only the questions are drawn differently.
+    assert_eq!(weighted.item(5, false).image, plain.item(5, false).image);
+    assert_eq!(plain.item(5, false), streamed_item(21, 5, false));
+
+    for (name, weight) in [
+        ("relations", 2.0),
+        ("relation", 0.0),
+        ("relation", f64::NAN),
+    ] {
+        let bad = StreamOptions {
+            type_weights: BTreeMap::from([(name.to_string(), weight)]),
+            ..plain.clone()
+        };
+        let message = bad.validate().expect_err("refused");
+        assert!(message.contains(name), "{message}");
+    }
+}
+
+#[test]
 fn balanced_questions_are_valid_and_spread_over_types_templates_and_answers() {
     let mut rng = StdRng::seed_from_u64(9);
     let mut types: BTreeMap<&str, usize> = BTreeMap::new();
@@ -154,6 +197,7 @@ fn a_mixed_step_holds_the_manifest_examples_then_new_scenes_of_the_same_kind() {
         seed: 3,
         share: 0.5,
         pool: None,
+        type_weights: BTreeMap::new(),
     };
     let manifest = validation_set(&opts, 6, &tokenizer, &cfg).expect("questions");
     let step = mixed_step(&manifest, &[0, 2, 4], &opts, 7, 3, &tokenizer, &cfg).expect("step");
@@ -216,6 +260,7 @@ fn a_pool_of_scenes_shows_each_again_with_new_questions() {
         seed: 4,
         share: 0.5,
         pool: Some(POOL),
+        type_weights: BTreeMap::new(),
     };
     let manifest = validation_set(&opts, 4, &tokenizer, &cfg).expect("questions");
     let mut seen = std::collections::HashSet::new();
@@ -241,6 +286,7 @@ fn run(out: &Path, steps: usize, stop_after: Option<usize>, resume: bool) -> Out
         seed: 11,
         share: 0.5,
         pool: None,
+        type_weights: BTreeMap::new(),
     };
     let train = validation_set(&stream, 16, &tokenizer, &cfg).expect("manifest part");
     let val = validation_set(&stream, 4, &tokenizer, &cfg).expect("val");

@@ -76,7 +76,7 @@ impl BatchingArgs {
     }
 }
 
-fn parse_type_weight(text: &str) -> Result<(String, f32), String> {
+pub fn parse_type_weight(text: &str) -> Result<(String, f32), String> {
     let (name, factor) = text
         .rsplit_once('=')
         .ok_or_else(|| format!("expected TYPE=FACTOR, e.g. shape=2, not {text:?}"))?;

@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::common::refuse_renamed;
 use crate::cli::model_args::parse_device;
+use crate::cli::recipe::parse_type_weight;
 use crate::cli::recipe::{load_architecture, TrainingArgs};
 use crate::data::batch::{Dataset, Sampler};
 use crate::data::manifest::load_manifests;
@@ -79,6 +80,12 @@ pub struct TrainArgs {
     /// cached (default: every scene is new).
     #[arg(long, value_name = "N", requires = "stream_share")]
     pub stream_pool: Option<u64>,
+    /// Draw streamed questions of one type this many times as often as the
+    /// others, e.g. `--stream-type-weight relation=3` (repeatable; types:
+    /// color, shape, size, count, exist, position, relation). Validation
+    /// scenes stay balanced.
+    #[arg(long, value_name = "TYPE=FACTOR", requires = "stream_share", value_parser = parse_type_weight)]
+    pub stream_type_weight: Vec<(String, f32)>,
     /// Validate every N steps.
     #[arg(long, default_value_t = 250)]
     pub eval_every: usize,
@@ -116,10 +123,16 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         seed: args.training.seed,
         share: args.stream_share,
         pool: args.stream_pool,
+        type_weights: args
+            .stream_type_weight
+            .iter()
+            .map(|(name, factor)| (name.clone(), f64::from(*factor)))
+            .collect(),
     });
     if let Some(s) = &stream_options {
-        s.validate()
-            .map_err(|e| anyhow::anyhow!("--stream-share / --stream-pool: {e}"))?;
+        s.validate().map_err(|e| {
+            anyhow::anyhow!("--stream-share / --stream-pool / --stream-type-weight: {e}")
+        })?;
     }
     let manifest = load_manifests(&args.training.data)?;
     for problem in &manifest.problems {

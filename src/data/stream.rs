@@ -8,7 +8,10 @@
 //! keep varying. The scenes vary their background (white, light tints, gradients,
 //! speckle noise) so that neither the task nor the caption style can be read
 //! off it, and their questions are balanced by type, template and answer
-//! (`synth_text::sample_balanced_question`).
+//! (`synth_text::sample_balanced_question`), or drawn by type in proportions
+//! of the user's choosing (`StreamOptions::type_weights`).
+use std::collections::BTreeMap;
+
 use anyhow::Result;
 use image::RgbImage;
 use rand::seq::IndexedRandom;
@@ -21,7 +24,7 @@ use super::draw::{render_on, Backdrop};
 use super::image::Preprocess;
 use super::scene::Scene;
 use super::synth::{image_rng, random_scene};
-use super::synth_text::{candidate_questions, captions, sample_balanced_question};
+use super::synth_text::{candidate_questions, captions, sample_weighted_question, QUESTION_TYPES};
 use crate::model::{Config, MentionTarget};
 use crate::tokenizer::TextTokenizer;
 
@@ -38,6 +41,10 @@ pub struct StreamOptions {
     /// Draw the scenes from this many (`--stream-pool`); none: every scene is new.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<u64>,
+    /// Draw the streamed questions of these types this many times as often
+    /// as the others (`--stream-type-weight`); empty: every type alike.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub type_weights: BTreeMap<String, f64>,
 }
 
 impl StreamOptions {
@@ -56,7 +63,37 @@ impl StreamOptions {
         if self.pool == Some(0) {
             return Err("a pool of 0 scenes: use at least 1".into());
         }
+        for (name, weight) in &self.type_weights {
+            if !QUESTION_TYPES.contains(&name.as_str()) {
+                return Err(format!(
+                    "no streamed question type is called {name:?}; use one of {}",
+                    QUESTION_TYPES.join(", ")
+                ));
+            }
+            if !(weight.is_finite() && *weight > 0.0) {
+                return Err(format!(
+                    "the weight of {name} ({weight}) must be a positive number"
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// Training item `index`: from the pool if there is one, its question
+    /// drawn with the type weights.
+    pub fn item(&self, index: u64, caption: bool) -> StreamedItem {
+        let (scene, image, mut question_rng) = match self.pool {
+            Some(pool) => {
+                let (scene, image) = drawn_scene(&mut image_rng(self.seed, index % pool.max(1)));
+                (scene, image, image_rng(!self.seed, index))
+            }
+            None => {
+                let mut rng = image_rng(self.seed, index);
+                let (scene, image) = drawn_scene(&mut rng);
+                (scene, image, rng)
+            }
+        };
+        example_of(scene, image, caption, &self.type_weights, &mut question_rng)
     }
 }
 
@@ -76,18 +113,25 @@ pub struct StreamedItem {
 /// Item `index` of the stream with `seed`: a question, or a caption if
 /// `caption` is set (or the scene has no question).
 pub fn streamed_item(seed: u64, index: u64, caption: bool) -> StreamedItem {
-    let mut rng = image_rng(seed, index);
-    let (scene, image) = drawn_scene(&mut rng);
-    example_of(scene, image, caption, &mut rng)
+    stream(seed, None).item(index, caption)
 }
 
 /// Item `index` of the stream with `seed` that draws its scenes from a pool
 /// of `pool`: the scene and image of `streamed_item(seed, index % pool, _)`,
 /// with a question (or caption) drawn for `index` itself.
 pub fn pooled_item(seed: u64, index: u64, pool: u64, caption: bool) -> StreamedItem {
-    let (scene, image) = drawn_scene(&mut image_rng(seed, index % pool.max(1)));
-    // Another stream than the scenes', so that visits to one scene differ.
-    example_of(scene, image, caption, &mut image_rng(!seed, index))
+    stream(seed, Some(pool)).item(index, caption)
+}
+
+/// The unweighted stream with `seed`; a pool's questions come from another
+/// stream than its scenes', so that visits to one scene differ.
+fn stream(seed: u64, pool: Option<u64>) -> StreamOptions {
+    StreamOptions {
+        seed,
+        share: 1.0,
+        pool,
+        type_weights: BTreeMap::new(),
+    }
 }
 
 /// A random scene and its image on a random backdrop.
@@ -99,13 +143,19 @@ fn drawn_scene(rng: &mut impl Rng) -> (Scene, RgbImage) {
     (scene, image)
 }
 
-/// A balanced question about `scene`, or a caption of it if `caption` is
-/// set (or it has no question).
-fn example_of(scene: Scene, image: RgbImage, caption: bool, rng: &mut impl Rng) -> StreamedItem {
+/// A balanced question about `scene` (types weighted by `type_weights`), or
+/// a caption of it if `caption` is set (or it has no question).
+fn example_of(
+    scene: Scene,
+    image: RgbImage,
+    caption: bool,
+    type_weights: &BTreeMap<String, f64>,
+    rng: &mut impl Rng,
+) -> StreamedItem {
     let question = if caption {
         None
     } else {
-        sample_balanced_question(&scene, rng)
+        sample_weighted_question(&scene, type_weights, rng)
     };
     match question {
         Some(qa) => StreamedItem {
@@ -225,11 +275,7 @@ pub fn mixed_step(
         .first()
         .is_some_and(|&i| train.examples[i].question_type.is_none());
     for j in 0..count {
-        let index = (step * count + j) as u64;
-        let item = match opts.pool {
-            Some(pool) => pooled_item(opts.seed, index, pool, caption),
-            None => streamed_item(opts.seed, index, caption),
-        };
+        let item = opts.item((step * count + j) as u64, caption);
         push_item(&mut ds, item, tokenizer, cfg)?;
     }
     Ok(ds)

@@ -532,6 +532,17 @@ pub fn template(question: &str) -> String {
 /// about a colour and a shape that are both present on different objects:
 /// the question can then only be answered by binding the colour to its object.
 pub fn sample_balanced_question(scene: &Scene, rng: &mut impl Rng) -> Option<Qa> {
+    sample_weighted_question(scene, &BTreeMap::new(), rng)
+}
+
+/// As [`sample_balanced_question`], with each question type drawn in
+/// proportion to its weight in `type_weights` (1 for a type not named).
+/// Without weights the draw is exactly `sample_balanced_question`'s.
+pub fn sample_weighted_question(
+    scene: &Scene,
+    type_weights: &BTreeMap<String, f64>,
+    rng: &mut impl Rng,
+) -> Option<Qa> {
     let hard_negatives = has_split_pair(scene);
     let mut by_type: BTreeMap<&'static str, BTreeMap<String, Vec<Qa>>> = BTreeMap::new();
     for qa in candidate_questions(scene) {
@@ -548,8 +559,14 @@ pub fn sample_balanced_question(scene: &Scene, rng: &mut impl Rng) -> Option<Qa>
             .or_default()
             .push(qa);
     }
-    let types: Vec<&&'static str> = by_type.keys().collect();
-    let chosen_type = **types.choose(rng)?;
+    let types: Vec<&'static str> = by_type.keys().copied().collect();
+    let chosen_type = if type_weights.is_empty() {
+        *types.choose(rng)?
+    } else {
+        *types
+            .choose_weighted(rng, |t| type_weights.get(*t).copied().unwrap_or(1.0))
+            .ok()?
+    };
     let templates: Vec<&Vec<Qa>> = by_type[chosen_type].values().collect();
     let mut group = (*templates.choose(rng)?).clone();
     take_balanced(&mut group, rng)
