@@ -67,6 +67,9 @@ pub struct TrainOptions {
     /// A model directory whose weights replace the random initialisation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_from: Option<PathBuf>,
+    /// The gated strategy's gates learn at this multiple of the step's rate.
+    #[serde(default = "default_gate_lr_scale")]
+    pub gate_lr_scale: f64,
 }
 
 impl Default for TrainOptions {
@@ -91,8 +94,14 @@ impl Default for TrainOptions {
             val_examples: 512,
             stream: None,
             init_from: None,
+            gate_lr_scale: default_gate_lr_scale(),
         }
     }
+}
+
+/// What runs recorded before `gate_lr_scale` existed used.
+fn default_gate_lr_scale() -> f64 {
+    AdamW::DEFAULT_GATE_LR_SCALE
 }
 
 /// What runs recorded before `group_size` existed used.
@@ -303,6 +312,7 @@ impl TrainRun<'_> {
             load_weights(&varmap, &dir.join(WEIGHTS_FILE), &device)?;
         }
         let mut adam = AdamW::new(&varmap, opts.weight_decay)?;
+        adam.set_gate_learning_rate_scale(opts.gate_lr_scale);
         for encoder in self.cfg.fine_tuned_encoders() {
             adam.scale_learning_rate(&encoder.prefix, encoder.lr_scale);
         }

@@ -64,6 +64,10 @@ pub struct TrainArgs {
     pub weight_decay: f64,
     #[arg(long, default_value_t = 0.0)]
     pub label_smoothing: f64,
+    /// The gated strategy's gates learn at this multiple of --lr (Adam moves
+    /// a scalar by about its rate per step).
+    #[arg(long, default_value_t = 10.0, value_name = "FACTOR")]
+    pub gate_lr_scale: f64,
     /// Random shift of up to this many pixels (augmentation; 0 = off).
     #[arg(long, default_value_t = 0)]
     pub augment_shift: i64,
@@ -118,6 +122,12 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         || args.checkpoint_every == 0
     {
         bail!("--batch-size, --group-size, --eval-every and --checkpoint-every must be at least 1");
+    }
+    if !(args.gate_lr_scale.is_finite() && args.gate_lr_scale > 0.0) {
+        bail!(
+            "--gate-lr-scale {} must be a positive number (default 10)",
+            args.gate_lr_scale
+        );
     }
     let stream_options = (args.stream_share != 0.0).then_some(StreamOptions {
         seed: args.training.seed,
@@ -235,6 +245,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         warmup_steps: args.training.warmup.min(steps),
         weight_decay: args.weight_decay,
         label_smoothing: args.label_smoothing,
+        gate_lr_scale: args.gate_lr_scale,
         seed: args.training.seed,
         eval_every: args.eval_every,
         checkpoint_every: args.checkpoint_every,

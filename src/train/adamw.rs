@@ -51,7 +51,7 @@ impl AdamW {
     /// Adam moves a parameter by about `lr` per step at most, so a gate
     /// `tanh(alpha)` starting at 0 would need a thousand steps to open; the
     /// first shipped gated model still had |tanh(alpha)| ≤ 0.19 after 3,000.
-    const GATE_LR_MULTIPLIER: f64 = 10.0;
+    pub const DEFAULT_GATE_LR_SCALE: f64 = 10.0;
 
     pub fn new(varmap: &VarMap, weight_decay: f64) -> Result<Self> {
         let vars = sorted_vars(varmap);
@@ -63,8 +63,8 @@ impl AdamW {
         let lr_scales = vars
             .iter()
             .map(|(name, _)| {
-                if name.contains("gate_") {
-                    Self::GATE_LR_MULTIPLIER
+                if is_gate(name) {
+                    Self::DEFAULT_GATE_LR_SCALE
                 } else {
                     1.0
                 }
@@ -78,6 +78,16 @@ impl AdamW {
             step: 0,
             weight_decay,
         })
+    }
+
+    /// Sets the gates' learning rate to `scale` times the step's (instead of
+    /// [`AdamW::DEFAULT_GATE_LR_SCALE`]).
+    pub fn set_gate_learning_rate_scale(&mut self, scale: f64) {
+        for ((name, _), lr_scale) in self.vars.iter().zip(&mut self.lr_scales) {
+            if is_gate(name) {
+                *lr_scale = scale;
+            }
+        }
     }
 
     /// Multiplies the learning rate of the variables whose names start with
@@ -295,6 +305,11 @@ impl AdamW {
     }
 }
 
+/// The gated strategy's `tanh(alpha)` gates.
+fn is_gate(name: &str) -> bool {
+    name.contains("gate_")
+}
+
 /// All on the CPU, f32, contiguous and of one shape: the in-place passes apply.
 fn fusable(tensors: &[&Tensor]) -> bool {
     tensors.iter().all(|t| {
@@ -474,13 +489,15 @@ mod tests {
     }
 
     #[test]
-    fn a_scaled_learning_rate_scales_the_first_step_of_only_its_variables() -> Result<()> {
+    fn scaled_learning_rates_scale_the_first_step_of_only_their_variables() -> Result<()> {
         // Adam's first step moves each weight by lr · g/|g| (about lr), so
         // the moves compare directly.
         let a = vars()?;
         let b = copy_of(&a)?;
         let (mut plain, mut scaled) = (AdamW::new(&a, 0.0)?, AdamW::new(&b, 0.0)?);
         scaled.scale_learning_rate("w", 0.1);
+        // The gate's default is 10× the step's rate: 1 is a tenth of it.
+        scaled.set_gate_learning_rate_scale(1.0);
         let before = copy_of(&a)?;
         plain.step(&grads(&a, 1)?, 1e-2, 100.0)?;
         scaled.step(&grads(&b, 1)?, 1e-2, 100.0)?;
@@ -495,11 +512,11 @@ mod tests {
             let delta = (find(map)?.as_tensor() - find(&before)?.as_tensor())?;
             Ok(delta.abs()?.max_all()?.to_scalar::<f32>()?)
         };
-        let ratio = moved(&b, "w")? / moved(&a, "w")?;
-        assert!((ratio - 0.1).abs() < 1e-3, "w moved {ratio} as far");
-        for other in ["b", "gate_alpha"] {
-            assert_eq!(moved(&b, other)?, moved(&a, other)?, "{other}");
+        for name in ["w", "gate_alpha"] {
+            let ratio = moved(&b, name)? / moved(&a, name)?;
+            assert!((ratio - 0.1).abs() < 1e-3, "{name} moved {ratio} as far");
         }
+        assert_eq!(moved(&b, "b")?, moved(&a, "b")?);
         Ok(())
     }
 
