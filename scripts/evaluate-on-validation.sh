@@ -15,6 +15,8 @@ for run in "$@"; do
   name=$(echo "$run" | tr / _)
   for set in fresh:runs/scenes-fresh:train noise:runs/scenes-fresh-noise:train evqa:data/easy-vqa:val; do
     IFS=: read -r key data split <<< "$set"
+    # Kept while newer than the run's weights.
+    [ "$OUT/$name-$key.json" -nt "$run/model.safetensors" ] && continue
     $FUSECAP eval --model "$run" --data "$data/manifest.jsonl" --split "$split" \
       --json "$OUT/$name-$key.json" --quiet > /dev/null
   done
