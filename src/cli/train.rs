@@ -11,8 +11,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::common::refuse_renamed;
 use crate::cli::model_args::parse_device;
-use crate::cli::recipe::parse_type_weight;
-use crate::cli::recipe::{load_architecture, TrainingArgs};
+use crate::cli::recipe::{load_architecture, parse_type_weight, TrainingArgs};
 use crate::data::batch::{Dataset, Sampler};
 use crate::data::manifest::load_manifests;
 use crate::data::split::{split_records, training_texts};
@@ -22,7 +21,7 @@ use crate::model::{Config, Fusion};
 use crate::pipeline::load_model;
 use crate::tokenizer::TextTokenizer;
 use crate::train::{
-    LogRecord, Outcome, TrainOptions, TrainRun, CHECKPOINT_FILE, LOG_FILE, STATE_FILE,
+    AdamW, LogRecord, Outcome, TrainOptions, TrainRun, CHECKPOINT_FILE, LOG_FILE, STATE_FILE,
 };
 
 #[derive(Args, Debug)]
@@ -66,7 +65,7 @@ pub struct TrainArgs {
     pub label_smoothing: f64,
     /// The gated strategy's gates learn at this multiple of --lr (Adam moves
     /// a scalar by about its rate per step).
-    #[arg(long, default_value_t = 10.0, value_name = "FACTOR")]
+    #[arg(long, default_value_t = AdamW::DEFAULT_GATE_LR_SCALE, value_name = "FACTOR")]
     pub gate_lr_scale: f64,
     /// Random shift of up to this many pixels (augmentation; 0 = off).
     #[arg(long, default_value_t = 0)]
@@ -125,8 +124,9 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     }
     if !(args.gate_lr_scale.is_finite() && args.gate_lr_scale > 0.0) {
         bail!(
-            "--gate-lr-scale {} must be a positive number (default 10)",
-            args.gate_lr_scale
+            "--gate-lr-scale {} must be a positive number (default {})",
+            args.gate_lr_scale,
+            AdamW::DEFAULT_GATE_LR_SCALE
         );
     }
     let stream_options = (args.stream_share != 0.0).then_some(StreamOptions {

@@ -79,21 +79,9 @@ impl StreamOptions {
         Ok(())
     }
 
-    /// Training item `index`: from the pool if there is one, its question
-    /// drawn with the type weights.
+    /// Training item `index`, its question drawn with the type weights.
     pub fn item(&self, index: u64, caption: bool) -> StreamedItem {
-        let (scene, image, mut question_rng) = match self.pool {
-            Some(pool) => {
-                let (scene, image) = drawn_scene(&mut image_rng(self.seed, index % pool.max(1)));
-                (scene, image, image_rng(!self.seed, index))
-            }
-            None => {
-                let mut rng = image_rng(self.seed, index);
-                let (scene, image) = drawn_scene(&mut rng);
-                (scene, image, rng)
-            }
-        };
-        example_of(scene, image, caption, &self.type_weights, &mut question_rng)
+        drawn_item(self.seed, self.pool, &self.type_weights, index, caption)
     }
 }
 
@@ -113,25 +101,38 @@ pub struct StreamedItem {
 /// Item `index` of the stream with `seed`: a question, or a caption if
 /// `caption` is set (or the scene has no question).
 pub fn streamed_item(seed: u64, index: u64, caption: bool) -> StreamedItem {
-    stream(seed, None).item(index, caption)
+    drawn_item(seed, None, &BTreeMap::new(), index, caption)
 }
 
 /// Item `index` of the stream with `seed` that draws its scenes from a pool
 /// of `pool`: the scene and image of `streamed_item(seed, index % pool, _)`,
 /// with a question (or caption) drawn for `index` itself.
 pub fn pooled_item(seed: u64, index: u64, pool: u64, caption: bool) -> StreamedItem {
-    stream(seed, Some(pool)).item(index, caption)
+    drawn_item(seed, Some(pool), &BTreeMap::new(), index, caption)
 }
 
-/// The unweighted stream with `seed`; a pool's questions come from another
-/// stream than its scenes', so that visits to one scene differ.
-fn stream(seed: u64, pool: Option<u64>) -> StreamOptions {
-    StreamOptions {
-        seed,
-        share: 1.0,
-        pool,
-        type_weights: BTreeMap::new(),
-    }
+/// Item `index` of the stream with `seed`, from a pool if there is one. A
+/// pool's questions come from another stream than its scenes', so that
+/// visits to one scene differ.
+fn drawn_item(
+    seed: u64,
+    pool: Option<u64>,
+    type_weights: &BTreeMap<String, f64>,
+    index: u64,
+    caption: bool,
+) -> StreamedItem {
+    let (scene, image, mut question_rng) = match pool {
+        Some(pool) => {
+            let (scene, image) = drawn_scene(&mut image_rng(seed, index % pool.max(1)));
+            (scene, image, image_rng(!seed, index))
+        }
+        None => {
+            let mut rng = image_rng(seed, index);
+            let (scene, image) = drawn_scene(&mut rng);
+            (scene, image, rng)
+        }
+    };
+    example_of(scene, image, caption, type_weights, &mut question_rng)
 }
 
 /// A random scene and its image on a random backdrop.
