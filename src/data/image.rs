@@ -3,9 +3,9 @@ use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
 use candle_core::{Device, Tensor};
-use image::imageops::FilterType;
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits, RgbImage};
 
+use super::resize::triangle_resize;
 use crate::model::{Config, ResizeMode};
 
 /// Largest accepted image side, in pixels.
@@ -133,14 +133,14 @@ fn resize(image: &RgbImage, size: u32, mode: ResizeMode) -> RgbImage {
         return image.clone();
     }
     match mode {
-        ResizeMode::Stretch => image::imageops::resize(image, size, size, FilterType::Triangle),
+        ResizeMode::Stretch => triangle_resize(image, size, size),
         ResizeMode::CenterCrop => {
             let (w, h) = (image.width(), image.height());
             let side = w.min(h);
             let cropped =
                 image::imageops::crop_imm(image, (w - side) / 2, (h - side) / 2, side, side)
                     .to_image();
-            image::imageops::resize(&cropped, size, size, FilterType::Triangle)
+            triangle_resize(&cropped, size, size)
         }
     }
 }

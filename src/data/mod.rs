@@ -8,6 +8,7 @@ pub mod files;
 pub mod filter;
 pub mod image;
 pub mod manifest;
+pub mod resize;
 pub mod scene;
 pub mod split;
 pub mod stream;

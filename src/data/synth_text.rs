@@ -546,7 +546,8 @@ pub fn sample_weighted_question(
     let hard_negatives = has_split_pair(scene);
     let mut by_type: BTreeMap<&'static str, BTreeMap<String, Vec<Qa>>> = BTreeMap::new();
     for qa in candidate_questions(scene) {
-        let easy_negative = is_conjunction(&qa.question)
+        let template = template(&qa.question);
+        let easy_negative = template == CONJUNCTION_TEMPLATE
             && qa.answer == "no"
             && !splits_binding(scene, &qa.question);
         if hard_negatives && easy_negative {
@@ -555,7 +556,7 @@ pub fn sample_weighted_question(
         by_type
             .entry(qa.question_type)
             .or_default()
-            .entry(template(&qa.question))
+            .entry(template)
             .or_default()
             .push(qa);
     }
@@ -591,8 +592,10 @@ pub fn sample_balanced_questions(scene: &Scene, rng: &mut impl Rng, n: usize) ->
 
 /// "is there a <color> <shape>?"
 fn is_conjunction(question: &str) -> bool {
-    template(question) == "is there a <color> <shape>"
+    template(question) == CONJUNCTION_TEMPLATE
 }
+
+const CONJUNCTION_TEMPLATE: &str = "is there a <color> <shape>";
 
 /// The colour and shape words of "is there a <color> <shape>?".
 fn conjunction_words(question: &str) -> Option<(&str, &str)> {

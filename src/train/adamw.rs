@@ -83,21 +83,29 @@ impl AdamW {
     /// Sets the gates' learning rate to `scale` times the step's (instead of
     /// [`AdamW::DEFAULT_GATE_LR_SCALE`]).
     pub fn set_gate_learning_rate_scale(&mut self, scale: f64) {
-        for ((name, _), lr_scale) in self.vars.iter().zip(&mut self.lr_scales) {
-            if is_gate(name) {
-                *lr_scale = scale;
-            }
+        for lr_scale in self.lr_scales_where(is_gate) {
+            *lr_scale = scale;
         }
     }
 
     /// Multiplies the learning rate of the variables whose names start with
     /// `prefix` by `factor` (a fine-tuned encoder's `lr_scale`).
     pub fn scale_learning_rate(&mut self, prefix: &str, factor: f64) {
-        for ((name, _), scale) in self.vars.iter().zip(&mut self.lr_scales) {
-            if name.starts_with(prefix) {
-                *scale *= factor;
-            }
+        for scale in self.lr_scales_where(|name| name.starts_with(prefix)) {
+            *scale *= factor;
         }
+    }
+
+    /// The learning-rate scales of the variables whose names `select` picks.
+    fn lr_scales_where<'a>(
+        &'a mut self,
+        select: impl Fn(&str) -> bool + 'a,
+    ) -> impl Iterator<Item = &'a mut f64> + 'a {
+        self.vars
+            .iter()
+            .zip(&mut self.lr_scales)
+            .filter(move |((name, _), _)| select(name))
+            .map(|(_, scale)| scale)
     }
 
     /// Clips the gradients to `clip_norm` (global L2) and updates every variable.
