@@ -45,8 +45,8 @@ fn triangle(x: f32) -> f32 {
     }
 }
 
-/// `image` resampled to `width` × `height` with a triangle filter: rows
-/// first into floats, then columns, rounded and clamped to 0–255.
+/// `image` resampled to `width` × `height` with a triangle filter:
+/// vertically into floats, then horizontally, rounded and clamped to 0–255.
 pub fn triangle_resize(image: &RgbImage, width: u32, height: u32) -> RgbImage {
     let (src_w, src_h) = image.dimensions();
     if (src_w, src_h) == (width, height) || src_w == 0 || src_h == 0 {
@@ -60,9 +60,9 @@ pub fn triangle_resize(image: &RgbImage, width: u32, height: u32) -> RgbImage {
     let src = image.as_raw();
     let row = 3 * src_w as usize;
 
-    let mut columns = vec![0f32; row * height as usize];
+    let mut vertical = vec![0f32; row * height as usize];
     for (out_y, tap) in taps(src_h, height).iter().enumerate() {
-        let out = &mut columns[out_y * row..(out_y + 1) * row];
+        let out = &mut vertical[out_y * row..(out_y + 1) * row];
         for (i, &w) in tap.weights.iter().enumerate() {
             let line = &src[(tap.first + i) * row..(tap.first + i + 1) * row];
             for (acc, &v) in out.iter_mut().zip(line) {
@@ -76,7 +76,7 @@ pub fn triangle_resize(image: &RgbImage, width: u32, height: u32) -> RgbImage {
     let out_row = 3 * width as usize;
     let horizontal = taps(src_w, width);
     for y in 0..height as usize {
-        let line = &columns[y * row..(y + 1) * row];
+        let line = &vertical[y * row..(y + 1) * row];
         let dst_line = &mut dst[y * out_row..(y + 1) * out_row];
         for (pixel, tap) in dst_line.chunks_exact_mut(3).zip(&horizontal) {
             let mut acc = [0f32; 3];
