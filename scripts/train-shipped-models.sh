@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces models/scenes-{concat,separate,gated}: the data, then one
-# `fusecap train` per model, identical but for --fusion, then the shipped files.
+# `fusecap train` per model, identical but for --fusion (and gated's two flags,
+# below), then the shipped files.
 #
 # The recipe (configs/scenes-aux.json, 30,000 steps):
 # - 16×16 patches on 48×48 images, so the 3×3 token grid lines up with the
@@ -16,6 +17,9 @@
 # docs/findings.md ("Longer training", "With both losses…") has why these
 # choices, with the runs; configs/scenes-qv2.json with STEPS=40000 is the
 # recipe without the losses.
+# models/scenes-gated adds two flags ("Relation ×3 and gates at the common
+# learning rate" in docs/findings.md):
+#   FUSIONS=gated TRAIN_ARGS="--stream-type-weight relation=3 --gate-lr-scale 1" scripts/train-shipped-models.sh
 #
 # Needs the easy-VQA wheel: EASY_VQA_WHEEL=path/to/easy_vqa-1.0-py3-none-any.whl,
 # by default in the current folder (`pip download easy-vqa==1.0 --no-deps`).
