@@ -44,6 +44,9 @@ pub struct TrainOptions {
     pub clip_norm: f64,
     pub label_smoothing: f64,
     pub seed: u64,
+    /// Seeds the initialisation instead of `seed` (`--init-seed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_seed: Option<u64>,
     pub eval_every: usize,
     pub checkpoint_every: usize,
     pub augment_shift: i64,
@@ -84,6 +87,7 @@ impl Default for TrainOptions {
             clip_norm: 1.0,
             label_smoothing: 0.0,
             seed: 0,
+            init_seed: None,
             eval_every: 250,
             checkpoint_every: 250,
             augment_shift: 0,
@@ -110,6 +114,11 @@ fn one() -> usize {
 }
 
 impl TrainOptions {
+    /// The seed of the random initialisation.
+    pub fn weight_seed(&self) -> u64 {
+        self.init_seed.unwrap_or(self.seed)
+    }
+
     fn augment(&self) -> Augment {
         Augment {
             max_shift: self.augment_shift,
@@ -306,8 +315,12 @@ impl TrainRun<'_> {
         }
         std::fs::create_dir_all(&self.out)
             .with_context(|| format!("creating {}", self.out.display()))?;
-        let (model, varmap) =
-            init_model_with_words(&self.cfg, &self.tokenizer.words(), opts.seed, &device)?;
+        let (model, varmap) = init_model_with_words(
+            &self.cfg,
+            &self.tokenizer.words(),
+            opts.weight_seed(),
+            &device,
+        )?;
         if let (Some(dir), false) = (&opts.init_from, self.resume) {
             load_weights(&varmap, &dir.join(WEIGHTS_FILE), &device)?;
         }

@@ -11,7 +11,7 @@ use candle_core::{DType, Device};
 use fusecap::data::batch::Dataset;
 use fusecap::data::manifest::load_manifest;
 use fusecap::data::synth::{write_dataset, SynthConfig};
-use fusecap::model::dir::{write_atomically, ModelDir};
+use fusecap::model::dir::{init_model_with_words, write_atomically, ModelDir};
 use fusecap::model::{Config, Fusion};
 use fusecap::tokenizer::TextTokenizer;
 use fusecap::train::{LogRecord, Outcome, TrainOptions, CHECKPOINT_FILE};
@@ -126,28 +126,9 @@ fn training_reduces_the_loss() {
     );
 }
 
-/// Runs `steps` steps in-process on `threads` workers, stopping after
-/// `stop_after` if given.
-fn run_in_process(
-    out: &Path,
-    manifest: &Path,
-    steps: usize,
-    stop_after: Option<usize>,
-    resume: bool,
-    threads: usize,
-) -> Outcome {
-    let loaded = load_manifest(manifest).expect("manifest");
-    let records: Vec<_> = loaded
-        .records
-        .iter()
-        .filter(|r| r.in_split("train"))
-        .collect();
-    let texts = fusecap::data::split::training_texts(&records);
-    let tokenizer = TextTokenizer::train(texts.iter().map(String::as_str), 1).expect("tokenizer");
-    let cfg = Config::tiny(Fusion::Gated, tokenizer.vocab_size());
-    let (train, _) = Dataset::build(&records, &tokenizer, &cfg).expect("dataset");
-    let val = Dataset::default();
-    let options = TrainOptions {
+/// The options of the in-process runs: `steps` steps of 8 on the tiny gated model.
+fn in_process_options(steps: usize) -> TrainOptions {
+    TrainOptions {
         steps,
         batch_size: 8,
         lr: 2e-3,
@@ -158,7 +139,35 @@ fn run_in_process(
         augment_shift: 1,
         augment_noise: 0.02,
         ..TrainOptions::default()
-    };
+    }
+}
+
+/// Runs `steps` steps in-process on `threads` workers, stopping after
+/// `stop_after` if given.
+fn run_in_process(
+    out: &Path,
+    manifest: &Path,
+    steps: usize,
+    stop_after: Option<usize>,
+    resume: bool,
+    threads: usize,
+) -> Outcome {
+    run_with_options(
+        out,
+        manifest,
+        in_process_options(steps),
+        (stop_after, resume, threads),
+    )
+}
+
+fn run_with_options(
+    out: &Path,
+    manifest: &Path,
+    options: TrainOptions,
+    (stop_after, resume, threads): (Option<usize>, bool, usize),
+) -> Outcome {
+    let (cfg, tokenizer, train) = tiny_gated_data(manifest);
+    let val = Dataset::default();
     train_in_process(
         out,
         cfg,
@@ -169,6 +178,78 @@ fn run_in_process(
         threads,
         stop_after,
     )
+}
+
+/// The tiny gated architecture, the tokenizer and the training set of `manifest`.
+fn tiny_gated_data(manifest: &Path) -> (Config, TextTokenizer, Dataset) {
+    let loaded = load_manifest(manifest).expect("manifest");
+    let records: Vec<_> = loaded
+        .records
+        .iter()
+        .filter(|r| r.in_split("train"))
+        .collect();
+    let texts = fusecap::data::split::training_texts(&records);
+    let tokenizer = TextTokenizer::train(texts.iter().map(String::as_str), 1).expect("tokenizer");
+    let cfg = Config::tiny(Fusion::Gated, tokenizer.vocab_size());
+    let (train, _) = Dataset::build(&records, &tokenizer, &cfg).expect("dataset");
+    (cfg, tokenizer, train)
+}
+
+#[test]
+fn the_init_seed_sets_the_starting_weights_and_leaves_the_data_order_to_the_seed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = synth(&dir.path().join("data"), 30);
+    // A learning rate of 0 keeps the starting weights to the end.
+    let frozen = |seed, init_seed| TrainOptions {
+        lr: 0.0,
+        seed,
+        init_seed,
+        augment_shift: 0,
+        augment_noise: 0.0,
+        ..in_process_options(6)
+    };
+    let (mixed, plain) = (dir.path().join("mixed"), dir.path().join("plain"));
+    run_with_options(&mixed, &manifest, frozen(5, Some(9)), (None, false, 1));
+    run_with_options(&plain, &manifest, frozen(9, None), (None, false, 1));
+
+    let (cfg, tokenizer, _) = tiny_gated_data(&manifest);
+    let weights = |seed| {
+        let (_, varmap) =
+            init_model_with_words(&cfg, &tokenizer.words(), seed, &Device::Cpu).expect("init");
+        varmap
+    };
+    let saved = candle_core::safetensors::load(mixed.join("model.safetensors"), &Device::Cpu)
+        .expect("saved weights");
+    let differs_from = |varmap: &candle_nn::VarMap| {
+        varmap
+            .data()
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|(name, var)| {
+                let a = var
+                    .as_tensor()
+                    .flatten_all()
+                    .and_then(|t| t.to_vec1::<f32>());
+                let b = saved[name].flatten_all().and_then(|t| t.to_vec1::<f32>());
+                a.expect("init values") != b.expect("saved values")
+            })
+    };
+    assert!(
+        !differs_from(&weights(9)),
+        "--init-seed 9 did not start from seed 9's weights"
+    );
+    assert!(
+        differs_from(&weights(5)),
+        "--init-seed 9 started from --seed 5's weights"
+    );
+    // Same weights, data ordered by seeds 5 and 9: the losses differ.
+    let losses = |run: &Path| read_log(run).iter().map(|r| r.loss).collect::<Vec<_>>();
+    assert_ne!(
+        losses(&mixed),
+        losses(&plain),
+        "the data order followed --init-seed"
+    );
 }
 
 #[test]

@@ -184,6 +184,7 @@ fn train_options(args: &ExperimentArgs) -> TrainOptions {
         lr: args.training.lr,
         warmup_steps: args.training.warmup.min(args.steps),
         seed: args.training.seed,
+        init_seed: args.training.init_seed,
         eval_every: args.eval_every.unwrap_or((args.steps / 10).max(1)),
         ..TrainOptions::default()
     })

@@ -33,8 +33,14 @@ pub struct TrainingArgs {
     pub warmup: usize,
     #[command(flatten)]
     pub batching: BatchingArgs,
+    /// Seeds the initialisation, the order of the examples, the streamed
+    /// scenes and the validation sample.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Seed of the random initialisation alone (default: --seed), so that two
+    /// runs can share their data and differ only in their starting weights.
+    #[arg(long, value_name = "SEED")]
+    pub init_seed: Option<u64>,
     /// Percentage of training images held out for validation when no "val" split exists.
     #[arg(long, default_value_t = 5)]
     pub val_percent: u64,

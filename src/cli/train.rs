@@ -247,6 +247,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         label_smoothing: args.label_smoothing,
         gate_lr_scale: args.gate_lr_scale,
         seed: args.training.seed,
+        init_seed: args.training.init_seed,
         eval_every: args.eval_every,
         checkpoint_every: args.checkpoint_every,
         augment_shift: args.augment_shift,
