@@ -38,6 +38,7 @@ const STREAM: StreamOptions = StreamOptions {
     share: 0.5,
     pool: None,
     type_weights: BTreeMap::new(),
+    ramp_steps: None,
 };
 
 /// A model of `cfg` whose variables live in `vm`.

@@ -79,9 +79,11 @@ fn a_type_weight_draws_that_type_more_often_and_bad_weights_are_refused() {
         share: 0.5,
         pool: None,
         type_weights: BTreeMap::from([("relation".to_string(), 3.0)]),
+        ramp_steps: None,
     };
     let plain = StreamOptions {
         type_weights: BTreeMap::new(),
+        ramp_steps: None,
         ..weighted.clone()
     };
     let relations = |opts: &StreamOptions| {
@@ -108,6 +110,7 @@ fn a_type_weight_draws_that_type_more_often_and_bad_weights_are_refused() {
     ] {
         let bad = StreamOptions {
             type_weights: BTreeMap::from([(name.to_string(), weight)]),
+            ramp_steps: None,
             ..plain.clone()
         };
         let message = bad.validate().expect_err("refused");
@@ -198,6 +201,7 @@ fn a_mixed_step_holds_the_manifest_examples_then_new_scenes_of_the_same_kind() {
         share: 0.5,
         pool: None,
         type_weights: BTreeMap::new(),
+        ramp_steps: None,
     };
     let manifest = validation_set(&opts, 6, &tokenizer, &cfg).expect("questions");
     let step = mixed_step(&manifest, &[0, 2, 4], &opts, 7, 3, &tokenizer, &cfg).expect("step");
@@ -261,6 +265,7 @@ fn a_pool_of_scenes_shows_each_again_with_new_questions() {
         share: 0.5,
         pool: Some(POOL),
         type_weights: BTreeMap::new(),
+        ramp_steps: None,
     };
     let manifest = validation_set(&opts, 4, &tokenizer, &cfg).expect("questions");
     let mut seen = std::collections::HashSet::new();
@@ -279,14 +284,90 @@ fn a_pool_of_scenes_shows_each_again_with_new_questions() {
     .is_err());
 }
 
+#[test]
+fn a_ramp_grows_the_scenes_from_one_object_to_four_and_then_changes_nothing() {
+    let ramped = StreamOptions {
+        seed: 8,
+        share: 0.5,
+        pool: None,
+        type_weights: BTreeMap::new(),
+        ramp_steps: Some(300),
+    };
+    let most_objects = |step: usize| {
+        (0..60u64)
+            .map(|i| {
+                ramped
+                    .item_at_step(step, step as u64 * 60 + i, false)
+                    .scene
+                    .objects
+                    .len()
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    assert_eq!(most_objects(0), 1);
+    assert_eq!(most_objects(99), 1);
+    assert_eq!(most_objects(100), 2);
+    assert_eq!(most_objects(299), 3);
+    assert_eq!(most_objects(300), 4);
+    // After the ramp, and without one, the items are the stream's own.
+    let plain = StreamOptions {
+        ramp_steps: None,
+        ..ramped.clone()
+    };
+    for index in [0, 17, 18_000] {
+        assert_eq!(
+            ramped.item_at_step(300, index, false),
+            plain.item(index, false)
+        );
+        assert_eq!(
+            plain.item_at_step(0, index, false),
+            streamed_item(8, index, false)
+        );
+    }
+    // Validation scenes are not ramped.
+    let tokenizer = tokenizer();
+    let cfg = Config::tiny(Fusion::Concat, tokenizer.vocab_size());
+    assert_eq!(
+        validation_set(&ramped, 6, &tokenizer, &cfg)
+            .expect("ramped")
+            .images,
+        validation_set(&plain, 6, &tokenizer, &cfg)
+            .expect("plain")
+            .images
+    );
+    // Training steps follow the ramp: one object each at step 0.
+    let manifest = validation_set(&plain, 2, &tokenizer, &cfg).expect("manifest part");
+    let step_zero = |opts: &StreamOptions| {
+        mixed_step(&manifest, &[0], opts, 0, 8, &tokenizer, &cfg)
+            .expect("step")
+            .images
+    };
+    assert_ne!(step_zero(&ramped), step_zero(&plain));
+    for bad in [
+        StreamOptions {
+            ramp_steps: Some(0),
+            ..ramped.clone()
+        },
+        StreamOptions {
+            pool: Some(10),
+            ..ramped.clone()
+        },
+    ] {
+        assert!(bad.validate().is_err(), "{bad:?} was accepted");
+    }
+}
+
 fn run(out: &Path, steps: usize, stop_after: Option<usize>, resume: bool) -> Outcome {
     let tokenizer = tokenizer();
     let cfg = Config::tiny(Fusion::Separate, tokenizer.vocab_size());
+    // A ramp over the first steps, so that resuming within it is checked too.
     let stream = StreamOptions {
         seed: 11,
         share: 0.5,
         pool: None,
         type_weights: BTreeMap::new(),
+        ramp_steps: Some(3),
     };
     let train = validation_set(&stream, 16, &tokenizer, &cfg).expect("manifest part");
     let val = validation_set(&stream, 4, &tokenizer, &cfg).expect("val");

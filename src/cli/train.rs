@@ -89,6 +89,11 @@ pub struct TrainArgs {
     /// scenes stay balanced.
     #[arg(long, value_name = "TYPE=FACTOR", requires = "stream_share", value_parser = parse_type_weight)]
     pub stream_type_weight: Vec<(String, f32)>,
+    /// A curriculum: the streamed scenes hold one object for the first third
+    /// of STEPS steps, up to two in the second, up to three in the last, and
+    /// the full 1–4 from then on. Validation scenes always hold 1–4.
+    #[arg(long, value_name = "STEPS", requires = "stream_share")]
+    pub stream_ramp: Option<u64>,
     /// Validate every N steps.
     #[arg(long, default_value_t = 250)]
     pub eval_every: usize,
@@ -138,10 +143,13 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             .iter()
             .map(|(name, factor)| (name.clone(), f64::from(*factor)))
             .collect(),
+        ramp_steps: args.stream_ramp,
     });
     if let Some(s) = &stream_options {
         s.validate().map_err(|e| {
-            anyhow::anyhow!("--stream-share / --stream-pool / --stream-type-weight: {e}")
+            anyhow::anyhow!(
+                "--stream-share / --stream-pool / --stream-type-weight / --stream-ramp: {e}"
+            )
         })?;
     }
     let manifest = load_manifests(&args.training.data)?;

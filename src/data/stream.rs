@@ -23,7 +23,7 @@ use super::cells::{cell_targets, mentioned_cells, subject_cells};
 use super::draw::{render_on, Backdrop};
 use super::image::Preprocess;
 use super::scene::Scene;
-use super::synth::{image_rng, random_scene};
+use super::synth::{image_rng, random_scene, random_scene_of_at_most, MAX_SCENE_OBJECTS};
 use super::synth_text::{candidate_questions, captions, sample_weighted_question, QUESTION_TYPES};
 use crate::model::{Config, MentionTarget};
 use crate::tokenizer::TextTokenizer;
@@ -45,6 +45,12 @@ pub struct StreamOptions {
     /// as the others (`--stream-type-weight`); empty: every type alike.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub type_weights: BTreeMap<String, f64>,
+    /// A curriculum over this many steps (`--stream-ramp`): the streamed
+    /// scenes hold one object in its first third, up to two in the second,
+    /// up to three in the last, and up to four from then on. None: 1–4 from
+    /// the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp_steps: Option<u64>,
 }
 
 impl StreamOptions {
@@ -63,6 +69,15 @@ impl StreamOptions {
         if self.pool == Some(0) {
             return Err("a pool of 0 scenes: use at least 1".into());
         }
+        match (self.ramp_steps, self.pool) {
+            (Some(0), _) => return Err("a ramp of 0 steps: use at least 1, or leave it out".into()),
+            (Some(_), Some(_)) => {
+                return Err(
+                    "a ramp draws fewer objects early on, a pool shows the same scenes throughout: use one of them".into(),
+                )
+            }
+            _ => {}
+        }
         for (name, weight) in &self.type_weights {
             if !QUESTION_TYPES.contains(&name.as_str()) {
                 return Err(format!(
@@ -79,9 +94,31 @@ impl StreamOptions {
         Ok(())
     }
 
-    /// Training item `index`, its question drawn with the type weights.
+    /// Training item `index`, its question drawn with the type weights, its
+    /// scene of up to four objects.
     pub fn item(&self, index: u64, caption: bool) -> StreamedItem {
-        drawn_item(self.seed, self.pool, &self.type_weights, index, caption)
+        self.item_at_step(usize::MAX, index, caption)
+    }
+
+    /// Training item `index` at `step`: as [`StreamOptions::item`], with as
+    /// many objects as the ramp allows then.
+    pub fn item_at_step(&self, step: usize, index: u64, caption: bool) -> StreamedItem {
+        let draw = Draw {
+            pool: self.pool,
+            type_weights: &self.type_weights,
+            max_objects: self.max_objects(step),
+        };
+        drawn_item(self.seed, &draw, index, caption)
+    }
+
+    /// The most objects a streamed scene of `step` holds.
+    pub fn max_objects(&self, step: usize) -> usize {
+        match self.ramp_steps {
+            Some(ramp) if (step as u64) < ramp => {
+                1 + (step as u64 * (MAX_SCENE_OBJECTS as u64 - 1) / ramp) as usize
+            }
+            _ => MAX_SCENE_OBJECTS,
+        }
     }
 }
 
@@ -101,44 +138,62 @@ pub struct StreamedItem {
 /// Item `index` of the stream with `seed`: a question, or a caption if
 /// `caption` is set (or the scene has no question).
 pub fn streamed_item(seed: u64, index: u64, caption: bool) -> StreamedItem {
-    drawn_item(seed, None, &BTreeMap::new(), index, caption)
+    drawn_item(seed, &Draw::full(None, &BTreeMap::new()), index, caption)
 }
 
 /// Item `index` of the stream with `seed` that draws its scenes from a pool
 /// of `pool`: the scene and image of `streamed_item(seed, index % pool, _)`,
 /// with a question (or caption) drawn for `index` itself.
 pub fn pooled_item(seed: u64, index: u64, pool: u64, caption: bool) -> StreamedItem {
-    drawn_item(seed, Some(pool), &BTreeMap::new(), index, caption)
+    drawn_item(
+        seed,
+        &Draw::full(Some(pool), &BTreeMap::new()),
+        index,
+        caption,
+    )
+}
+
+/// How the stream draws its items.
+struct Draw<'a> {
+    pool: Option<u64>,
+    type_weights: &'a BTreeMap<String, f64>,
+    max_objects: usize,
+}
+
+impl<'a> Draw<'a> {
+    /// Scenes of up to four objects.
+    fn full(pool: Option<u64>, type_weights: &'a BTreeMap<String, f64>) -> Self {
+        Draw {
+            pool,
+            type_weights,
+            max_objects: MAX_SCENE_OBJECTS,
+        }
+    }
 }
 
 /// Item `index` of the stream with `seed`, from a pool if there is one. A
 /// pool's questions come from another stream than its scenes', so that
 /// visits to one scene differ.
-fn drawn_item(
-    seed: u64,
-    pool: Option<u64>,
-    type_weights: &BTreeMap<String, f64>,
-    index: u64,
-    caption: bool,
-) -> StreamedItem {
-    let (scene, image, mut question_rng) = match pool {
+fn drawn_item(seed: u64, draw: &Draw, index: u64, caption: bool) -> StreamedItem {
+    let (scene, image, mut question_rng) = match draw.pool {
         Some(pool) => {
-            let (scene, image) = drawn_scene(&mut image_rng(seed, index % pool.max(1)));
+            let (scene, image) =
+                drawn_scene(&mut image_rng(seed, index % pool.max(1)), draw.max_objects);
             (scene, image, image_rng(!seed, index))
         }
         None => {
             let mut rng = image_rng(seed, index);
-            let (scene, image) = drawn_scene(&mut rng);
+            let (scene, image) = drawn_scene(&mut rng, draw.max_objects);
             (scene, image, rng)
         }
     };
-    example_of(scene, image, caption, type_weights, &mut question_rng)
+    example_of(scene, image, caption, draw.type_weights, &mut question_rng)
 }
 
-/// A random scene and its image on a random backdrop.
-fn drawn_scene(rng: &mut impl Rng) -> (Scene, RgbImage) {
+/// A random scene of up to `max_objects` objects and its image on a random backdrop.
+fn drawn_scene(rng: &mut impl Rng, max_objects: usize) -> (Scene, RgbImage) {
     let noise = rng.random_bool(0.25);
-    let scene = random_scene(rng, noise);
+    let scene = random_scene_of_at_most(rng, noise, max_objects);
     let backdrop = random_backdrop(rng);
     let image = render_on(&scene, DRAW_SIZE, &backdrop);
     (scene, image)
@@ -276,7 +331,7 @@ pub fn mixed_step(
         .first()
         .is_some_and(|&i| train.examples[i].question_type.is_none());
     for j in 0..count {
-        let item = opts.item((step * count + j) as u64, caption);
+        let item = opts.item_at_step(step, (step * count + j) as u64, caption);
         push_item(&mut ds, item, tokenizer, cfg)?;
     }
     Ok(ds)

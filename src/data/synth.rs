@@ -73,9 +73,18 @@ pub struct SceneLine {
 /// How far an object's centre may move from its cell's centre (fraction of the side).
 const MAX_JITTER: f32 = 0.01;
 
+/// The most objects a scene holds.
+pub const MAX_SCENE_OBJECTS: usize = 4;
+
 /// A random scene of 1–4 objects, at most one per grid cell.
 pub fn random_scene(rng: &mut impl Rng, noise: bool) -> Scene {
-    let n = rng.random_range(1..=4);
+    random_scene_of_at_most(rng, noise, MAX_SCENE_OBJECTS)
+}
+
+/// A random scene of 1 to `max_objects` objects (at most 4), at most one per
+/// grid cell; with 4, the same draws as [`random_scene`].
+pub fn random_scene_of_at_most(rng: &mut impl Rng, noise: bool, max_objects: usize) -> Scene {
+    let n = rng.random_range(1..=max_objects.clamp(1, MAX_SCENE_OBJECTS));
     let mut cells: Vec<usize> = (0..9).collect();
     cells.shuffle(rng);
     let objects = cells[..n]
