@@ -212,7 +212,7 @@ fn with_gradients_every_encoder_tensor_gets_one() {
 use fusecap::model::dir::{
     inference_model, init_model, load_config, load_weights, save_config, save_weights, sorted_vars,
 };
-use fusecap::model::{Config, Fusion, FusionModel};
+use fusecap::model::{Config, Fusion, FusionModel, VisionPositions};
 
 const VOCAB: usize = 40;
 
@@ -270,8 +270,17 @@ fn every_fusion_trains_on_pretrained_vision_tokens_and_round_trips() {
     let tmp = tempfile::tempdir().expect("tempdir");
     encoder_dir(tmp.path());
     let dev = Device::Cpu;
-    for fusion in Fusion::ALL {
-        let cfg = pretrained_config(fusion, tmp.path());
+    for (fusion, positions) in Fusion::ALL.into_iter().flat_map(|f| {
+        [
+            (f, VisionPositions::Learned),
+            (f, VisionPositions::Coordinates),
+        ]
+    }) {
+        let cfg = Config {
+            vision_positions: positions,
+            ..pretrained_config(fusion, tmp.path())
+        };
+        assert_eq!(cfg.validate(), Ok(()), "{fusion} {positions:?}");
         let (model, varmap) = init_model(&cfg, 7, &dev).expect("init");
         common::set_gates(&varmap, 0.5);
         let vars = sorted_vars(&varmap);
@@ -288,12 +297,21 @@ fn every_fusion_trains_on_pretrained_vision_tokens_and_round_trips() {
             ],
             "{fusion}: only the projection is trainable"
         );
-        assert!(
-            !vars
-                .iter()
-                .any(|(n, _)| n.starts_with("vision.patch_embed")),
-            "{fusion}: no patch stem"
-        );
+        // Coordinate positions add a patch stem over RGB and the two
+        // coordinate channels; the other positions have none.
+        let patch_stem: Vec<(&str, Vec<usize>)> = vars
+            .iter()
+            .filter(|(n, _)| n.starts_with("vision.patch_embed"))
+            .map(|(n, v)| (n.as_str(), v.dims().to_vec()))
+            .collect();
+        let expected = match positions {
+            VisionPositions::Coordinates => vec![
+                ("vision.patch_embed.bias", vec![cfg.d_model]),
+                ("vision.patch_embed.weight", vec![cfg.d_model, 5 * 4 * 4]),
+            ],
+            _ => vec![],
+        };
+        assert_eq!(patch_stem, expected, "{fusion} {positions:?}");
 
         let logits = logits_of(&model);
         assert_eq!(logits.dims(), &[2, 4, VOCAB]);

@@ -104,7 +104,9 @@ pub enum VisionPositions {
     SinCos2d,
     /// Two extra input channels hold each pixel's column and row, scaled to
     /// the range of the normalised pixels, so the stem embeds a token's place
-    /// at the same scale as its content. No table is added.
+    /// at the same scale as its content. No table is added. With a
+    /// `vision_encoder`, a patch embedding of the pixels and these channels is
+    /// added to the pretrained tokens.
     Coordinates,
 }
 
@@ -440,12 +442,8 @@ impl Config {
                     self.image_size, spec.image_size, self.patch_size, spec.tokens
                 ));
             }
-            if self.vision_positions == VisionPositions::Coordinates
-                || self.vision_stem != VisionStem::Patch
-            {
-                errors.push(
-                    "a vision_encoder replaces the stem: use vision_stem \"patch\" and learned or sin-cos vision_positions".into(),
-                );
+            if self.vision_stem != VisionStem::Patch {
+                errors.push("a vision_encoder replaces the stem: use vision_stem \"patch\"".into());
             }
         }
         if let Some(Err(e)) = self.text_encoder.as_ref().map(|spec| spec.check()) {

@@ -2,7 +2,9 @@
 //!
 //! The stem that makes the tokens is a config choice (`Config::vision_stem`):
 //! one linear projection of each `patch_size`² patch, or a stack of 3×3
-//! stride-2 convolutions (ReLU between them) that reaches the same token grid.
+//! stride-2 convolutions (ReLU between them) that reaches the same token grid,
+//! or a pretrained encoder (`Config::vision_encoder`), to whose tokens
+//! coordinate positions add a patch embedding of the pixels and coordinates.
 use candle_core::{Result, Tensor};
 use candle_nn::{Module, VarBuilder};
 
@@ -12,13 +14,45 @@ use super::{Config, VisionPositions, VisionStem};
 
 #[derive(Debug, Clone)]
 enum Stem {
-    Patch {
-        embed: Linear,
-        size: usize,
-    },
+    Patch(PatchEmbedding),
     Conv(Vec<Conv3x3>),
-    /// A pretrained encoder's pooled, projected tokens (`Config::vision_encoder`).
-    Pretrained(PretrainedVision),
+    /// A pretrained encoder's pooled, projected tokens (`Config::vision_encoder`),
+    /// plus the patch embedding of the pixels with their coordinate channels
+    /// when the positions are `Coordinates`.
+    Pretrained {
+        encoder: PretrainedVision,
+        pixels: Option<PatchEmbedding>,
+    },
+}
+
+/// One linear projection of each `size`² patch of the stem's input.
+#[derive(Debug, Clone)]
+struct PatchEmbedding {
+    embed: Linear,
+    size: usize,
+}
+
+impl PatchEmbedding {
+    fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        let patch_dim = cfg.vision_input_channels() * cfg.patch_size * cfg.patch_size;
+        Ok(PatchEmbedding {
+            embed: Linear::new(patch_dim, cfg.d_model, true, cfg, vb.pp("patch_embed"))?,
+            size: cfg.patch_size,
+        })
+    }
+
+    /// [B, C, S, S] -> [B, Nv, d]
+    fn forward(&self, images: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = images.dims4()?;
+        let p = self.size;
+        let (gh, gw) = (h / p, w / p);
+        // [B, C, gh, p, gw, p] -> [B, gh, gw, C, p, p] -> [B, Nv, C·p·p]
+        let patches = images
+            .reshape((b, c, gh, p, gw, p))?
+            .permute((0, 2, 4, 1, 3, 5))?
+            .reshape((b, gh * gw, c * p * p))?;
+        self.embed.forward(&patches)
+    }
 }
 
 /// Where a token's place enters the encoder.
@@ -57,15 +91,13 @@ impl VisionEncoder {
                         "the vision_encoder expects images normalised with mean {mean:?} and std {std:?}: set image_mean and image_std to them"
                     );
                 }
-                Stem::Pretrained(p)
+                let pixels = match cfg.vision_positions {
+                    VisionPositions::Coordinates => Some(PatchEmbedding::new(cfg, vb.clone())?),
+                    VisionPositions::Learned | VisionPositions::SinCos2d => None,
+                };
+                Stem::Pretrained { encoder: p, pixels }
             }
-            (None, VisionStem::Patch) => {
-                let patch_dim = cfg.vision_input_channels() * cfg.patch_size * cfg.patch_size;
-                Stem::Patch {
-                    embed: Linear::new(patch_dim, cfg.d_model, true, cfg, vb.pp("patch_embed"))?,
-                    size: cfg.patch_size,
-                }
-            }
+            (None, VisionStem::Patch) => Stem::Patch(PatchEmbedding::new(cfg, vb.clone())?),
             (None, VisionStem::Conv) => {
                 let channels = cfg.conv_stem_channels();
                 let inputs =
@@ -117,7 +149,7 @@ impl VisionEncoder {
     /// The pretrained encoder that makes the tokens, if the config names one.
     pub fn pretrained(&self) -> Option<&PretrainedVision> {
         match &self.stem {
-            Stem::Pretrained(p) => Some(p),
+            Stem::Pretrained { encoder, .. } => Some(encoder),
             _ => None,
         }
     }
@@ -125,7 +157,7 @@ impl VisionEncoder {
     /// images: [B, 3, S, S], normalised -> [B, Nv, d]
     pub fn forward(&self, images: &Tensor) -> Result<Tensor> {
         let with_coordinates;
-        let images = match &self.positions {
+        let pixels = match &self.positions {
             Positions::InputChannels(coordinates) => {
                 let b = images.dim(0)?;
                 let (_, c, h, w) = coordinates.dims4()?;
@@ -135,21 +167,12 @@ impl VisionEncoder {
             }
             Positions::Added(_) => images,
         };
-        let (b, c, h, w) = images.dims4()?;
         let tokens = match &self.stem {
-            Stem::Patch { embed, size } => {
-                let p = *size;
-                let (gh, gw) = (h / p, w / p);
-                // [B, 3, gh, p, gw, p] -> [B, gh, gw, 3, p, p] -> [B, Nv, 3·p·p]
-                let patches = images
-                    .reshape((b, c, gh, p, gw, p))?
-                    .permute((0, 2, 4, 1, 3, 5))?
-                    .reshape((b, gh * gw, c * p * p))?;
-                embed.forward(&patches)?
-            }
+            Stem::Patch(patches) => patches.forward(pixels)?,
             Stem::Conv(convs) => {
-                // channels last: [B, S, S, 3] -> ... -> [B, S/p, S/p, d]
-                let mut x = images.permute((0, 2, 3, 1))?;
+                let b = pixels.dim(0)?;
+                // channels last: [B, S, S, C] -> ... -> [B, S/p, S/p, d]
+                let mut x = pixels.permute((0, 2, 3, 1))?;
                 for (i, conv) in convs.iter().enumerate() {
                     x = conv.forward(&x)?;
                     if i + 1 < convs.len() {
@@ -159,7 +182,14 @@ impl VisionEncoder {
                 let (_, gh, gw, d) = x.dims4()?;
                 x.reshape((b, gh * gw, d))?
             }
-            Stem::Pretrained(p) => p.forward(images)?,
+            Stem::Pretrained {
+                encoder,
+                pixels: None,
+            } => encoder.forward(images)?,
+            Stem::Pretrained {
+                encoder,
+                pixels: Some(patches),
+            } => (encoder.forward(images)? + patches.forward(pixels)?)?,
         };
         let tokens = match &self.stem_norm {
             Some(norm) => norm.forward(&tokens)?,
