@@ -7,22 +7,25 @@
 # - docs/results/seeds/learning-curves.png.
 # scripts/seeds_table.py prints the README's seed table from them. A run
 # whose summary exists is not evaluated again (each test split once per model).
+# NAME and OUT evaluate another family's runs, e.g. the pretrained models':
+#   NAME=pretrained OUT=docs/results/pretrained-seeds scripts/evaluate-seeds.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FUSECAP=${FUSECAP:-target/release/fusecap}
-OUT=docs/results/seeds
+NAME=${NAME:-scenes}
+OUT=${OUT:-docs/results/seeds}
 mkdir -p "$OUT" runs/eval/seeds
 runs=()
 for fusion in concat separate gated; do
   for seed in 0 1; do
-    run="runs/scenes-$fusion-seed$seed"
+    run="runs/$NAME-$fusion-seed$seed"
     # Finished runs only: train_state.json's step has reached its --steps.
     python3 -c 'import json, sys
 s = json.load(open(sys.argv[1]))
 sys.exit(s["step"] != s["options"]["steps"])' "$run/train_state.json" 2>/dev/null || continue
     runs+=(--model "$run")
     for data in scenes easy-vqa; do
-      full="runs/eval/seeds/eval-$data-$fusion-seed$seed.json"
+      full="runs/eval/seeds/eval-$data-$NAME-$fusion-seed$seed.json"
       [ -f "$OUT/eval-$data-$fusion-seed$seed.json" ] && continue
       $FUSECAP eval --model "$run" --data "data/$data/manifest.jsonl" --split test \
         --json "$full" --quiet > /dev/null

@@ -3,12 +3,14 @@
 (runs/scenes-FUSION-seedSEED), its test accuracy per scene question type and
 on easy-VQA (docs/results/seeds/, written by scripts/evaluate-seeds.sh), its
 last validation accuracy and the first step at which validation reached 90%
-(its training.jsonl)."""
+(its training.jsonl). NAME and OUT as for scripts/evaluate-seeds.sh:
+  NAME=pretrained OUT=docs/results/pretrained-seeds scripts/seeds_table.py"""
 import json
 import os
 
 TYPES = ["color", "shape", "size", "count", "exist", "position", "relation"]
-RESULTS = "docs/results/seeds"
+NAME = os.environ.get("NAME", "scenes")
+RESULTS = os.environ.get("OUT", "docs/results/seeds")
 
 
 def pct(x):
@@ -24,7 +26,7 @@ print("| fusion | seed | scenes | " + " | ".join(TYPES) + " | easy-VQA | last va
 print("|---" * (len(TYPES) + 6) + "|")
 for fusion in ("concat", "separate", "gated"):
     for seed in (0, 1):
-        run = f"runs/scenes-{fusion}-seed{seed}"
+        run = f"runs/{NAME}-{fusion}-seed{seed}"
         scenes_file = f"{RESULTS}/eval-scenes-{fusion}-seed{seed}.json"
         if not os.path.exists(scenes_file):
             continue
