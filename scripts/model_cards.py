@@ -84,7 +84,11 @@ def vision_text(cfg):
     if spec:
         return (f"- Vision: frozen {ENCODERS[spec['kind']].split(',')[0]} on {spec['image_size']}×{spec['image_size']} images, "
                 f"its patch grid average-pooled to {spec['tokens']}×{spec['tokens']} tokens (one per cell of the scenes' 3×3 grid) "
-                f"and projected to d {cfg['d_model']}; then {later}.")
+                f"and projected to d {cfg['d_model']}"
+                + (f", plus a linear embedding of each token's {cfg['patch_size']}×{cfg['patch_size']} patch of the pixels "
+                   "and their column and row channels (the from-scratch stem)"
+                   if cfg.get("vision_positions") == "coordinates" else "")
+                + f"; then {later}.")
     return (f"- Vision: {cfg['patch_size']}×{cfg['patch_size']} patches of {cfg['image_size']}×{cfg['image_size']} images "
             f"(a {grid}×{grid} token grid, aligned with the scenes' 3×3 grid), each pixel's column and row as two extra input channels, "
             f"{later}.")
