@@ -310,6 +310,13 @@ fn a_ramp_grows_the_scenes_from_one_object_to_four_and_then_changes_nothing() {
     assert_eq!(most_objects(100), 2);
     assert_eq!(most_objects(299), 3);
     assert_eq!(most_objects(300), 4);
+    // The ramp's arithmetic holds for any length a user can type.
+    let longest = StreamOptions {
+        ramp_steps: Some(u64::MAX),
+        ..ramped.clone()
+    };
+    assert_eq!(longest.max_objects(0), 1);
+    assert_eq!(longest.max_objects(usize::MAX - 1), 3);
     // After the ramp, and without one, the items are the stream's own.
     let plain = StreamOptions {
         ramp_steps: None,

@@ -97,16 +97,20 @@ impl StreamOptions {
     /// Training item `index`, its question drawn with the type weights, its
     /// scene of up to four objects.
     pub fn item(&self, index: u64, caption: bool) -> StreamedItem {
-        self.item_at_step(usize::MAX, index, caption)
+        self.item_of_at_most(MAX_SCENE_OBJECTS, index, caption)
     }
 
     /// Training item `index` at `step`: as [`StreamOptions::item`], with as
     /// many objects as the ramp allows then.
     pub fn item_at_step(&self, step: usize, index: u64, caption: bool) -> StreamedItem {
+        self.item_of_at_most(self.max_objects(step), index, caption)
+    }
+
+    fn item_of_at_most(&self, max_objects: usize, index: u64, caption: bool) -> StreamedItem {
         let draw = Draw {
             pool: self.pool,
             type_weights: &self.type_weights,
-            max_objects: self.max_objects(step),
+            max_objects,
         };
         drawn_item(self.seed, &draw, index, caption)
     }
@@ -115,7 +119,8 @@ impl StreamOptions {
     pub fn max_objects(&self, step: usize) -> usize {
         match self.ramp_steps {
             Some(ramp) if (step as u64) < ramp => {
-                1 + (step as u64 * (MAX_SCENE_OBJECTS as u64 - 1) / ramp) as usize
+                let extra = step as u128 * (MAX_SCENE_OBJECTS as u128 - 1) / ramp as u128;
+                1 + extra as usize
             }
             _ => MAX_SCENE_OBJECTS,
         }
