@@ -2,7 +2,7 @@
 # Evaluates every run of the shipped recipe that scripts/train-shipped-models.sh
 # left in runs/scenes-FUSION-seedSEED (both seeds), once, on the held-out test
 # splits, and draws their validation curves on one plot:
-# - docs/results/seeds/eval-{scenes,easy-vqa}-FUSION-seedSEED.json (summaries;
+# - docs/results/seeds/eval-{scenes,scenes-noise,scenes-probe,easy-vqa}-FUSION-seedSEED.json (summaries;
 #   the whole results stay in runs/eval/seeds/);
 # - docs/results/seeds/learning-curves.png.
 # scripts/seeds_table.py prints the README's seed table from them. A run
@@ -24,7 +24,7 @@ for fusion in concat separate gated; do
 s = json.load(open(sys.argv[1]))
 sys.exit(s["step"] != s["options"]["steps"])' "$run/train_state.json" 2>/dev/null || continue
     runs+=(--model "$run")
-    for data in scenes easy-vqa; do
+    for data in scenes scenes-noise scenes-probe easy-vqa; do
       full="runs/eval/seeds/eval-$data-$NAME-$fusion-seed$seed.json"
       [ -f "$OUT/eval-$data-$fusion-seed$seed.json" ] && continue
       $FUSECAP eval --model "$run" --data "data/$data/manifest.jsonl" --split test \

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Prints the README's seed table: for every run of the shipped recipe
+"""Prints the README's seed tables: for every run of the shipped recipe
 (runs/scenes-FUSION-seedSEED), its test accuracy per scene question type and
 on easy-VQA (docs/results/seeds/, written by scripts/evaluate-seeds.sh), its
 last validation accuracy and the first step at which validation reached 90%
-(its training.jsonl). NAME and OUT as for scripts/evaluate-seeds.sh:
+(its training.jsonl); then, where evaluated, the noisy background and
+binding: colour, shape and size questions about scenes of 2+ objects, and
+the probe's questions whose colour and shape sit on different objects. NAME and OUT as for scripts/evaluate-seeds.sh:
   NAME=pretrained OUT=docs/results/pretrained-seeds scripts/seeds_table.py"""
 import json
 import os
@@ -39,3 +41,20 @@ for fusion in ("concat", "separate", "gated"):
         cells += [pct(easy["vqa"]["accuracy"]), pct(vals[-1]["val_accuracy"]),
                   f"{reached:,}" if reached else "never"]
         print("| " + " | ".join(cells) + " |")
+
+
+print()
+print("| fusion | seed | noisy background (plain) | colour / shape / size, 2+ objects | red and circle on different objects (probe) |")
+print("|---|---|---|---|---|")
+for fusion in ("concat", "separate", "gated"):
+    for seed in (0, 1):
+        files = [f"{RESULTS}/eval-{data}-{fusion}-seed{seed}.json"
+                 for data in ("scenes", "scenes-noise", "scenes-probe")]
+        if not all(os.path.exists(f) for f in files):
+            continue
+        plain, noise, probe = (json.load(open(f)) for f in files)
+        multi = plain["binding"]["per_type"]
+        conj = probe["binding"]["split_conjunctions"]
+        print(f"| {fusion} | {seed} | {pct(noise['vqa']['accuracy'])} ({pct(plain['vqa']['accuracy'])}) | "
+              + " / ".join(f"{100 * multi[t][1]['accuracy']:.0f}" for t in ("color", "shape", "size"))
+              + f"% | {pct(conj['accuracy'])} (n={conj['n']}) |")
