@@ -14,6 +14,8 @@ import math
 import os
 import sys
 
+from tables import TYPES, load, pct
+
 RESULTS = os.environ.get("RESULTS", "docs/results")
 FUSION_TEXT = {
     "concat": "one cross-attention per decoder layer over the concatenated [vision; text] memory, with learned modality-type embeddings",
@@ -21,15 +23,6 @@ FUSION_TEXT = {
     "gated": "as separate, each cross-attention output scaled by a learned tanh(alpha) gate",
 }
 DEFAULT_GATE_LR_SCALE = 10.0  # AdamW::DEFAULT_GATE_LR_SCALE
-TYPES = ["color", "shape", "size", "count", "exist", "position", "relation"]
-
-
-def pct(x):
-    return f"{100 * x:.1f}%"
-
-
-def load(path):
-    return json.load(open(path))
 
 
 def compared(name):

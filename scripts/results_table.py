@@ -3,22 +3,12 @@
 scripts/evaluate-shipped-models.sh writes to docs/results/
 ({scenes,easy-vqa}-compare.json, eval-{scenes,scenes-noise,scenes-probe}-FUSION.json)
 and the models' training.jsonl."""
-import json
 import os
 import sys
 
+from tables import TYPES, load, multi_object_cell, pct, probe_cell
+
 root = sys.argv[1] if len(sys.argv) > 1 else "docs/results"
-TYPES = ["color", "shape", "size", "count", "exist", "position", "relation"]
-
-
-def pct(x):
-    return f"{100 * x:.1f}%"
-
-
-def load(path):
-    return json.load(open(path))
-
-
 def by_key(name):
     """The compared models by the key evaluate-shipped-models.sh names their
     files with: the folder's name without "scenes-"."""
@@ -44,11 +34,9 @@ print("| model | noisy background | colour / shape / size, 2+ objects | red and 
 print("|---|---|---|---|---|")
 for f in fusions:
     noise = load(f"{root}/eval-scenes-noise-{f}.json")
-    multi = load(f"{root}/eval-scenes-{f}.json")["binding"]["per_type"]
-    conj = load(f"{root}/eval-scenes-probe-{f}.json")["binding"]["split_conjunctions"]
     e = easy[f]
     cells = [label(f), pct(noise["vqa"]["accuracy"]),
-             " / ".join(f"{100 * multi[t][1]['accuracy']:.0f}" for t in ("color", "shape", "size")) + "%",
-             f"{pct(conj['accuracy'])} (n={conj['n']})",
+             multi_object_cell(load(f"{root}/eval-scenes-{f}.json")),
+             probe_cell(load(f"{root}/eval-scenes-probe-{f}.json")),
              f"{pct(e['vqa']['accuracy'])} ({pct(e['vqa_per_type']['shape']['accuracy'])})"]
     print("| " + " | ".join(cells) + " |")

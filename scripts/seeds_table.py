@@ -7,21 +7,12 @@ last validation accuracy and the first step at which validation reached 90%
 binding: colour, shape and size questions about scenes of 2+ objects, and
 the probe's questions whose colour and shape sit on different objects. NAME and OUT as for scripts/evaluate-seeds.sh:
   NAME=pretrained OUT=docs/results/pretrained-seeds scripts/seeds_table.py"""
-import json
 import os
 
-TYPES = ["color", "shape", "size", "count", "exist", "position", "relation"]
+from tables import TYPES, load, multi_object_cell, pct, probe_cell, validations
+
 NAME = os.environ.get("NAME", "scenes")
 RESULTS = os.environ.get("OUT", "docs/results/seeds")
-
-
-def pct(x):
-    return f"{100 * x:.1f}%"
-
-
-def validations(run):
-    with open(f"{run}/training.jsonl") as log:
-        return [r for r in map(json.loads, log) if "val_accuracy" in r]
 
 
 print("| fusion | seed | scenes | " + " | ".join(TYPES) + " | easy-VQA | last validation | validation 90% at step |")
@@ -32,8 +23,8 @@ for fusion in ("concat", "separate", "gated"):
         scenes_file = f"{RESULTS}/eval-scenes-{fusion}-seed{seed}.json"
         if not os.path.exists(scenes_file):
             continue
-        scenes = json.load(open(scenes_file))
-        easy = json.load(open(f"{RESULTS}/eval-easy-vqa-{fusion}-seed{seed}.json"))
+        scenes = load(scenes_file)
+        easy = load(f"{RESULTS}/eval-easy-vqa-{fusion}-seed{seed}.json")
         vals = validations(run)
         reached = next((r["step"] for r in vals if r["val_accuracy"] >= 0.9), None)
         cells = [fusion, str(seed), pct(scenes["vqa"]["accuracy"])]
@@ -52,9 +43,6 @@ for fusion in ("concat", "separate", "gated"):
                  for data in ("scenes", "scenes-noise", "scenes-probe")]
         if not all(os.path.exists(f) for f in files):
             continue
-        plain, noise, probe = (json.load(open(f)) for f in files)
-        multi = plain["binding"]["per_type"]
-        conj = probe["binding"]["split_conjunctions"]
+        plain, noise, probe = (load(f) for f in files)
         print(f"| {fusion} | {seed} | {pct(noise['vqa']['accuracy'])} ({pct(plain['vqa']['accuracy'])}) | "
-              + " / ".join(f"{100 * multi[t][1]['accuracy']:.0f}" for t in ("color", "shape", "size"))
-              + f"% | {pct(conj['accuracy'])} (n={conj['n']}) |")
+              f"{multi_object_cell(plain)} | {probe_cell(probe)} |")

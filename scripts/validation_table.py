@@ -6,16 +6,8 @@ one question type, with the first step at which each run reached 90% and 95%.
   scripts/validation_table.py [--type position] RUN...
 """
 import argparse
-import json
 
-
-def validations(run):
-    with open(f"{run}/training.jsonl") as log:
-        return {r["step"]: r for r in map(json.loads, log) if "val_accuracy" in r}
-
-
-def pct(x):
-    return "–" if x is None else f"{100 * x:.1f}%"
+from tables import pct, validations
 
 
 def first_step(vals, threshold):
@@ -27,7 +19,7 @@ parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--type", default="position", help="the question type of the second column per run")
 parser.add_argument("runs", nargs="+")
 args = parser.parse_args()
-runs = {run: validations(run) for run in args.runs}
+runs = {run: {r["step"]: r for r in validations(run)} for run in args.runs}
 steps = sorted({s for vals in runs.values() for s in vals})
 header = ["step"]
 for run in args.runs:
