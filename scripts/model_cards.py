@@ -121,9 +121,13 @@ def card(name, scenes, easy):
     weights = opts["stream"].get("type_weights") or {}
     flags = extra_flags(opts)
     prefix = name.removesuffix(f"-{fusion}")
-    script_env = (f"CONFIG={recipe} STEPS={opts['steps']} FUSIONS={fusion}"
-                  + (f" NAME={prefix}" if prefix != "scenes" else "")
-                  + (f" TRAIN_ARGS=\"{flags}\"" if flags else ""))
+    if prefix == "pretrained":
+        script_env = f"FUSIONS={fusion} STEPS={opts['steps']} scripts/train-pretrained-models.sh"
+    else:
+        script_env = (f"CONFIG={recipe} STEPS={opts['steps']} FUSIONS={fusion}"
+                      + (f" NAME={prefix}" if prefix != "scenes" else "")
+                      + (f" TRAIN_ARGS=\"{flags}\"" if flags else "")
+                      + " scripts/train-shipped-models.sh")
     lines = [
         f"# {name}",
         "",
@@ -149,7 +153,7 @@ def card(name, scenes, easy):
         f"    --steps {opts['steps']} --warmup {opts['warmup_steps']} --eval-every {opts['eval_every']} "
         f"--checkpoint-every {opts['checkpoint_every']} --seed {opts['seed']} --out runs/{name}-seed0",
         "```",
-        f"`{script_env} scripts/train-shipped-models.sh` runs it and copies the files a user needs here.",
+        f"`{script_env}` runs it and copies the files a user needs here.",
         "",
         "## Model",
         f"- {sc['parameters']:,} trained parameters, of which {sc['cross_attention_parameters']:,} in cross-attention; stored as f16.",

@@ -1,48 +1,49 @@
 #!/usr/bin/env python3
-"""Prints the README's seed tables: for every run of the shipped recipe
-(runs/scenes-FUSION-seedSEED), its test accuracy per scene question type and
-on easy-VQA (docs/results/seeds/, written by scripts/evaluate-seeds.sh), its
-last validation accuracy and the first step at which validation reached 90%
-(its training.jsonl); then, where evaluated, the noisy background and
-binding: colour, shape and size questions about scenes of 2+ objects, and
-the probe's questions whose colour and shape sit on different objects. NAME and OUT as for scripts/evaluate-seeds.sh:
+"""Prints the README's seed tables: for every run of a shipped recipe
+(runs/NAME-FUSION-seedSEED) evaluated by scripts/evaluate-seeds.sh, its test
+accuracy on the scenes (overall, per attribute and relation), on the noisy
+background, on colour / shape / size questions about scenes of 2+ objects and
+on easy-VQA, and the first step at which its validation reached 90% (its
+training.jsonl); then the other scene types, the binding probe ("is there a
+red circle?" with red and circle on different objects) and the last
+validation. NAME and OUT as for scripts/evaluate-seeds.sh:
   NAME=pretrained OUT=docs/results/pretrained-seeds scripts/seeds_table.py"""
 import os
 
-from tables import TYPES, load, multi_object_cell, pct, probe_cell, validations
+from tables import load, multi_object_cell, pct, probe_cell, validations
 
 NAME = os.environ.get("NAME", "scenes")
 RESULTS = os.environ.get("OUT", "docs/results/seeds")
 
 
-print("| fusion | seed | scenes | " + " | ".join(TYPES) + " | easy-VQA | last validation | validation 90% at step |")
-print("|---" * (len(TYPES) + 6) + "|")
-for fusion in ("concat", "separate", "gated"):
-    for seed in (0, 1):
-        run = f"runs/{NAME}-{fusion}-seed{seed}"
-        scenes_file = f"{RESULTS}/eval-scenes-{fusion}-seed{seed}.json"
-        if not os.path.exists(scenes_file):
-            continue
-        scenes = load(scenes_file)
-        easy = load(f"{RESULTS}/eval-easy-vqa-{fusion}-seed{seed}.json")
-        vals = validations(run)
-        reached = next((r["step"] for r in vals if r["val_accuracy"] >= 0.9), None)
-        cells = [fusion, str(seed), pct(scenes["vqa"]["accuracy"])]
-        cells += [pct(scenes["vqa_per_type"][t]["accuracy"]) for t in TYPES]
-        cells += [pct(easy["vqa"]["accuracy"]), pct(vals[-1]["val_accuracy"]),
-                  f"{reached:,}" if reached else "never"]
-        print("| " + " | ".join(cells) + " |")
+def evaluated_runs():
+    """(fusion, seed, {data set: summary}) of every run with all four summaries."""
+    for fusion in ("concat", "separate", "gated"):
+        for seed in (0, 1):
+            files = {data: f"{RESULTS}/eval-{data}-{fusion}-seed{seed}.json"
+                     for data in ("scenes", "scenes-noise", "scenes-probe", "easy-vqa")}
+            if all(os.path.exists(f) for f in files.values()):
+                yield fusion, seed, {data: load(f) for data, f in files.items()}
 
+
+runs = list(evaluated_runs())
+print("| fusion | seed | scenes | colour | shape | size | relation | noisy | colour / shape / size, 2+ objects | easy-VQA | validation 90% at step |")
+print("|---" * 11 + "|")
+for fusion, seed, r in runs:
+    types = r["scenes"]["vqa_per_type"]
+    vals = validations(f"runs/{NAME}-{fusion}-seed{seed}")
+    reached = next((v["step"] for v in vals if v["val_accuracy"] >= 0.9), None)
+    cells = [fusion, str(seed), pct(r["scenes"]["vqa"]["accuracy"])]
+    cells += [pct(types[t]["accuracy"]) for t in ("color", "shape", "size", "relation")]
+    cells += [pct(r["scenes-noise"]["vqa"]["accuracy"]), multi_object_cell(r["scenes"]),
+              pct(r["easy-vqa"]["vqa"]["accuracy"]), f"{reached:,}" if reached else "never"]
+    print("| " + " | ".join(cells) + " |")
 
 print()
-print("| fusion | seed | noisy background (plain) | colour / shape / size, 2+ objects | red and circle on different objects (probe) |")
-print("|---|---|---|---|---|")
-for fusion in ("concat", "separate", "gated"):
-    for seed in (0, 1):
-        files = [f"{RESULTS}/eval-{data}-{fusion}-seed{seed}.json"
-                 for data in ("scenes", "scenes-noise", "scenes-probe")]
-        if not all(os.path.exists(f) for f in files):
-            continue
-        plain, noise, probe = (load(f) for f in files)
-        print(f"| {fusion} | {seed} | {pct(noise['vqa']['accuracy'])} ({pct(plain['vqa']['accuracy'])}) | "
-              f"{multi_object_cell(plain)} | {probe_cell(probe)} |")
+print("| fusion | seed | count | exist | position | red and circle on different objects (probe) | last validation |")
+print("|---" * 7 + "|")
+for fusion, seed, r in runs:
+    types = r["scenes"]["vqa_per_type"]
+    last = validations(f"runs/{NAME}-{fusion}-seed{seed}")[-1]["val_accuracy"]
+    cells = [fusion, str(seed)] + [pct(types[t]["accuracy"]) for t in ("count", "exist", "position")]
+    print("| " + " | ".join(cells + [probe_cell(r["scenes-probe"]), pct(last)]) + " |")

@@ -27,7 +27,7 @@
 # THREADS=1 runs side by side (one core each), CONFIG and STEPS another recipe,
 # TRAIN_ARGS more `fusecap train` flags, NAME another model name (default
 # scenes). Runs go to runs/NAME-FUSION-seedSEED; with SEED=0 the model
-# directories models/NAME-FUSION get the files a user needs.
+# directories models/NAME-FUSION get the files a user needs (not with SHIP=0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release
@@ -49,7 +49,7 @@ for fusion in ${FUSIONS:-concat separate gated}; do
     --data data/easy-vqa/manifest.jsonl --stream-share 0.5 \
     --steps "$STEPS" --warmup 200 --eval-every 1000 --checkpoint-every 1000 \
     --seed "$SEED" --out "$run" --threads "${THREADS:-2}" --force ${TRAIN_ARGS:-}
-  if [ "$SEED" = 0 ]; then
+  if [ "$SEED" = 0 ] && [ "${SHIP:-1}" != 0 ]; then
     model="models/$NAME-$fusion"
     mkdir -p "$model"
     cp "$run"/{config.json,model.safetensors,tokenizer.json} "$model/"

@@ -107,20 +107,19 @@ fn the_default_model_captions_the_single_shape_samples() {
 fn the_default_model_captions_scene_1_and_answers_its_questions() {
     let caption = last_field(&["caption", "samples/scene-1.png"]);
     assert_captions_scene_1("the default model", &caption);
-    let out = fusecap(
-        repo_root(),
-        &[
-            "ask",
-            "samples/scene-1.png",
-            "--questions",
-            "samples/questions.txt",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let args = [
+        "ask",
+        "samples/scene-1.png",
+        "--questions",
+        "samples/questions.txt",
+    ];
+    assert_answers_sample_questions("the default model", &fusecap(repo_root(), &args));
+}
+
+/// `ask ... --questions samples/questions.txt` succeeded and gave every
+/// question the answer noted above it.
+fn assert_answers_sample_questions(model: &str, out: &Output) {
+    assert!(out.status.success(), "{model}: {}", stderr(out));
     let answers: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|line| {
@@ -132,14 +131,14 @@ fn the_default_model_captions_scene_1_and_answers_its_questions() {
     assert_eq!(
         answers,
         common::samples::noted_questions(),
-        "(question, answer) pairs"
+        "{model}: (question, answer) pairs"
     );
 }
 
 /// The shipped models on pretrained encoders hold only their own weights:
 /// each is refused, with the command that imports them, until its encoders
-/// are imported beside `models/`, and then answers the single-shape samples
-/// and captions scene-1.
+/// are imported beside `models/`, and then answers the single-shape samples,
+/// captions scene-1 and answers every question of samples/questions.txt.
 /// Needs the two wheels (skipped, with the reason, without them).
 #[test]
 fn the_pretrained_models_need_their_encoders_imported_and_then_answer_the_samples() {
@@ -221,5 +220,9 @@ fn the_pretrained_models_need_their_encoders_imported_and_then_answer_the_sample
         let args = ["caption", "--model", &model, &image];
         let caption = last_field_of(&fusecap(tmp.path(), &args), &args);
         assert_captions_scene_1(name, &caption);
+        let questions = repo_root().join("samples/questions.txt");
+        let questions = questions.to_string_lossy().into_owned();
+        let args = ["ask", "--model", &model, &image, "--questions", &questions];
+        assert_answers_sample_questions(name, &fusecap(tmp.path(), &args));
     }
 }
