@@ -9,6 +9,8 @@ import sys
 from tables import TYPES, load, multi_object_cell, pct, probe_cell
 
 root = sys.argv[1] if len(sys.argv) > 1 else "docs/results"
+
+
 def by_key(name):
     """The compared models by the key evaluate-shipped-models.sh names their
     files with: the folder's name without "scenes-"."""

@@ -17,21 +17,22 @@ RESULTS = os.environ.get("OUT", "docs/results/seeds")
 
 
 def evaluated_runs():
-    """(fusion, seed, {data set: summary}) of every run with all four summaries."""
+    """(fusion, seed, {data set: summary}, validation records) of every run
+    with all four summaries."""
     for fusion in ("concat", "separate", "gated"):
         for seed in (0, 1):
             files = {data: f"{RESULTS}/eval-{data}-{fusion}-seed{seed}.json"
                      for data in ("scenes", "scenes-noise", "scenes-probe", "easy-vqa")}
             if all(os.path.exists(f) for f in files.values()):
-                yield fusion, seed, {data: load(f) for data, f in files.items()}
+                yield (fusion, seed, {data: load(f) for data, f in files.items()},
+                       validations(f"runs/{NAME}-{fusion}-seed{seed}"))
 
 
 runs = list(evaluated_runs())
 print("| fusion | seed | scenes | colour | shape | size | relation | noisy | colour / shape / size, 2+ objects | easy-VQA | validation 90% at step |")
 print("|---" * 11 + "|")
-for fusion, seed, r in runs:
+for fusion, seed, r, vals in runs:
     types = r["scenes"]["vqa_per_type"]
-    vals = validations(f"runs/{NAME}-{fusion}-seed{seed}")
     reached = next((v["step"] for v in vals if v["val_accuracy"] >= 0.9), None)
     cells = [fusion, str(seed), pct(r["scenes"]["vqa"]["accuracy"])]
     cells += [pct(types[t]["accuracy"]) for t in ("color", "shape", "size", "relation")]
@@ -42,8 +43,8 @@ for fusion, seed, r in runs:
 print()
 print("| fusion | seed | count | exist | position | red and circle on different objects (probe) | last validation |")
 print("|---" * 7 + "|")
-for fusion, seed, r in runs:
+for fusion, seed, r, vals in runs:
     types = r["scenes"]["vqa_per_type"]
-    last = validations(f"runs/{NAME}-{fusion}-seed{seed}")[-1]["val_accuracy"]
+    last = vals[-1]["val_accuracy"]
     cells = [fusion, str(seed)] + [pct(types[t]["accuracy"]) for t in ("count", "exist", "position")]
     print("| " + " | ".join(cells + [probe_cell(r["scenes-probe"]), pct(last)]) + " |")
