@@ -44,13 +44,13 @@ Install (any virtual environment; the Rust build needs none of it):
 
 Commands (the release binary must exist: `cargo build --release`):
 
-    ~/torchenv/bin/python benches/torch_reference.py load models/scenes-gated
+    ~/torchenv/bin/python benches/torch_reference.py load runs/models/scenes-gated
     ~/torchenv/bin/python benches/torch_reference.py parity --threads 1
     ~/torchenv/bin/python benches/torch_reference.py time --threads 1 --reps 15 --warmup 2 > torch.jsonl
 
 `--threads N` (before or after the subcommand) sets torch.set_num_threads(N)
 and set_num_interop_threads(1); `parity` passes it on to fusecap (default 1).
-`--models DIR...` replaces the shipped models. `--device cuda` runs torch on a
+`--models DIR...` replaces the three from-scratch models. `--device cuda` runs torch on a
 GPU (written for, not yet tried on one).
 
 How it mirrors fusecap (src/model/*.rs, src/generate/*.rs, src/data/image.rs):
@@ -90,7 +90,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 REPO = Path(__file__).resolve().parent.parent
-SHIPPED = [REPO / "models" / name for name in ("scenes-concat", "scenes-separate", "scenes-gated")]
+# One from-scratch model per fusion: the shipped default, and the separate and
+# gated models that scripts/train-shipped-models.sh writes to runs/models.
+FROM_SCRATCH = [REPO / "models" / "scenes-concat"] + [REPO / "runs" / "models" / f"scenes-{f}" for f in ("separate", "gated")]
 MASKED = -1e9  # the additive bias of a masked key (attention.rs)
 LN_EPS = 1e-5  # blocks.rs
 NUM_SPECIALS = 4  # [PAD] [BOS] [EOS] [UNK] are ids 0..3 (tokenizer.rs)
@@ -810,7 +812,7 @@ def main():
                         help="torch intra-op threads (inter-op: 1); passed to fusecap by parity")
     common.add_argument("--device", default=argparse.SUPPRESS, help="torch device (default cpu)")
     common.add_argument("--models", nargs="+", default=argparse.SUPPRESS,
-                        help="model directories (default: the three shipped ones)")
+                        help="model directories (default: the three from-scratch ones)")
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], parents=[common])
     sub = parser.add_subparsers(dest="command", required=True)
     load = sub.add_parser("load", parents=[common], help="load a model directory and report")
@@ -828,7 +830,7 @@ def main():
     args = parser.parse_args()
     args.threads = getattr(args, "threads", None)
     args.device = getattr(args, "device", "cpu")
-    args.models = [str(m) for m in getattr(args, "models", SHIPPED)]
+    args.models = [str(m) for m in getattr(args, "models", FROM_SCRATCH)]
     if args.threads:
         torch.set_num_threads(args.threads)
         torch.set_num_interop_threads(1)

@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 set -euo pipefail
 python3 - <<'PY'
 import json
-c=json.load(open('models/scenes-separate/config.json')); c['patch_size']=8
+c=json.load(open('configs/scenes-aux.json')); c['patch_size']=8
 json.dump(c,open('/tmp/p8.json','w'))
 PY
 for rep in 1 2; do

@@ -8,6 +8,9 @@
 # - explain-FUSION/: where each model looks for "what color is the star?".
 # The data comes from scripts/train-shipped-models.sh; the learning curves of
 # every seed, from scripts/evaluate-seeds.sh.
+# By default the from-scratch models: the shipped scenes-concat and the
+# scenes-separate and scenes-gated that scripts/train-shipped-models.sh puts in
+# runs/models (run this with FUSECAP_MODELS=runs/models).
 # MODELS (shipped names or directories) and OUT evaluate others, e.g.
 #   MODELS="scenes-concat pretrained-concat" OUT=docs/results/pretrained scripts/evaluate-shipped-models.sh
 # Files are named by the model's name without "scenes-" (concat, pretrained-concat).

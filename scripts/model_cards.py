@@ -5,7 +5,7 @@ train_state.json) and the test-split results that
 scripts/evaluate-shipped-models.sh writes to docs/results/ (RESULTS=DIR for
 another folder, as its OUT).
 
-usage: scripts/model_cards.py [NAME...]   (default: scenes-concat scenes-separate scenes-gated;
+usage: scripts/model_cards.py [NAME...]   (default: scenes-concat;
        a bare fusion such as `concat` means scenes-concat)
        RESULTS=docs/results/pretrained scripts/model_cards.py pretrained-concat"""
 import glob
@@ -226,7 +226,7 @@ def card(name, scenes, easy):
 
 
 scenes, easy = compared("scenes"), compared("easy-vqa")
-for name in sys.argv[1:] or ("concat", "separate", "gated"):
+for name in sys.argv[1:] or ("concat",):
     if name in FUSION_TEXT:
         name = f"scenes-{name}"
     open(f"models/{name}/README.md", "w").write(card(name, scenes, easy))

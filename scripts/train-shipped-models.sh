@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Reproduces models/scenes-{concat,separate,gated}: the data, then one
-# `fusecap train` per model, identical but for --fusion (and gated's two flags,
-# below), then the shipped files.
+# Reproduces models/scenes-concat, the default model, and the from-scratch
+# separate and gated models that docs/findings.md measures beside it: the data,
+# then one `fusecap train` per model, identical but for --fusion (and gated's
+# two flags, below), then the model directory.
 #
 # The recipe (configs/scenes-aux.json, 30,000 steps):
 # - 16×16 patches on 48×48 images, so the 3×3 token grid lines up with the
@@ -17,17 +18,20 @@
 # docs/findings.md ("Longer training", "With both losses…") has why these
 # choices, with the runs; configs/scenes-qv2.json with STEPS=40000 is the
 # recipe without the losses.
-# models/scenes-gated adds two flags ("Relation ×3 and gates at the common
-# learning rate" in docs/findings.md):
-#   FUSIONS=gated TRAIN_ARGS="--stream-type-weight relation=3 --gate-lr-scale 1" scripts/train-shipped-models.sh
+# Only concat ships. The other two go beside it in MODELS_DIR (scenes-gated
+# with two more flags: "Relation ×3 and gates at the common learning rate" in
+# docs/findings.md), where FUSECAP_MODELS=runs/models finds them by name:
+#   FUSIONS=separate MODELS_DIR=runs/models scripts/train-shipped-models.sh
+#   FUSIONS=gated MODELS_DIR=runs/models TRAIN_ARGS="--stream-type-weight relation=3 --gate-lr-scale 1" scripts/train-shipped-models.sh
 #
 # Needs the easy-VQA wheel: EASY_VQA_WHEEL=path/to/easy_vqa-1.0-py3-none-any.whl,
 # by default in the current folder (`pip download easy-vqa==1.0 --no-deps`).
-# FUSIONS="concat" (for example) trains fewer models, SEED another seed,
+# FUSIONS (default "concat") the fusions to train, SEED another seed,
 # THREADS=1 runs side by side (one core each), CONFIG and STEPS another recipe,
 # TRAIN_ARGS more `fusecap train` flags, NAME another model name (default
 # scenes). Runs go to runs/NAME-FUSION-seedSEED; with SEED=0 the model
-# directories models/NAME-FUSION get the files a user needs (not with SHIP=0).
+# directories MODELS_DIR/NAME-FUSION (default models/) get the files a user
+# needs (not with SHIP=0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release
@@ -43,14 +47,14 @@ $FUSECAP data easy-vqa --from "${EASY_VQA_WHEEL:-easy_vqa-1.0-py3-none-any.whl}"
 $FUSECAP data synth --out data/scenes --count 3000 --seed 7 --force
 $FUSECAP data synth --out data/scenes-noise --count 3000 --seed 7 --noise --force
 $FUSECAP data synth --out data/scenes-probe --count 3000 --seed 13 --balanced --test-fraction 1 --force
-for fusion in ${FUSIONS:-concat separate gated}; do
+for fusion in ${FUSIONS:-concat}; do
   run="runs/$NAME-$fusion-seed$SEED"
   $FUSECAP train --config "$CONFIG" --fusion "$fusion" \
     --data data/easy-vqa/manifest.jsonl --stream-share 0.5 \
     --steps "$STEPS" --warmup 200 --eval-every 1000 --checkpoint-every 1000 \
     --seed "$SEED" --out "$run" --threads "${THREADS:-2}" --force ${TRAIN_ARGS:-}
   if [ "$SEED" = 0 ] && [ "${SHIP:-1}" != 0 ]; then
-    model="models/$NAME-$fusion"
+    model="${MODELS_DIR:-models}/$NAME-$fusion"
     mkdir -p "$model"
     cp "$run"/{config.json,model.safetensors,tokenizer.json} "$model/"
     # The log of every 50th step and every validation (the whole log is 6 MB).

@@ -240,7 +240,7 @@ fn model_errors_are_clear() {
     let images = image_folder(dir.path());
     let (out, _, stderr) = run(&mut caption(&images, &model, &["--fusion", "gated"]));
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr.contains("--model scenes-gated"), "{stderr}");
+    assert!(stderr.contains("--model pretrained-gated"), "{stderr}");
     let (out, _, stderr) = run(bin()
         .arg("caption")
         .arg(&images)

@@ -126,7 +126,7 @@ fn renamed_flags_are_refused_with_the_new_name() {
         ),
         (
             vec!["caption", "samples/red-circle.png", "--fusion", "gated"],
-            "--model scenes-gated",
+            "--model pretrained-gated",
         ),
         (
             vec![
@@ -136,11 +136,11 @@ fn renamed_flags_are_refused_with_the_new_name() {
                 "--fusion",
                 "concat",
             ],
-            "--model scenes-concat",
+            "--model pretrained-concat",
         ),
         (
             vec!["compare", "--data", "m.jsonl", "--fusion", "all"],
-            "--model scenes-concat --model scenes-separate --model scenes-gated",
+            "--model pretrained-concat --model pretrained-separate --model pretrained-gated",
         ),
         (
             vec!["compare", "--data", "m.jsonl", "--models", "a", "b"],

@@ -20,7 +20,7 @@ use crate::pipeline::{image_pixels, Answer, Query, IMAGE_EXTENSIONS};
   fusecap caption photos/ --format jsonl > captions.jsonl
   fusecap caption dataset/ --sidecar --skip-existing --quiet
   fusecap caption dataset/ --shard 0/4 --sidecar     # first of 4 machines
-  fusecap caption img.png --model scenes-gated --max-new-tokens 16
+  fusecap caption img.png --model pretrained-gated --max-new-tokens 16
   fusecap caption img.png --beams 4 --length-penalty 0.8 --no-repeat-ngram 2
   fusecap caption img.png --beams 5 --num-return 3 --format jsonl   # 3 best beams, with rank
   fusecap caption img.png --temperature 0.8 --top-p 0.9 --seed 7 --num-return 5

@@ -8,8 +8,7 @@ use clap::Args;
 
 use super::common::{check_counts, check_limit, exit_code, refuse_renamed, warn_problems, Notes};
 use super::model_args::{
-    model_dir, parse_device, refuse_fusion_as_model, shipped_model, InferenceThreads,
-    SHIPPED_MODELS,
+    model_dir, parse_device, refuse_fusion_as_model, shipped_model, InferenceThreads, FUSION_MODELS,
 };
 use crate::data::manifest::{load_manifest, Task};
 use crate::generate::DEFAULT_MAX_NEW_TOKENS;
@@ -25,9 +24,10 @@ use crate::report::write::write_json;
 #[command(after_help = "Examples:
   fusecap compare --data data/scenes/manifest.jsonl
   fusecap compare --model runs/concat runs/gated --data data/easy-vqa/manifest.jsonl --limit 1000 --json cmp.json --plot cmp.png
-  fusecap compare --model scenes-concat --model scenes-gated --data data/scenes/manifest.jsonl --disagreements 10 --plot cmp.svg
+  fusecap compare --model scenes-concat --model pretrained-concat --data data/scenes/manifest.jsonl --disagreements 10 --plot cmp.svg
 
-Without --model it compares the three shipped models (scenes-concat, scenes-separate, scenes-gated).
+Without --model it compares the three shipped fusions, pretrained-concat, pretrained-separate and
+pretrained-gated, which need the pretrained encoders (`fusecap encoders import --help`).
 Prints one Markdown table, one row per model: fusion, parameter counts, caption metrics,
 VQA accuracy overall and per question type, ms/image at batch 1 and at --batch-size,
 the process's peak memory, for concat models the share of cross-attention on image vs
@@ -38,7 +38,7 @@ to --disagreements records where the models' outputs differ, with each model's o
 Exit codes: 0 compared, 1 some images could not be read (scored as empty outputs), 2 fatal error.")]
 pub struct CompareArgs {
     /// Model directories to compare, or names of shipped models; repeat the
-    /// flag or list several after it. Default: the three shipped models.
+    /// flag or list several after it. Default: the three shipped fusions (pretrained-*).
     #[arg(long, num_args = 1.., action = clap::ArgAction::Append, value_name = "DIR|NAME")]
     pub model: Vec<PathBuf>,
     /// Earlier ways of naming the models, refused with a message naming --model.
@@ -160,12 +160,12 @@ fn plot_curves(dirs: &[PathBuf], out: &Path) -> Result<()> {
     crate::train::log::val_accuracy_curves(&logs, out)
 }
 
-/// `--model` as given, or the three shipped models.
+/// `--model` as given, or the three shipped fusions.
 fn model_dirs(args: &CompareArgs) -> Result<Vec<PathBuf>> {
     refuse_renamed("--models", "--model", !args.retired_models.is_empty())?;
     refuse_fusion_as_model(args.retired_fusion.as_deref())?;
     let dirs = if args.model.is_empty() {
-        SHIPPED_MODELS
+        FUSION_MODELS
             .iter()
             .map(|name| shipped_model(name))
             .collect::<Result<Vec<_>>>()?

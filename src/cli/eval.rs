@@ -19,7 +19,7 @@ use crate::report::write::write_json;
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
-  fusecap eval --model models/scenes-gated --data data/scenes/manifest.jsonl
+  fusecap eval --model models/pretrained-gated --data data/scenes/manifest.jsonl
   fusecap eval --model scenes-concat --data data/easy-vqa/manifest.jsonl --limit 500 --json eval.json
   fusecap eval --model runs/gated --data data/scenes/manifest.jsonl --split val --quiet
 

@@ -8,17 +8,23 @@ use crate::generate::{every_core, set_inference_threads};
 use crate::model::dir::CONFIG_FILE;
 use crate::pipeline::{load_model, ModelDir};
 
-/// The shipped models, one per fusion strategy, in the order reports list them.
-pub const SHIPPED_MODELS: [&str; 3] = ["scenes-concat", "scenes-separate", "scenes-gated"];
+/// The shipped models `compare` runs by default: one per fusion strategy, all
+/// trained by the same recipe on the pretrained encoders (docs/encoders.md),
+/// in the order reports list them.
+pub const FUSION_MODELS: [&str; 3] = [
+    "pretrained-concat",
+    "pretrained-separate",
+    "pretrained-gated",
+];
 
-/// The shipped model used when no `--model` is given: the one that scores
-/// best on the scenes' validation split (docs/findings.md, "The shipped models").
+/// The shipped model used when no `--model` is given: trained from random
+/// weights, so it runs without the pretrained encoders' download.
 pub const DEFAULT_MODEL: &str = "scenes-concat";
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
     /// Model directory (config.json, model.safetensors, tokenizer.json), or
-    /// the name of a shipped model (scenes-gated) when no such folder exists.
+    /// the name of a shipped model (pretrained-gated) when no such folder exists.
     /// Default: the shipped scenes-concat.
     #[arg(long, value_name = "DIR|NAME")]
     pub model: Option<PathBuf>,
@@ -88,10 +94,10 @@ pub fn refuse_fusion_as_model(given: Option<&str>) -> Result<()> {
         .split(',')
         .map(str::trim)
         .filter(|v| !v.is_empty() && *v != "all")
-        .map(|v| format!("--model scenes-{v}"))
+        .map(|v| format!("--model pretrained-{v}"))
         .collect();
     let instead = if names.is_empty() {
-        SHIPPED_MODELS.map(|m| format!("--model {m}")).join(" ")
+        FUSION_MODELS.map(|m| format!("--model {m}")).join(" ")
     } else {
         names.join(" ")
     };

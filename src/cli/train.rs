@@ -29,7 +29,7 @@ use crate::train::{
   fusecap train --data data/scenes/manifest.jsonl --fusion concat --out runs/concat --steps 2000
   fusecap train --data data/scenes/manifest.jsonl data/easy-vqa/manifest.jsonl --fusion gated --out runs/gated --epochs 3
   fusecap train --data data/scenes/manifest.jsonl --fusion gated --out runs/gated --steps 2000 --resume
-  fusecap train --data my/manifest.jsonl --fusion separate --from models/scenes-separate --out runs/tuned --steps 1000 --lr 3e-4
+  fusecap train --data my/manifest.jsonl --fusion concat --from models/scenes-concat --out runs/tuned --steps 1000 --lr 3e-4
 
 Writes a usable model directory to --out at every checkpoint, plus training.jsonl,
 loss.png, checkpoint.safetensors (weights + optimiser) and train_state.json.
