@@ -181,7 +181,7 @@ fn loss_over(
         &batch.text_valid,
         &batch.decoder_input,
     )?;
-    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+    let logp = crate::model::fused::log_softmax_last_dim(&logits)?;
     let nll = logp
         .gather(&batch.decoder_target.unsqueeze(2)?, 2)?
         .squeeze(2)?
@@ -261,7 +261,7 @@ fn attribute_loss(logits: &Tensor, image_of: &Tensor, cells: &CellBatch) -> Resu
     let mut start = 0;
     let mut per_attribute = Vec::with_capacity(ATTRIBUTE_CLASSES.len());
     for (attribute, &classes) in ATTRIBUTE_CLASSES.iter().enumerate() {
-        let logp = candle_nn::ops::log_softmax(&logits.narrow(2, start, classes)?, D::Minus1)?;
+        let logp = crate::model::fused::log_softmax_last_dim(&logits.narrow(2, start, classes)?)?;
         start += classes;
         let target = targets.narrow(2, attribute, 1)?.contiguous()?;
         per_attribute.push(logp.gather(&target, 2)?.squeeze(2)?.neg()?.mean(1)?);

@@ -9,7 +9,8 @@ use super::linear::Linear;
 /// masked gives a uniform softmax instead of NaN; [`KeyMask`] then zeroes that row.
 pub const MASKED: f32 = -1e9;
 
-/// `softmax(Q Kᵀ / sqrt(d_head) + mask) V`.
+/// `softmax((Q Kᵀ + mask) / sqrt(d_head)) V`, which is `softmax(Q Kᵀ /
+/// sqrt(d_head) + mask) V` to the bit wherever the mask is 0.
 /// q: [B, H, Tq, dh], k/v: [B, H, Tk, dh], mask broadcastable to [B, H, Tq, Tk].
 /// Returns the output [B, H, Tq, dh] and the attention weights [B, H, Tq, Tk].
 pub fn attention(
@@ -19,11 +20,12 @@ pub fn attention(
     mask: Option<&Tensor>,
 ) -> Result<(Tensor, Tensor)> {
     let scale = 1.0 / (q.dim(D::Minus1)? as f64).sqrt();
-    let mut scores = (q.matmul(&k.t()?)? * scale)?;
+    let mut scores = q.matmul(&k.t()?)?;
     if let Some(mask) = mask {
+        // Added before the scale: a masked score stays far below any other.
         scores = scores.broadcast_add(mask)?;
     }
-    let weights = super::fused::softmax_last_dim(&scores)?;
+    let weights = super::fused::scaled_softmax_last_dim(&scores, scale)?;
     Ok((weights.matmul(v)?, weights))
 }
 

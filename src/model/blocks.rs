@@ -64,7 +64,7 @@ impl Module for FeedForward {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.fc1.forward(x)?;
         let h = match self.activation {
-            Activation::Relu => h.relu()?,
+            Activation::Relu => super::fused::relu(&h)?,
             Activation::Gelu => h.gelu_erf()?,
         };
         self.fc2.forward(&h)

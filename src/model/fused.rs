@@ -1,13 +1,16 @@
-//! Softmax over the last axis and LayerNorm as single CPU kernels, each with
-//! its own backward kernel.
+//! Softmax over the last axis (with the attention scale folded in), its log,
+//! LayerNorm and ReLU as single CPU kernels, each with its own backward kernel.
 //!
 //! Composed from candle's tensor ops, a LayerNorm is 9 ops forward and more
 //! backward, each allocating a tensor of the activations' size, and the
 //! gradients of its weight and bias are sums over the leading axes, which
 //! candle reduces element by element with a division per element (11% of a
 //! training step in a profile). The kernels make training 1.15–1.26× faster
-//! (BENCHMARKS.md, "Training kernels"). On other devices and dtypes the
-//! composed versions run instead.
+//! (BENCHMARKS.md, "Training kernels"). candle's own backward pass adds two
+//! or three tensors of the activations' size per op (a zeroed gradient, the
+//! sum, and for ReLU a comparison and its cast), so every op folded into a
+//! kernel saves memory traffic. On other devices and dtypes the composed
+//! versions run instead.
 use candle_core::{
     bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D,
 };
@@ -60,13 +63,24 @@ fn last_dim(layout: &Layout, op: &str) -> Result<usize> {
 
 /// `softmax(x)` over the last axis.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    if !on_cpu_f32(x) || x.elem_count() == 0 {
-        return candle_nn::ops::softmax(x, D::Minus1);
-    }
-    x.contiguous()?.apply_op1(Softmax)
+    scaled_softmax_last_dim(x, 1.0)
 }
 
-struct Softmax;
+/// `softmax(scale · x)` over the last axis: attention's `softmax(Q Kᵀ /
+/// sqrt(d) + mask)` is this of `Q Kᵀ + mask`, one op fewer, with the same
+/// values where the mask is 0 (scaling by 1 is exact).
+pub fn scaled_softmax_last_dim(x: &Tensor, scale: f64) -> Result<Tensor> {
+    if !on_cpu_f32(x) || x.elem_count() == 0 {
+        return candle_nn::ops::softmax(&(x * scale)?, D::Minus1);
+    }
+    x.contiguous()?.apply_op1(Softmax {
+        scale: scale as f32,
+    })
+}
+
+struct Softmax {
+    scale: f32,
+}
 
 impl CustomOp1 for Softmax {
     fn name(&self) -> &'static str {
@@ -77,7 +91,11 @@ impl CustomOp1 for Softmax {
         let d = last_dim(layout, self.name())?;
         let mut out = f32_elements(storage, layout, self.name())?.to_vec();
         for row in out.chunks_exact_mut(d) {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut max = f32::NEG_INFINITY;
+            for v in row.iter_mut() {
+                *v *= self.scale;
+                max = max.max(*v);
+            }
             let mut sum = 0.0;
             for v in row.iter_mut() {
                 *v = (*v - max).exp();
@@ -91,14 +109,15 @@ impl CustomOp1 for Softmax {
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, grad_y: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(
-            y.apply_op2_no_bwd(&grad_y.contiguous()?, &SoftmaxGrad)?,
-        ))
+        let grad = SoftmaxGrad { scale: self.scale };
+        Ok(Some(y.apply_op2_no_bwd(&grad_y.contiguous()?, &grad)?))
     }
 }
 
-/// `dx = y ⊙ (dy − Σ dy ⊙ y)`, row by row.
-struct SoftmaxGrad;
+/// `dx = scale · y ⊙ (dy − Σ dy ⊙ y)`, row by row.
+struct SoftmaxGrad {
+    scale: f32,
+}
 
 impl CustomOp2 for SoftmaxGrad {
     fn name(&self) -> &'static str {
@@ -131,10 +150,153 @@ impl CustomOp2 for SoftmaxGrad {
         {
             let dot: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
             for ((dx, y), g) in dx.iter_mut().zip(y).zip(g) {
-                *dx = y * (g - dot);
+                *dx = self.scale * (y * (g - dot));
             }
         }
         Ok((CpuStorage::F32(dx), y_layout.shape().clone()))
+    }
+}
+
+/// `log softmax(x)` over the last axis: the training loss's, one op where
+/// candle composes six.
+pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if !on_cpu_f32(x) || x.elem_count() == 0 {
+        return candle_nn::ops::log_softmax(x, D::Minus1);
+    }
+    x.contiguous()?.apply_op1(LogSoftmax)
+}
+
+struct LogSoftmax;
+
+impl CustomOp1 for LogSoftmax {
+    fn name(&self) -> &'static str {
+        "fusecap-log-softmax"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let d = last_dim(layout, self.name())?;
+        let mut out = f32_elements(storage, layout, self.name())?.to_vec();
+        for row in out.chunks_exact_mut(d) {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0f32;
+            for v in row.iter_mut() {
+                *v -= max;
+                sum += v.exp();
+            }
+            let log_sum = sum.ln();
+            for v in row.iter_mut() {
+                *v -= log_sum;
+            }
+        }
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, y: &Tensor, grad_y: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(y.apply_op2_no_bwd(
+            &grad_y.contiguous()?,
+            &LogSoftmaxGrad,
+        )?))
+    }
+}
+
+/// `dx = dy − exp(y) Σ dy`, row by row.
+struct LogSoftmaxGrad;
+
+impl CustomOp2 for LogSoftmaxGrad {
+    fn name(&self) -> &'static str {
+        "fusecap-log-softmax-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        y_storage: &CpuStorage,
+        y_layout: &Layout,
+        g_storage: &CpuStorage,
+        g_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let d = last_dim(y_layout, self.name())?;
+        let y = f32_elements(y_storage, y_layout, self.name())?;
+        let g = f32_elements(g_storage, g_layout, self.name())?;
+        if y.len() != g.len() {
+            bail!(
+                "{}: {} outputs but {} gradients",
+                self.name(),
+                y.len(),
+                g.len()
+            );
+        }
+        let mut dx = vec![0f32; y.len()];
+        for ((dx, y), g) in dx
+            .chunks_exact_mut(d)
+            .zip(y.chunks_exact(d))
+            .zip(g.chunks_exact(d))
+        {
+            let total: f32 = g.iter().sum();
+            for ((dx, y), g) in dx.iter_mut().zip(y).zip(g) {
+                *dx = g - y.exp() * total;
+            }
+        }
+        Ok((CpuStorage::F32(dx), y_layout.shape().clone()))
+    }
+}
+
+/// `max(x, 0)`; its gradient passes where `x ≥ 0`, as candle's ReLU does.
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    if !on_cpu_f32(x) {
+        return x.relu();
+    }
+    x.contiguous()?.apply_op1(Relu)
+}
+
+struct Relu;
+
+impl CustomOp1 for Relu {
+    fn name(&self) -> &'static str {
+        "fusecap-relu"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_elements(storage, layout, self.name())?;
+        let out = x.iter().map(|v| v.max(0.0)).collect();
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, grad_y: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(x.apply_op2_no_bwd(&grad_y.contiguous()?, &ReluGrad)?))
+    }
+}
+
+/// `dx = dy` where `x ≥ 0`, else 0.
+struct ReluGrad;
+
+impl CustomOp2 for ReluGrad {
+    fn name(&self) -> &'static str {
+        "fusecap-relu-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x_storage: &CpuStorage,
+        x_layout: &Layout,
+        g_storage: &CpuStorage,
+        g_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_elements(x_storage, x_layout, self.name())?;
+        let g = f32_elements(g_storage, g_layout, self.name())?;
+        if x.len() != g.len() {
+            bail!(
+                "{}: {} inputs but {} gradients",
+                self.name(),
+                x.len(),
+                g.len()
+            );
+        }
+        let dx = x
+            .iter()
+            .zip(g)
+            .map(|(x, g)| if *x >= 0.0 { *g } else { 0.0 })
+            .collect();
+        Ok((CpuStorage::F32(dx), x_layout.shape().clone()))
     }
 }
 
@@ -366,6 +528,59 @@ mod tests {
         // Masked entries get no probability and no gradient.
         let probs = fused[1].narrow(D::Minus1, 13, 3)?;
         assert_eq!(max_diff(&probs, &probs.zeros_like()?), 0.0);
+        Ok(())
+    }
+
+    /// ReLU, the scaled softmax and the log softmax give candle's values and
+    /// gradients: ReLU to the bit (zeros included), the softmax of `x` scaled
+    /// by the kernel as of `x` scaled first.
+    #[test]
+    fn relu_and_the_softmaxes_match_the_composed_ops() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 3.0, (4, 6, 10), &dev)?;
+        // Exact zeros, where candle's ReLU passes the gradient.
+        let x = Var::from_tensor(&x.broadcast_mul(&Tensor::new(
+            &[1f32, 1., 0., 1., 1., 1., 1., 0., 1., 1.],
+            &dev,
+        )?)?)?;
+        let upstream = Tensor::randn(0f32, 1.0, (4, 6, 10), &dev)?;
+        let scale = 1.0 / 32f64.sqrt();
+        let run = |fused: bool| -> Result<Vec<Tensor>> {
+            let (activated, probs, logp) = if fused {
+                (
+                    relu(&x)?,
+                    scaled_softmax_last_dim(&x, scale)?,
+                    log_softmax_last_dim(&x)?,
+                )
+            } else {
+                (
+                    x.relu()?,
+                    candle_nn::ops::softmax(&(x.as_tensor() * scale)?, D::Minus1)?,
+                    candle_nn::ops::log_softmax(&x, D::Minus1)?,
+                )
+            };
+            let loss = ((&activated * &upstream)?.sum_all()?
+                + (&probs * &upstream)?.sum_all()?
+                + (&logp * &upstream)?.sum_all()?)?;
+            let grad_x = loss
+                .backward()?
+                .get(x.as_tensor())
+                .cloned()
+                .ok_or_else(|| candle_core::Error::Msg("no gradient".into()))?;
+            let relu_only = (&activated * &upstream)?.sum_all()?.backward()?;
+            let relu_grad = relu_only
+                .get(x.as_tensor())
+                .cloned()
+                .ok_or_else(|| candle_core::Error::Msg("no gradient".into()))?;
+            Ok(vec![activated, probs, grad_x, relu_grad, logp])
+        };
+        let (fused, composed) = (run(true)?, run(false)?);
+        assert_eq!(max_diff(&fused[0], &composed[0]), 0.0, "relu");
+        assert_eq!(max_diff(&fused[3], &composed[3]), 0.0, "relu gradient");
+        for (name, i) in [("scaled softmax", 1), ("d x", 2), ("log softmax", 4)] {
+            let diff = max_diff(&fused[i], &composed[i]);
+            assert!(diff <= 2e-6, "{name}: differs by {diff}");
+        }
         Ok(())
     }
 
