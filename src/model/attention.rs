@@ -20,12 +20,9 @@ pub fn attention(
     mask: Option<&Tensor>,
 ) -> Result<(Tensor, Tensor)> {
     let scale = 1.0 / (q.dim(D::Minus1)? as f64).sqrt();
-    let mut scores = q.matmul(&k.t()?)?;
-    if let Some(mask) = mask {
-        // Added before the scale: a masked score stays far below any other.
-        scores = scores.broadcast_add(mask)?;
-    }
-    let weights = super::fused::scaled_softmax_last_dim(&scores, scale)?;
+    let scores = q.matmul(&k.t()?)?;
+    // The mask is added before the scale: a masked score stays far below any other.
+    let weights = super::fused::attention_softmax(&scores, mask, scale)?;
     Ok((weights.matmul(v)?, weights))
 }
 
@@ -34,8 +31,9 @@ pub fn attention(
 pub struct KeyMask {
     /// [B, 1, 1, Tk]: 0 for a valid key, [`MASKED`] for padding.
     pub additive: Tensor,
-    /// [B, 1, 1, 1]: 1 if the row has at least one valid key, else 0.
-    pub any_valid: Tensor,
+    /// [B, 1, 1, 1]: 1 if the row has at least one valid key, else 0; `None`
+    /// when every row has one (the output then needs no zeroing).
+    pub any_valid: Option<Tensor>,
 }
 
 impl KeyMask {
@@ -45,6 +43,8 @@ impl KeyMask {
         let valid = valid.to_dtype(DType::F32)?;
         let additive = ((1.0 - &valid)? * MASKED as f64)?.reshape((b, 1, 1, tk))?;
         let any_valid = valid.max_keepdim(1)?.reshape((b, 1, 1, 1))?;
+        let every_row_valid = b == 0 || any_valid.min_all()?.to_scalar::<f32>()? > 0.0;
+        let any_valid = (!every_row_valid).then_some(any_valid);
         Ok(KeyMask {
             additive,
             any_valid,
@@ -204,9 +204,9 @@ impl Attention {
             q
         };
         let (mut out, mut weights) = attention(&q, &kv.k, &kv.v, mask.map(|m| &m.additive))?;
-        if let Some(mask) = mask {
-            out = out.broadcast_mul(&mask.any_valid)?;
-            weights = weights.broadcast_mul(&mask.any_valid)?;
+        if let Some(any_valid) = mask.and_then(|m| m.any_valid.as_ref()) {
+            out = out.broadcast_mul(any_valid)?;
+            weights = weights.broadcast_mul(any_valid)?;
         }
         if beams > 1 {
             let tk = kv.len()?;
@@ -249,8 +249,8 @@ impl Attention {
             (None, None) => None,
         };
         let (mut out, _) = attention(&q, &kv.k, &kv.v, bias.as_ref())?;
-        if let Some(mask) = mask {
-            out = out.broadcast_mul(&mask.any_valid)?;
+        if let Some(any_valid) = mask.and_then(|m| m.any_valid.as_ref()) {
+            out = out.broadcast_mul(any_valid)?;
         }
         self.merge_heads(&out)
     }

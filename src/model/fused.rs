@@ -66,31 +66,44 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     scaled_softmax_last_dim(x, 1.0)
 }
 
-/// `softmax(scale · x)` over the last axis: attention's `softmax(Q Kᵀ /
-/// sqrt(d) + mask)` is this of `Q Kᵀ + mask`, one op fewer, with the same
-/// values where the mask is 0 (scaling by 1 is exact).
+/// `softmax(scale · x)` over the last axis.
 pub fn scaled_softmax_last_dim(x: &Tensor, scale: f64) -> Result<Tensor> {
-    if !on_cpu_f32(x) || x.elem_count() == 0 {
-        return candle_nn::ops::softmax(&(x * scale)?, D::Minus1);
+    attention_softmax(x, None, scale)
+}
+
+/// `softmax(scale · (scores + mask))` over the last axis, with no gradient
+/// for the mask (broadcastable to the scores). Attention's `softmax(Q Kᵀ /
+/// sqrt(d) + mask)` is this, in one op instead of four, with the same values
+/// wherever the mask is 0.
+pub fn attention_softmax(scores: &Tensor, mask: Option<&Tensor>, scale: f64) -> Result<Tensor> {
+    if !on_cpu_f32(scores) || scores.elem_count() == 0 {
+        let masked = match mask {
+            Some(mask) => scores.broadcast_add(mask)?,
+            None => scores.clone(),
+        };
+        return candle_nn::ops::softmax(&(masked * scale)?, D::Minus1);
     }
-    x.contiguous()?.apply_op1(Softmax {
+    let scores = scores.contiguous()?;
+    let op = Softmax {
         scale: scale as f32,
-    })
+    };
+    match mask {
+        Some(mask) if mask.dtype() == DType::F32 => {
+            scores.apply_op2(&mask.broadcast_as(scores.shape())?, op)
+        }
+        Some(mask) => bail!("attention mask: expects f32, got {:?}", mask.dtype()),
+        None => scores.apply_op1(op),
+    }
 }
 
 struct Softmax {
     scale: f32,
 }
 
-impl CustomOp1 for Softmax {
-    fn name(&self) -> &'static str {
-        "fusecap-softmax"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let d = last_dim(layout, self.name())?;
-        let mut out = f32_elements(storage, layout, self.name())?.to_vec();
-        for row in out.chunks_exact_mut(d) {
+impl Softmax {
+    /// Scales each row, whose mask has already been added, and normalises it.
+    fn normalise_rows(&self, values: &mut [f32], d: usize) {
+        for row in values.chunks_exact_mut(d) {
             let mut max = f32::NEG_INFINITY;
             for v in row.iter_mut() {
                 *v *= self.scale;
@@ -105,13 +118,93 @@ impl CustomOp1 for Softmax {
                 *v /= sum;
             }
         }
+    }
+
+    fn grad(&self, y: &Tensor, grad_y: &Tensor) -> Result<Tensor> {
+        let grad = SoftmaxGrad { scale: self.scale };
+        y.apply_op2_no_bwd(&grad_y.contiguous()?, &grad)
+    }
+}
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "fusecap-softmax"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let op = CustomOp1::name(self);
+        let d = last_dim(layout, op)?;
+        let mut out = f32_elements(storage, layout, op)?.to_vec();
+        self.normalise_rows(&mut out, d);
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, grad_y: &Tensor) -> Result<Option<Tensor>> {
-        let grad = SoftmaxGrad { scale: self.scale };
-        Ok(Some(y.apply_op2_no_bwd(&grad_y.contiguous()?, &grad)?))
+        Ok(Some(self.grad(y, grad_y)?))
     }
+}
+
+/// The masked form: the second argument is the mask, broadcast to the scores.
+impl CustomOp2 for Softmax {
+    fn name(&self) -> &'static str {
+        "fusecap-masked-softmax"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x_storage: &CpuStorage,
+        x_layout: &Layout,
+        m_storage: &CpuStorage,
+        m_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let op = CustomOp2::name(self);
+        let d = last_dim(x_layout, op)?;
+        let mut out = f32_elements(x_storage, x_layout, op)?.to_vec();
+        let CpuStorage::F32(mask) = m_storage else {
+            bail!("{op}: expects an f32 mask")
+        };
+        if m_layout.dims() != x_layout.dims() {
+            bail!(
+                "{op}: mask {:?} for scores {:?}",
+                m_layout.dims(),
+                x_layout.dims()
+            );
+        }
+        let column_stride = m_layout.stride().last().copied().unwrap_or(0);
+        for (row, start) in out.chunks_exact_mut(d).zip(row_offsets(m_layout)) {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v += mask[start + j * column_stride];
+            }
+        }
+        self.normalise_rows(&mut out, d);
+        Ok((CpuStorage::F32(out), x_layout.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _mask: &Tensor,
+        y: &Tensor,
+        grad_y: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(self.grad(y, grad_y)?), None))
+    }
+}
+
+/// Where each row (all axes but the last) of a strided layout starts in its
+/// storage, in row-major order.
+fn row_offsets(layout: &Layout) -> Vec<usize> {
+    let dims = layout.dims();
+    let lead = dims.len().saturating_sub(1);
+    let (dims, strides) = (&dims[..lead], &layout.stride()[..lead]);
+    let mut offsets = vec![layout.start_offset()];
+    for (&n, &stride) in dims.iter().zip(strides) {
+        offsets = offsets
+            .iter()
+            .flat_map(|&base| (0..n).map(move |i| base + i * stride))
+            .collect();
+    }
+    offsets
 }
 
 /// `dx = scale · y ⊙ (dy − Σ dy ⊙ y)`, row by row.
@@ -531,9 +624,10 @@ mod tests {
         Ok(())
     }
 
-    /// ReLU, the scaled softmax and the log softmax give candle's values and
-    /// gradients: ReLU to the bit (zeros included), the softmax of `x` scaled
-    /// by the kernel as of `x` scaled first.
+    /// ReLU, the masked, scaled softmax and the log softmax give candle's
+    /// values and gradients: ReLU to the bit (zeros included), the softmax of
+    /// `x` masked and scaled by the kernel as of `x` masked and scaled first,
+    /// with a mask broadcast over the batch that masks one row whole.
     #[test]
     fn relu_and_the_softmaxes_match_the_composed_ops() -> Result<()> {
         let dev = Device::Cpu;
@@ -545,17 +639,21 @@ mod tests {
         )?)?)?;
         let upstream = Tensor::randn(0f32, 1.0, (4, 6, 10), &dev)?;
         let scale = 1.0 / 32f64.sqrt();
+        let mask: Vec<f32> = (0..60)
+            .map(|i| if i / 10 == 2 || i % 10 > 6 { -1e9 } else { 0.0 })
+            .collect();
+        let mask = Tensor::from_vec(mask, (6, 10), &dev)?;
         let run = |fused: bool| -> Result<Vec<Tensor>> {
             let (activated, probs, logp) = if fused {
                 (
                     relu(&x)?,
-                    scaled_softmax_last_dim(&x, scale)?,
+                    attention_softmax(&x, Some(&mask), scale)?,
                     log_softmax_last_dim(&x)?,
                 )
             } else {
                 (
                     x.relu()?,
-                    candle_nn::ops::softmax(&(x.as_tensor() * scale)?, D::Minus1)?,
+                    candle_nn::ops::softmax(&(x.broadcast_add(&mask)? * scale)?, D::Minus1)?,
                     candle_nn::ops::log_softmax(&x, D::Minus1)?,
                 )
             };
@@ -577,10 +675,21 @@ mod tests {
         let (fused, composed) = (run(true)?, run(false)?);
         assert_eq!(max_diff(&fused[0], &composed[0]), 0.0, "relu");
         assert_eq!(max_diff(&fused[3], &composed[3]), 0.0, "relu gradient");
-        for (name, i) in [("scaled softmax", 1), ("d x", 2), ("log softmax", 4)] {
+        for (name, i) in [("masked softmax", 1), ("d x", 2), ("log softmax", 4)] {
             let diff = max_diff(&fused[i], &composed[i]);
             assert!(diff <= 2e-6, "{name}: differs by {diff}");
         }
+        // Masked keys get nothing; the wholly masked row is uniform.
+        let probs = &fused[1];
+        for rows in [probs.narrow(1, 0, 2)?, probs.narrow(1, 3, 3)?] {
+            let masked = rows.narrow(2, 7, 3)?;
+            assert_eq!(max_diff(&masked, &masked.zeros_like()?), 0.0);
+        }
+        let uniform = probs.narrow(1, 2, 1)?;
+        assert_eq!(
+            max_diff(&uniform, &uniform.ones_like()?.affine(0.1, 0.0)?),
+            0.0
+        );
         Ok(())
     }
 

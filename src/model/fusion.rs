@@ -242,7 +242,10 @@ impl CrossKv {
         let mask = |m: &KeyMask| -> Result<KeyMask> {
             Ok(KeyMask {
                 additive: m.additive.index_select(index, 0)?,
-                any_valid: m.any_valid.index_select(index, 0)?,
+                any_valid: match &m.any_valid {
+                    Some(any) => Some(any.index_select(index, 0)?),
+                    None => None,
+                },
             })
         };
         Ok(match self {
