@@ -140,31 +140,38 @@ impl Attention {
         self.sink.is_some()
     }
 
-    /// [B, T, d] -> [B, H, T, dh]
-    fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
-        x.reshape((b, t, self.n_heads, self.head_dim))?
+    /// `proj` of `rows` [B·T, d], split into heads: [B, H, T, dh].
+    fn project_heads(&self, proj: &Linear, rows: &Tensor, b: usize, t: usize) -> Result<Tensor> {
+        proj.forward(rows)?
+            .reshape((b, t, self.n_heads, self.head_dim))?
             .transpose(1, 2)?
             .contiguous()
     }
 
-    /// [B, H, T, dh] -> [B, T, d], then the output projection.
+    /// [B, H, T, dh] -> [B, T, d], through the output projection.
     fn merge_heads(&self, x: &Tensor) -> Result<Tensor> {
         let (b, _, t, _) = x.dims4()?;
-        let x = x
+        let rows = x
             .transpose(1, 2)?
-            .reshape((b, t, self.n_heads * self.head_dim))?;
-        self.o_proj.forward(&x)
+            .reshape((b * t, self.n_heads * self.head_dim))?;
+        self.o_proj.forward(&rows)?.reshape((b, t, ()))
     }
 
     /// Projects a memory [B, T, d] to keys and values once, for reuse at every
     /// step; with a sink, its key and value follow as position T.
     pub fn project_kv(&self, memory: &Tensor) -> Result<KeyValue> {
-        let k = self.split_heads(&self.k_proj.forward(memory)?)?;
-        let v = self.split_heads(&self.v_proj.forward(memory)?)?;
+        let (b, t, d) = memory.dims3()?;
+        self.project_kv_rows(&memory.reshape((b * t, d))?, b, t)
+    }
+
+    /// `project_kv` of a memory already flattened to rows [B·T, d]: the
+    /// projections then need no reshape of their own (each costs a zeroed
+    /// tensor and a sum in candle's backward pass).
+    fn project_kv_rows(&self, rows: &Tensor, b: usize, t: usize) -> Result<KeyValue> {
+        let k = self.project_heads(&self.k_proj, rows, b, t)?;
+        let v = self.project_heads(&self.v_proj, rows, b, t)?;
         Ok(match &self.sink {
             Some(sink) => {
-                let b = memory.dim(0)?;
                 let append = |x: &Tensor, s: &Tensor| -> Result<Tensor> {
                     let s = s
                         .broadcast_as((b, self.n_heads, 1, self.head_dim))?
@@ -195,7 +202,8 @@ impl Attention {
         let (bk, t, _) = x.dims3()?;
         let b = kv.k.dim(0)?;
         let beams = bk / b;
-        let q = self.split_heads(&self.q_proj.forward(x)?)?; // [B·K, H, T, dh]
+        let (_, _, d) = x.dims3()?;
+        let q = self.project_heads(&self.q_proj, &x.reshape((bk * t, d))?, bk, t)?; // [B·K, H, T, dh]
         let q = if beams > 1 {
             q.reshape((b, beams, self.n_heads, t, self.head_dim))?
                 .transpose(1, 2)?
@@ -231,7 +239,9 @@ impl Attention {
         causal: Option<&Tensor>,
         cache: Option<&mut Option<KeyValue>>,
     ) -> Result<Tensor> {
-        let mut kv = self.project_kv(x)?;
+        let (b, t, d) = x.dims3()?;
+        let rows = x.reshape((b * t, d))?;
+        let mut kv = self.project_kv_rows(&rows, b, t)?;
         if let Some(cache) = cache {
             if let Some(past) = cache.as_ref() {
                 kv = KeyValue {
@@ -241,7 +251,7 @@ impl Attention {
             }
             *cache = Some(kv.clone());
         }
-        let q = self.split_heads(&self.q_proj.forward(x)?)?;
+        let q = self.project_heads(&self.q_proj, &rows, b, t)?;
         let bias = match (mask, causal) {
             (Some(m), Some(c)) => Some(m.additive.broadcast_add(c)?),
             (Some(m), None) => Some(m.additive.clone()),

@@ -1,5 +1,5 @@
 //! Building blocks shared by the encoders and the decoder.
-use candle_core::{Result, Tensor};
+use candle_core::{Result, Tensor, D};
 use candle_nn::{Init, Module, VarBuilder};
 
 use super::attention::{Attention, KeyMask, KeyValue};
@@ -61,13 +61,18 @@ impl FeedForward {
 }
 
 impl Module for FeedForward {
+    /// On the rows of `x` (all axes but the last flattened): the wide hidden
+    /// activations are never reshaped, which in candle's backward pass costs a
+    /// zeroed tensor and a sum of their size per reshape.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.fc1.forward(x)?;
+        let d = x.dim(D::Minus1)?;
+        let rows = x.reshape((x.elem_count() / d.max(1), d))?;
+        let h = self.fc1.forward(&rows)?;
         let h = match self.activation {
             Activation::Relu => super::fused::relu(&h)?,
             Activation::Gelu => h.gelu_erf()?,
         };
-        self.fc2.forward(&h)
+        self.fc2.forward(&h)?.reshape(x.shape())
     }
 }
 

@@ -52,8 +52,9 @@ pub fn transposed(w: &Tensor, inference: bool) -> Result<Tensor> {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = match x.dims() {
-            &[b, t, d] => x
+        let y = match *x.dims() {
+            [_, _] => x.matmul(&self.weight_t)?,
+            [b, t, d] => x
                 .reshape((b * t, d))?
                 .matmul(&self.weight_t)?
                 .reshape((b, t, ()))?,
