@@ -20,6 +20,19 @@ fn on_cpu_f32(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
 }
 
+/// `op` on `x` where the kernels apply (non-empty f32 on the CPU), else the
+/// composed `fallback`.
+fn kernel_or(
+    x: &Tensor,
+    op: impl CustomOp1 + Send + Sync + 'static,
+    fallback: impl FnOnce() -> Result<Tensor>,
+) -> Result<Tensor> {
+    if !on_cpu_f32(x) || x.elem_count() == 0 {
+        return fallback();
+    }
+    x.contiguous()?.apply_op1(op)
+}
+
 /// The f32 elements of a contiguous CPU tensor.
 pub(crate) fn f32_elements<'a>(
     storage: &'a CpuStorage,
@@ -121,7 +134,7 @@ impl Softmax {
     }
 
     fn grad(&self, y: &Tensor, grad_y: &Tensor) -> Result<Tensor> {
-        let grad = SoftmaxGrad { scale: self.scale };
+        let grad = RowGrad::softmax(self.scale);
         y.apply_op2_no_bwd(&grad_y.contiguous()?, &grad)
     }
 }
@@ -207,56 +220,96 @@ fn row_offsets(layout: &Layout) -> Vec<usize> {
     offsets
 }
 
-/// `dx = scale · y ⊙ (dy − Σ dy ⊙ y)`, row by row.
-struct SoftmaxGrad {
-    scale: f32,
+/// A backward kernel: a forward value (`y` or `x`) and its incoming
+/// gradient, of one shape, mapped by `row` to the input's gradient, row by
+/// row (rows of the last axis).
+struct RowGrad {
+    name: &'static str,
+    row: Box<RowFn>,
 }
 
-impl CustomOp2 for SoftmaxGrad {
+/// `(value row, gradient row, input-gradient row to fill)`.
+type RowFn = dyn Fn(&[f32], &[f32], &mut [f32]);
+
+impl RowGrad {
+    /// `dx = scale · y ⊙ (dy − Σ dy ⊙ y)`.
+    fn softmax(scale: f32) -> Self {
+        RowGrad {
+            name: "fusecap-softmax-grad",
+            row: Box::new(move |y, g, dx| {
+                let dot: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
+                for ((dx, y), g) in dx.iter_mut().zip(y).zip(g) {
+                    *dx = scale * (y * (g - dot));
+                }
+            }),
+        }
+    }
+
+    /// `dx = dy − exp(y) Σ dy`.
+    fn log_softmax() -> Self {
+        RowGrad {
+            name: "fusecap-log-softmax-grad",
+            row: Box::new(|y, g, dx| {
+                let total: f32 = g.iter().sum();
+                for ((dx, y), g) in dx.iter_mut().zip(y).zip(g) {
+                    *dx = g - y.exp() * total;
+                }
+            }),
+        }
+    }
+
+    /// `dx = dy` where `x ≥ 0`, else 0.
+    fn relu() -> Self {
+        RowGrad {
+            name: "fusecap-relu-grad",
+            row: Box::new(|x, g, dx| {
+                for ((dx, x), g) in dx.iter_mut().zip(x).zip(g) {
+                    *dx = if *x >= 0.0 { *g } else { 0.0 };
+                }
+            }),
+        }
+    }
+}
+
+impl CustomOp2 for RowGrad {
     fn name(&self) -> &'static str {
-        "fusecap-softmax-grad"
+        self.name
     }
 
     fn cpu_fwd(
         &self,
-        y_storage: &CpuStorage,
-        y_layout: &Layout,
+        v_storage: &CpuStorage,
+        v_layout: &Layout,
         g_storage: &CpuStorage,
         g_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let d = last_dim(y_layout, self.name())?;
-        let y = f32_elements(y_storage, y_layout, self.name())?;
-        let g = f32_elements(g_storage, g_layout, self.name())?;
-        if y.len() != g.len() {
+        let d = last_dim(v_layout, self.name)?;
+        let v = f32_elements(v_storage, v_layout, self.name)?;
+        let g = f32_elements(g_storage, g_layout, self.name)?;
+        if v.len() != g.len() {
             bail!(
-                "{}: {} outputs but {} gradients",
-                self.name(),
-                y.len(),
+                "{}: {} values but {} gradients",
+                self.name,
+                v.len(),
                 g.len()
             );
         }
-        let mut dx = vec![0f32; y.len()];
-        for ((dx, y), g) in dx
+        let mut dx = vec![0f32; v.len()];
+        for ((dx, v), g) in dx
             .chunks_exact_mut(d)
-            .zip(y.chunks_exact(d))
+            .zip(v.chunks_exact(d))
             .zip(g.chunks_exact(d))
         {
-            let dot: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
-            for ((dx, y), g) in dx.iter_mut().zip(y).zip(g) {
-                *dx = self.scale * (y * (g - dot));
-            }
+            (self.row)(v, g, dx);
         }
-        Ok((CpuStorage::F32(dx), y_layout.shape().clone()))
+        Ok((CpuStorage::F32(dx), v_layout.shape().clone()))
     }
 }
 
 /// `log softmax(x)` over the last axis: the training loss's, one op where
 /// candle composes six.
 pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    if !on_cpu_f32(x) || x.elem_count() == 0 {
-        return candle_nn::ops::log_softmax(x, D::Minus1);
-    }
-    x.contiguous()?.apply_op1(LogSoftmax)
+    kernel_or(x, LogSoftmax, || candle_nn::ops::log_softmax(x, D::Minus1))
 }
 
 struct LogSoftmax;
@@ -287,58 +340,14 @@ impl CustomOp1 for LogSoftmax {
     fn bwd(&self, _x: &Tensor, y: &Tensor, grad_y: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(y.apply_op2_no_bwd(
             &grad_y.contiguous()?,
-            &LogSoftmaxGrad,
+            &RowGrad::log_softmax(),
         )?))
-    }
-}
-
-/// `dx = dy − exp(y) Σ dy`, row by row.
-struct LogSoftmaxGrad;
-
-impl CustomOp2 for LogSoftmaxGrad {
-    fn name(&self) -> &'static str {
-        "fusecap-log-softmax-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        y_storage: &CpuStorage,
-        y_layout: &Layout,
-        g_storage: &CpuStorage,
-        g_layout: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let d = last_dim(y_layout, self.name())?;
-        let y = f32_elements(y_storage, y_layout, self.name())?;
-        let g = f32_elements(g_storage, g_layout, self.name())?;
-        if y.len() != g.len() {
-            bail!(
-                "{}: {} outputs but {} gradients",
-                self.name(),
-                y.len(),
-                g.len()
-            );
-        }
-        let mut dx = vec![0f32; y.len()];
-        for ((dx, y), g) in dx
-            .chunks_exact_mut(d)
-            .zip(y.chunks_exact(d))
-            .zip(g.chunks_exact(d))
-        {
-            let total: f32 = g.iter().sum();
-            for ((dx, y), g) in dx.iter_mut().zip(y).zip(g) {
-                *dx = g - y.exp() * total;
-            }
-        }
-        Ok((CpuStorage::F32(dx), y_layout.shape().clone()))
     }
 }
 
 /// `max(x, 0)`; its gradient passes where `x ≥ 0`, as candle's ReLU does.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
-    if !on_cpu_f32(x) {
-        return x.relu();
-    }
-    x.contiguous()?.apply_op1(Relu)
+    kernel_or(x, Relu, || x.relu())
 }
 
 struct Relu;
@@ -355,41 +364,10 @@ impl CustomOp1 for Relu {
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, grad_y: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(x.apply_op2_no_bwd(&grad_y.contiguous()?, &ReluGrad)?))
-    }
-}
-
-/// `dx = dy` where `x ≥ 0`, else 0.
-struct ReluGrad;
-
-impl CustomOp2 for ReluGrad {
-    fn name(&self) -> &'static str {
-        "fusecap-relu-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        x_storage: &CpuStorage,
-        x_layout: &Layout,
-        g_storage: &CpuStorage,
-        g_layout: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let x = f32_elements(x_storage, x_layout, self.name())?;
-        let g = f32_elements(g_storage, g_layout, self.name())?;
-        if x.len() != g.len() {
-            bail!(
-                "{}: {} inputs but {} gradients",
-                self.name(),
-                x.len(),
-                g.len()
-            );
-        }
-        let dx = x
-            .iter()
-            .zip(g)
-            .map(|(x, g)| if *x >= 0.0 { *g } else { 0.0 })
-            .collect();
-        Ok((CpuStorage::F32(dx), x_layout.shape().clone()))
+        Ok(Some(x.apply_op2_no_bwd(
+            &grad_y.contiguous()?,
+            &RowGrad::relu(),
+        )?))
     }
 }
 
