@@ -292,14 +292,9 @@ fn as_typed(dir: &Path) -> PathBuf {
             _ => return dir.to_path_buf(),
         }
     }
-    let (Ok(mut full), Ok(cwd)) = (
-        existing.canonicalize(),
-        std::env::current_dir().and_then(|d| d.canonicalize()),
-    ) else {
-        return dir.to_path_buf();
-    };
-    full.extend(rest.iter().rev());
-    pathdiff::diff_paths(&full, &cwd).unwrap_or(full)
+    let mut typed = relative_to(existing, Path::new("."));
+    typed.extend(rest.iter().rev());
+    typed
 }
 
 /// `target` as a path relative to `folder`, or unchanged where either cannot

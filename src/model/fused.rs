@@ -76,12 +76,7 @@ fn last_dim(layout: &Layout, op: &str) -> Result<usize> {
 
 /// `softmax(x)` over the last axis.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    scaled_softmax_last_dim(x, 1.0)
-}
-
-/// `softmax(scale · x)` over the last axis.
-pub fn scaled_softmax_last_dim(x: &Tensor, scale: f64) -> Result<Tensor> {
-    attention_softmax(x, None, scale)
+    attention_softmax(x, None, 1.0)
 }
 
 /// `softmax(scale · (scores + mask))` over the last axis, with no gradient
