@@ -242,6 +242,7 @@ fn print_table(t: &Timings) {
 }
 
 fn main() -> Result<()> {
+    fusecap::allocator::keep_freed_memory();
     // `cargo bench` passes --bench; there are no other arguments to read.
     let reps: usize = std::env::var("FUSECAP_BENCH_REPS")
         .ok()

@@ -1,6 +1,7 @@
 //! fusecap: caption images and answer questions about them with an
 //! encoder–decoder transformer whose cross-attention fusion is a choice.
 
+pub mod allocator;
 pub mod atomic;
 pub mod cli;
 pub mod data;

@@ -7,6 +7,7 @@ use fusecap::cli::{Cli, Command};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    fusecap::allocator::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Caption(args) => fusecap::cli::caption::run(args),
