@@ -6,7 +6,7 @@ use super::attention::{causal_mask, Attention, KeyValue};
 use super::blocks::{embedding_table, FeedForward, LayerNorm};
 use super::config::Config;
 use super::fusion::{CrossKv, CrossWeights, FusionLayer};
-use super::linear::transposed;
+use super::linear::Linear;
 
 /// Per-layer self-attention keys/values of the tokens decoded so far.
 #[derive(Debug, Clone, Default)]
@@ -84,8 +84,8 @@ impl DecoderLayer {
 #[derive(Debug, Clone)]
 pub struct Decoder {
     token_embed: Tensor,
-    /// The tied LM head, `token_embedᵀ` [d, vocab].
-    lm_head_t: Tensor,
+    /// The LM head, tied to the token embeddings.
+    lm_head: Linear,
     pos_embed: Tensor,
     pub layers: Vec<DecoderLayer>,
     ln_f: LayerNorm,
@@ -95,7 +95,7 @@ impl Decoder {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         let token_embed = embedding_table(cfg.vocab_size, cfg.d_model, "token_embed", &vb)?;
         Ok(Decoder {
-            lm_head_t: transposed(&token_embed, cfg.inference)?,
+            lm_head: Linear::from_weights(token_embed.clone(), None, cfg.inference)?,
             token_embed,
             pos_embed: embedding_table(cfg.max_decode_len, cfg.d_model, "pos_embed", &vb)?,
             layers: (0..cfg.decoder_layers)
@@ -146,13 +146,9 @@ impl Decoder {
                 all.push(w);
             }
         }
-        // The LM head is tied to the token embeddings.
-        // One [B·T, d] × [d, vocab] product: a broadcast batched matmul of B
-        // one-row products was the slow part of a beam-search step.
-        let h = self.ln_f.forward(&x)?;
-        let (b, t, d) = h.dims3()?;
-        h.reshape((b * t, d))?
-            .matmul(&self.lm_head_t)?
-            .reshape((b, t, ()))
+        // One [B·T, d] × [d, vocab] product (`Linear` takes the rows): a
+        // broadcast batched matmul of B one-row products was the slow part of
+        // a beam-search step.
+        self.lm_head.forward(&self.ln_f.forward(&x)?)
     }
 }

@@ -16,7 +16,7 @@ use candle_core::{
 };
 
 /// Whether the CPU kernels apply: f32 on the CPU.
-fn on_cpu_f32(x: &Tensor) -> bool {
+pub(crate) fn on_cpu_f32(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
 }
 

@@ -1,18 +1,25 @@
-//! The linear layer every projection of the model is built from.
-use candle_core::{Result, Tensor};
-use candle_nn::{Init, Module, VarBuilder};
+//! The linear layer every projection of the model is built from, and its
+//! training kernel.
+use candle_core::backend::BackendStorage;
+use candle_core::{
+    bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Module, Result, Shape, Tensor,
+};
+use candle_nn::{Init, VarBuilder};
 
 use super::config::Config;
+use super::fused::{f32_elements, f32_elements_mut, on_cpu_f32};
 
 /// `y = x Wᵀ + b`, W stored [out, in] as in PyTorch.
 ///
 /// For inference the transposed weight is made contiguous once: gemm's fast
 /// path needs it, and with candle-nn's transposed view a 3-row input (three
-/// beams) took 30× longer than a 1-row one. A contiguous copy gets no
-/// gradient, so training keeps the view.
+/// beams) took 30× longer than a 1-row one. Training multiplies by W through
+/// one op of its own ([`linear_rows`]).
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight_t: Tensor,
+    weight: Tensor,
+    /// `Wᵀ`, contiguous; inference only.
+    weight_t: Option<Tensor>,
     bias: Option<Tensor>,
 }
 
@@ -34,35 +41,260 @@ impl Linear {
         } else {
             None
         };
+        Linear::from_weights(weight, bias, cfg.inference)
+    }
+
+    /// A layer over existing weights, such as the decoder's tied LM head.
+    pub fn from_weights(weight: Tensor, bias: Option<Tensor>, inference: bool) -> Result<Self> {
+        let weight_t = match inference {
+            true => Some(weight.t()?.contiguous()?),
+            false => None,
+        };
         Ok(Linear {
-            weight_t: transposed(&weight, cfg.inference)?,
+            weight,
+            weight_t,
             bias,
         })
     }
-}
 
-/// `wᵀ`: a contiguous copy for inference, a view (which keeps gradients) for training.
-pub fn transposed(w: &Tensor, inference: bool) -> Result<Tensor> {
-    if inference {
-        w.t()?.contiguous()
-    } else {
-        w.t()
+    fn forward_rows(&self, rows: &Tensor) -> Result<Tensor> {
+        let Some(weight_t) = &self.weight_t else {
+            return linear_rows(rows, &self.weight, self.bias.as_ref());
+        };
+        let y = rows.matmul(weight_t)?;
+        match &self.bias {
+            Some(bias) => y.broadcast_add(bias),
+            None => Ok(y),
+        }
     }
 }
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = match *x.dims() {
-            [_, _] => x.matmul(&self.weight_t)?,
-            [b, t, d] => x
-                .reshape((b * t, d))?
-                .matmul(&self.weight_t)?
-                .reshape((b, t, ()))?,
-            _ => x.broadcast_matmul(&self.weight_t)?,
-        };
-        match &self.bias {
+        match *x.dims() {
+            [_, _] => self.forward_rows(x),
+            [.., d] => {
+                let lead = &x.dims()[..x.rank() - 1];
+                let rows = self.forward_rows(&x.reshape((x.elem_count() / d.max(1), d))?)?;
+                let mut shape = lead.to_vec();
+                shape.push(rows.dim(1)?);
+                rows.reshape(shape)
+            }
+            [] => bail!("linear: expects at least one axis, got a scalar"),
+        }
+    }
+}
+
+/// `rows Wᵀ (+ b)` for rows [N, in] and W [out, in], as one recorded op on
+/// the CPU. Composed, candle records the transposed view of W, the matmul and
+/// the bias's broadcast add, and in backward gives each a zeroed gradient and
+/// a sum, W's through a strided copy; with a shard per training thread that
+/// weight-sized work is done once per thread, so it limits what a second
+/// thread gains (BENCHMARKS.md, "Training kernels").
+pub fn linear_rows(rows: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    if !on_cpu_f32(rows) || rows.elem_count() == 0 || weight.elem_count() == 0 {
+        let y = rows.matmul(&weight.t()?)?;
+        return match bias {
             Some(bias) => y.broadcast_add(bias),
             None => Ok(y),
+        };
+    }
+    let rows = rows.contiguous()?;
+    let weight = weight.contiguous()?;
+    match bias {
+        Some(bias) => rows.apply_op3(&weight, &bias.contiguous()?, LinearOp),
+        None => rows.apply_op2(&weight, LinearOp),
+    }
+}
+
+struct LinearOp;
+
+impl LinearOp {
+    /// `x Wᵀ` with candle's own CPU matmul (the same gemm call as
+    /// `x.matmul(&w.t())`), with the shapes checked.
+    fn product(
+        x: &CpuStorage,
+        x_layout: &Layout,
+        w: &CpuStorage,
+        w_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (&[m, k], &[n, k_w]) = (x_layout.dims(), w_layout.dims()) else {
+            bail!(
+                "linear: expects rows [N, in] and a weight [out, in], got {:?} and {:?}",
+                x_layout.dims(),
+                w_layout.dims()
+            )
+        };
+        if k != k_w {
+            bail!("linear: rows of {k} values for a weight [{n}, {k_w}]");
         }
+        let y = x.matmul(w, (1, m, n, k), x_layout, &w_layout.transpose(0, 1)?)?;
+        Ok((y, Shape::from((m, n))))
+    }
+
+    /// dx = dy W and dW = dyᵀ x.
+    fn grads(x: &Tensor, w: &Tensor, grad_y: &Tensor) -> Result<(Tensor, Tensor)> {
+        Ok((grad_y.matmul(w)?, grad_y.t()?.matmul(x)?))
+    }
+}
+
+impl CustomOp2 for LinearOp {
+    fn name(&self) -> &'static str {
+        "fusecap-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        w: &CpuStorage,
+        w_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        LinearOp::product(x, x_layout, w, w_layout)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        grad_y: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw) = LinearOp::grads(x, w, grad_y)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// The form with a bias, added to each row of the product in place.
+impl CustomOp3 for LinearOp {
+    fn name(&self) -> &'static str {
+        "fusecap-linear-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        w: &CpuStorage,
+        w_layout: &Layout,
+        b: &CpuStorage,
+        b_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let op = CustomOp3::name(self);
+        let (mut y, shape) = LinearOp::product(x, x_layout, w, w_layout)?;
+        let bias = f32_elements(b, b_layout, op)?;
+        let out = shape.dims()[1];
+        if bias.len() != out {
+            bail!("{op}: a bias of {} values for {out} outputs", bias.len());
+        }
+        let values = f32_elements_mut(&mut y, &Layout::contiguous(&shape), op)?;
+        for row in values.chunks_exact_mut(out) {
+            for (v, b) in row.iter_mut().zip(bias) {
+                *v += b;
+            }
+        }
+        Ok((y, shape))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _y: &Tensor,
+        grad_y: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw) = LinearOp::grads(x, w, grad_y)?;
+        let rows = grad_y.dim(0)?;
+        let db = Tensor::ones((1, rows), DType::F32, grad_y.device())?
+            .matmul(grad_y)?
+            .squeeze(0)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .and_then(|d| d.abs())
+            .and_then(|d| d.flatten_all())
+            .and_then(|d| d.max(0))
+            .and_then(|d| d.to_scalar::<f32>())
+            .expect("a difference")
+    }
+
+    /// The kernel against `x.matmul(wᵀ) + b` from candle's ops: values and
+    /// the gradients of x, W and b, with and without a bias.
+    #[test]
+    fn the_kernel_matches_the_composed_ops_and_their_gradients() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (7, 5), &dev)?)?;
+        let w = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 5), &dev)?)?;
+        let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, 3, &dev)?)?;
+        // A weighted sum, so every output's gradient differs.
+        let weights = Tensor::randn(0f32, 1.0, (7, 3), &dev)?;
+        for bias in [None, Some(b.as_tensor())] {
+            let kernel = linear_rows(&x, &w, bias)?;
+            let mut composed = x.matmul(&w.t()?)?;
+            if let Some(bias) = bias {
+                composed = composed.broadcast_add(bias)?;
+            }
+            assert!(max_diff(&kernel, &composed) < 1e-5);
+            let kernel_grads = (kernel * &weights)?.sum_all()?.backward()?;
+            let composed_grads = (composed * &weights)?.sum_all()?.backward()?;
+            let mut vars = vec![&x, &w];
+            vars.extend(bias.map(|_| &b));
+            for var in vars {
+                let (Some(k), Some(c)) = (kernel_grads.get(var), composed_grads.get(var)) else {
+                    panic!("a gradient is missing");
+                };
+                assert!(
+                    max_diff(k, c) < 1e-4,
+                    "gradient differs by {}",
+                    max_diff(k, c)
+                );
+            }
+            assert_eq!(
+                kernel_grads.get(&b).is_some(),
+                bias.is_some(),
+                "a bias gets a gradient exactly when it is used"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn mismatched_shapes_are_refused() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::zeros((2, 4), DType::F32, &dev)?;
+        let w = Tensor::zeros((3, 5), DType::F32, &dev)?;
+        assert!(linear_rows(&x, &w, None).is_err());
+        let w = Tensor::zeros((3, 4), DType::F32, &dev)?;
+        let b = Tensor::zeros(2, DType::F32, &dev)?;
+        assert!(linear_rows(&x, &w, Some(&b)).is_err());
+        Ok(())
+    }
+
+    /// Inference's contiguous `Wᵀ` and training's kernel give the same rows,
+    /// for 2-D and 3-D inputs.
+    #[test]
+    fn inference_and_training_layers_agree() -> Result<()> {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (6, 4), &dev)?;
+        let b = Tensor::randn(0f32, 1.0, 6, &dev)?;
+        let inference = Linear::from_weights(w.clone(), Some(b.clone()), true)?;
+        let training = Linear::from_weights(w, Some(b), false)?;
+        for shape in [vec![5, 4], vec![2, 3, 4]] {
+            let x = Tensor::randn(0f32, 1.0, shape.as_slice(), &dev)?;
+            let (a, t) = (inference.forward(&x)?, training.forward(&x)?);
+            assert_eq!(a.dims(), t.dims());
+            assert_eq!(*a.dims().last().expect("an axis"), 6);
+            assert!(max_diff(&a, &t) < 1e-5);
+        }
+        Ok(())
     }
 }
