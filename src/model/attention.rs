@@ -3,6 +3,7 @@ use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Init, Module, VarBuilder};
 
 use super::config::Config;
+use super::heads::{merge_heads, split_heads};
 use super::linear::Linear;
 
 /// The additive bias given to a masked key. Finite, so a row whose keys are all
@@ -142,19 +143,13 @@ impl Attention {
 
     /// `proj` of `rows` [B·T, d], split into heads: [B, H, T, dh].
     fn project_heads(&self, proj: &Linear, rows: &Tensor, b: usize, t: usize) -> Result<Tensor> {
-        proj.forward(rows)?
-            .reshape((b, t, self.n_heads, self.head_dim))?
-            .transpose(1, 2)?
-            .contiguous()
+        split_heads(&proj.forward(rows)?, b, t, self.n_heads)
     }
 
     /// [B, H, T, dh] -> [B, T, d], through the output projection.
-    fn merge_heads(&self, x: &Tensor) -> Result<Tensor> {
+    fn project_out(&self, x: &Tensor) -> Result<Tensor> {
         let (b, _, t, _) = x.dims4()?;
-        let rows = x
-            .transpose(1, 2)?
-            .reshape((b * t, self.n_heads * self.head_dim))?;
-        self.o_proj.forward(&rows)?.reshape((b, t, ()))
+        self.o_proj.forward(&merge_heads(x)?)?.reshape((b, t, ()))
     }
 
     /// Projects a memory [B, T, d] to keys and values once, for reuse at every
@@ -227,7 +222,7 @@ impl Attention {
                 .transpose(1, 2)?
                 .reshape((bk, self.n_heads, t, tk))?;
         }
-        Ok((self.merge_heads(&out)?, weights))
+        Ok((self.project_out(&out)?, weights))
     }
 
     /// Self-attention over `x` [B, T, d]. With a cache, the new keys/values are
@@ -262,7 +257,7 @@ impl Attention {
         if let Some(any_valid) = mask.and_then(|m| m.any_valid.as_ref()) {
             out = out.broadcast_mul(any_valid)?;
         }
-        self.merge_heads(&out)
+        self.project_out(&out)
     }
 }
 

@@ -8,6 +8,7 @@ pub mod dir;
 pub mod feature_cache;
 pub mod fused;
 pub mod fusion;
+pub mod heads;
 pub mod linear;
 pub mod pretrained;
 pub mod pretrained_text;
