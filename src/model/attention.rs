@@ -4,7 +4,7 @@ use candle_nn::{Init, Module, VarBuilder};
 
 use super::config::Config;
 use super::heads::{merge_heads, split_heads};
-use super::linear::Linear;
+use super::linear::{matmul_t, Linear};
 
 /// The additive bias given to a masked key. Finite, so a row whose keys are all
 /// masked gives a uniform softmax instead of NaN; [`KeyMask`] then zeroes that row.
@@ -21,7 +21,7 @@ pub fn attention(
     mask: Option<&Tensor>,
 ) -> Result<(Tensor, Tensor)> {
     let scale = 1.0 / (q.dim(D::Minus1)? as f64).sqrt();
-    let scores = q.matmul(&k.t()?)?;
+    let scores = matmul_t(q, k)?;
     // The mask is added before the scale: a masked score stays far below any other.
     let weights = super::fused::attention_softmax(&scores, mask, scale)?;
     Ok((weights.matmul(v)?, weights))

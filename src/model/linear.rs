@@ -1,5 +1,5 @@
-//! The linear layer every projection of the model is built from, and its
-//! training kernel.
+//! The linear layer every projection of the model is built from, and the
+//! product `A Bᵀ` that it and attention's scores are computed with.
 use candle_core::backend::BackendStorage;
 use candle_core::{
     bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Module, Result, Shape, Tensor,
@@ -92,83 +92,97 @@ impl Module for Linear {
 /// weight-sized work is done once per thread, so it limits what a second
 /// thread gains (BENCHMARKS.md, "Training kernels").
 pub fn linear_rows(rows: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let Some(bias) = bias else {
+        return matmul_t(rows, weight);
+    };
     if !on_cpu_f32(rows) || rows.elem_count() == 0 || weight.elem_count() == 0 {
-        let y = rows.matmul(&weight.t()?)?;
-        return match bias {
-            Some(bias) => y.broadcast_add(bias),
-            None => Ok(y),
-        };
+        return rows.matmul(&weight.t()?)?.broadcast_add(bias);
     }
-    let rows = rows.contiguous()?;
-    let weight = weight.contiguous()?;
-    match bias {
-        Some(bias) => rows.apply_op3(&weight, &bias.contiguous()?, LinearOp),
-        None => rows.apply_op2(&weight, LinearOp),
-    }
+    rows.contiguous()?
+        .apply_op3(&weight.contiguous()?, &bias.contiguous()?, ProductT)
 }
 
-struct LinearOp;
+/// `a bᵀ` over the last two axes, for a [..., M, K] and b [..., N, K] with the
+/// same leading axes: `a.matmul(&b.t())` as one recorded op on the CPU (the
+/// same gemm call), without the transposed view's zeroed gradient and
+/// strided sum in backward.
+pub fn matmul_t(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if !on_cpu_f32(a) || a.elem_count() == 0 || b.elem_count() == 0 {
+        return a.matmul(&b.t()?);
+    }
+    a.contiguous()?.apply_op2(&b.contiguous()?, ProductT)
+}
 
-impl LinearOp {
-    /// `x Wᵀ` with candle's own CPU matmul (the same gemm call as
-    /// `x.matmul(&w.t())`), with the shapes checked.
+/// `a bᵀ`, with a bias added to each row in the three-argument form.
+struct ProductT;
+
+impl ProductT {
+    /// `a bᵀ` with candle's own CPU matmul, the shapes checked.
     fn product(
-        x: &CpuStorage,
-        x_layout: &Layout,
-        w: &CpuStorage,
-        w_layout: &Layout,
+        a: &CpuStorage,
+        a_layout: &Layout,
+        b: &CpuStorage,
+        b_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (&[m, k], &[n, k_w]) = (x_layout.dims(), w_layout.dims()) else {
-            bail!(
-                "linear: expects rows [N, in] and a weight [out, in], got {:?} and {:?}",
-                x_layout.dims(),
-                w_layout.dims()
-            )
-        };
-        if k != k_w {
-            bail!("linear: rows of {k} values for a weight [{n}, {k_w}]");
+        let (a_dims, b_dims) = (a_layout.dims(), b_layout.dims());
+        let rank = a_dims.len();
+        if rank < 2 || b_dims.len() != rank || a_dims[..rank - 2] != b_dims[..rank - 2] {
+            bail!("a·bᵀ: expects [..., M, K] and [..., N, K], got {a_dims:?} and {b_dims:?}");
         }
-        let y = x.matmul(w, (1, m, n, k), x_layout, &w_layout.transpose(0, 1)?)?;
-        Ok((y, Shape::from((m, n))))
+        let (m, k, n, k_b) = (
+            a_dims[rank - 2],
+            a_dims[rank - 1],
+            b_dims[rank - 2],
+            b_dims[rank - 1],
+        );
+        if k != k_b {
+            bail!("a·bᵀ: rows of {k} values against rows of {k_b}");
+        }
+        let batch = a_dims[..rank - 2].iter().product();
+        let b_t = b_layout.transpose(rank - 2, rank - 1)?;
+        let y = a.matmul(b, (batch, m, n, k), a_layout, &b_t)?;
+        let mut dims = a_dims[..rank - 1].to_vec();
+        dims.push(n);
+        Ok((y, Shape::from(dims)))
     }
 
-    /// dx = dy W and dW = dyᵀ x.
-    fn grads(x: &Tensor, w: &Tensor, grad_y: &Tensor) -> Result<(Tensor, Tensor)> {
-        Ok((grad_y.matmul(w)?, grad_y.t()?.matmul(x)?))
+    /// da = dy b and db = dyᵀ a.
+    fn grads(a: &Tensor, b: &Tensor, grad_y: &Tensor) -> Result<(Tensor, Tensor)> {
+        Ok((grad_y.matmul(b)?, grad_y.t()?.matmul(a)?))
     }
 }
 
-impl CustomOp2 for LinearOp {
+impl CustomOp2 for ProductT {
     fn name(&self) -> &'static str {
-        "fusecap-linear"
+        "fusecap-matmul-t"
     }
 
     fn cpu_fwd(
         &self,
-        x: &CpuStorage,
-        x_layout: &Layout,
-        w: &CpuStorage,
-        w_layout: &Layout,
+        a: &CpuStorage,
+        a_layout: &Layout,
+        b: &CpuStorage,
+        b_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        LinearOp::product(x, x_layout, w, w_layout)
+        ProductT::product(a, a_layout, b, b_layout)
     }
 
     fn bwd(
         &self,
-        x: &Tensor,
-        w: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
         _y: &Tensor,
         grad_y: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = LinearOp::grads(x, w, grad_y)?;
-        Ok((Some(dx), Some(dw)))
+        let (da, db) = ProductT::grads(a, b, grad_y)?;
+        Ok((Some(da), Some(db)))
     }
 }
 
 /// The form with a bias, added to each row of the product in place.
-impl CustomOp3 for LinearOp {
+impl CustomOp3 for ProductT {
     fn name(&self) -> &'static str {
-        "fusecap-linear-bias"
+        "fusecap-linear"
     }
 
     fn cpu_fwd(
@@ -181,9 +195,9 @@ impl CustomOp3 for LinearOp {
         b_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let op = CustomOp3::name(self);
-        let (mut y, shape) = LinearOp::product(x, x_layout, w, w_layout)?;
+        let (mut y, shape) = ProductT::product(x, x_layout, w, w_layout)?;
         let bias = f32_elements(b, b_layout, op)?;
-        let out = shape.dims()[1];
+        let out = *shape.dims().last().unwrap_or(&0);
         if bias.len() != out {
             bail!("{op}: a bias of {} values for {out} outputs", bias.len());
         }
@@ -204,10 +218,11 @@ impl CustomOp3 for LinearOp {
         _y: &Tensor,
         grad_y: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = LinearOp::grads(x, w, grad_y)?;
-        let rows = grad_y.dim(0)?;
+        let (dx, dw) = ProductT::grads(x, w, grad_y)?;
+        let out = w.dim(0)?;
+        let rows = grad_y.elem_count() / out;
         let db = Tensor::ones((1, rows), DType::F32, grad_y.device())?
-            .matmul(grad_y)?
+            .matmul(&grad_y.reshape((rows, out))?)?
             .squeeze(0)?;
         Ok((Some(dx), Some(dw), Some(db)))
     }
@@ -267,6 +282,32 @@ mod tests {
         Ok(())
     }
 
+    /// Attention's batched form, [B, H, Tq, dh] against [B, H, Tk, dh].
+    #[test]
+    fn the_batched_product_matches_candles_with_gradients() -> Result<()> {
+        let dev = Device::Cpu;
+        let a = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 4, 5), &dev)?)?;
+        let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 6, 5), &dev)?)?;
+        let weights = Tensor::randn(0f32, 1.0, (2, 3, 4, 6), &dev)?;
+        let kernel = matmul_t(&a, &b)?;
+        let composed = a.matmul(&b.t()?)?;
+        assert_eq!(kernel.dims(), &[2, 3, 4, 6]);
+        assert!(max_diff(&kernel, &composed) < 1e-5);
+        let kernel_grads = (kernel * &weights)?.sum_all()?.backward()?;
+        let composed_grads = (composed * &weights)?.sum_all()?.backward()?;
+        for var in [&a, &b] {
+            let (Some(k), Some(c)) = (kernel_grads.get(var), composed_grads.get(var)) else {
+                panic!("a gradient is missing");
+            };
+            assert!(
+                max_diff(k, c) < 1e-4,
+                "gradient differs by {}",
+                max_diff(k, c)
+            );
+        }
+        Ok(())
+    }
+
     #[test]
     fn mismatched_shapes_are_refused() -> Result<()> {
         let dev = Device::Cpu;
@@ -276,6 +317,9 @@ mod tests {
         let w = Tensor::zeros((3, 4), DType::F32, &dev)?;
         let b = Tensor::zeros(2, DType::F32, &dev)?;
         assert!(linear_rows(&x, &w, Some(&b)).is_err());
+        let q = Tensor::zeros((2, 3, 4, 5), DType::F32, &dev)?;
+        let k = Tensor::zeros((2, 2, 6, 5), DType::F32, &dev)?;
+        assert!(matmul_t(&q, &k).is_err(), "different leading axes");
         Ok(())
     }
 
