@@ -231,50 +231,53 @@ impl CustomOp3 for ProductT {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::fused::max_diff;
+    use candle_core::backprop::GradStore;
     use candle_core::{Device, Var};
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .and_then(|d| d.abs())
-            .and_then(|d| d.flatten_all())
-            .and_then(|d| d.max(0))
-            .and_then(|d| d.to_scalar::<f32>())
-            .expect("a difference")
+    /// Asserts that `kernel` and `composed` agree in value and in the
+    /// gradients of `vars` of a weighted sum (so every output's gradient
+    /// differs); returns the kernel's gradients.
+    fn assert_agree(
+        kernel: Tensor,
+        composed: Tensor,
+        weights: &Tensor,
+        vars: &[&Var],
+    ) -> Result<GradStore> {
+        assert_eq!(kernel.dims(), composed.dims());
+        assert!(max_diff(&kernel, &composed) < 1e-5);
+        let kernel_grads = (kernel * weights)?.sum_all()?.backward()?;
+        let composed_grads = (composed * weights)?.sum_all()?.backward()?;
+        for var in vars {
+            let (Some(k), Some(c)) = (kernel_grads.get(var), composed_grads.get(var)) else {
+                panic!("a gradient is missing");
+            };
+            let diff = max_diff(k, c);
+            assert!(diff < 1e-4, "gradient differs by {diff}");
+        }
+        Ok(kernel_grads)
     }
 
-    /// The kernel against `x.matmul(wᵀ) + b` from candle's ops: values and
-    /// the gradients of x, W and b, with and without a bias.
+    /// The kernel against `x.matmul(wᵀ) + b` from candle's ops, with and
+    /// without a bias.
     #[test]
     fn the_kernel_matches_the_composed_ops_and_their_gradients() -> Result<()> {
         let dev = Device::Cpu;
         let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (7, 5), &dev)?)?;
         let w = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 5), &dev)?)?;
         let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, 3, &dev)?)?;
-        // A weighted sum, so every output's gradient differs.
         let weights = Tensor::randn(0f32, 1.0, (7, 3), &dev)?;
         for bias in [None, Some(b.as_tensor())] {
             let kernel = linear_rows(&x, &w, bias)?;
             let mut composed = x.matmul(&w.t()?)?;
+            let mut vars = vec![&x, &w];
             if let Some(bias) = bias {
                 composed = composed.broadcast_add(bias)?;
+                vars.push(&b);
             }
-            assert!(max_diff(&kernel, &composed) < 1e-5);
-            let kernel_grads = (kernel * &weights)?.sum_all()?.backward()?;
-            let composed_grads = (composed * &weights)?.sum_all()?.backward()?;
-            let mut vars = vec![&x, &w];
-            vars.extend(bias.map(|_| &b));
-            for var in vars {
-                let (Some(k), Some(c)) = (kernel_grads.get(var), composed_grads.get(var)) else {
-                    panic!("a gradient is missing");
-                };
-                assert!(
-                    max_diff(k, c) < 1e-4,
-                    "gradient differs by {}",
-                    max_diff(k, c)
-                );
-            }
+            let grads = assert_agree(kernel, composed, &weights, &vars)?;
             assert_eq!(
-                kernel_grads.get(&b).is_some(),
+                grads.get(&b).is_some(),
                 bias.is_some(),
                 "a bias gets a gradient exactly when it is used"
             );
@@ -289,22 +292,8 @@ mod tests {
         let a = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 4, 5), &dev)?)?;
         let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 6, 5), &dev)?)?;
         let weights = Tensor::randn(0f32, 1.0, (2, 3, 4, 6), &dev)?;
-        let kernel = matmul_t(&a, &b)?;
         let composed = a.matmul(&b.t()?)?;
-        assert_eq!(kernel.dims(), &[2, 3, 4, 6]);
-        assert!(max_diff(&kernel, &composed) < 1e-5);
-        let kernel_grads = (kernel * &weights)?.sum_all()?.backward()?;
-        let composed_grads = (composed * &weights)?.sum_all()?.backward()?;
-        for var in [&a, &b] {
-            let (Some(k), Some(c)) = (kernel_grads.get(var), composed_grads.get(var)) else {
-                panic!("a gradient is missing");
-            };
-            assert!(
-                max_diff(k, c) < 1e-4,
-                "gradient differs by {}",
-                max_diff(k, c)
-            );
-        }
+        assert_agree(matmul_t(&a, &b)?, composed, &weights, &[&a, &b])?;
         Ok(())
     }
 
