@@ -389,6 +389,12 @@ class FusionModel(nn.Module):
                 ConditioningLayer(cfg) for _ in range(cfg["question_vision_layers"]))
         if cfg["fusion"] == "concat":  # added to the vision (row 0) and text (row 1) memories
             self.modality_embed = nn.Parameter(torch.zeros(2, cfg["d_model"]))
+        # Training-only heads of the auxiliary losses (colour 9 + shape 5 + size
+        # 3 classes, and "named by the question"): loaded, never used here.
+        if cfg.get("attribute_loss", 0) > 0:
+            self.attribute_head = nn.Linear(cfg["d_model"], 9 + 5 + 3)
+        if cfg.get("mention_loss", 0) > 0:
+            self.mention_head = nn.Linear(cfg["d_model"], 1)
         self.decoder = Decoder(cfg)
 
     def encode(self, images, text_ids, text_valid, image_of=None):

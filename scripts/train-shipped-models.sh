@@ -4,7 +4,8 @@
 # then one `fusecap train` per model, identical but for --fusion (and gated's
 # two flags, below), then the model directory.
 #
-# The recipe (configs/scenes-aux.json, 30,000 steps):
+# The recipe (configs/scenes-aux.json, 60,000 steps; docs/findings.md's
+# separate and gated runs stopped at 30,000, STEPS=30000):
 # - 16×16 patches on 48×48 images, so the 3×3 token grid lines up with the
 #   scenes' 3×3 grid; each pixel's column and row as two extra input channels;
 #   2 vision layers that also read the question; d 128, 4/2/2 layers.
@@ -21,8 +22,8 @@
 # Only concat ships. The other two go beside it in MODELS_DIR (scenes-gated
 # with two more flags: "Relation ×3 and gates at the common learning rate" in
 # docs/findings.md), where FUSECAP_MODELS=runs/models finds them by name:
-#   FUSIONS=separate MODELS_DIR=runs/models scripts/train-shipped-models.sh
-#   FUSIONS=gated MODELS_DIR=runs/models TRAIN_ARGS="--stream-type-weight relation=3 --gate-lr-scale 1" scripts/train-shipped-models.sh
+#   FUSIONS=separate STEPS=30000 MODELS_DIR=runs/models scripts/train-shipped-models.sh
+#   FUSIONS=gated STEPS=30000 MODELS_DIR=runs/models TRAIN_ARGS="--stream-type-weight relation=3 --gate-lr-scale 1" scripts/train-shipped-models.sh
 #
 # Needs the easy-VQA wheel: EASY_VQA_WHEEL=path/to/easy_vqa-1.0-py3-none-any.whl,
 # by default in the current folder (`pip download easy-vqa==1.0 --no-deps`).
@@ -38,7 +39,7 @@ cargo build --release
 FUSECAP=${FUSECAP:-target/release/fusecap}
 SEED=${SEED:-0}
 CONFIG=${CONFIG:-configs/scenes-aux.json}
-STEPS=${STEPS:-30000}
+STEPS=${STEPS:-60000}
 NAME=${NAME:-scenes}
 $FUSECAP data easy-vqa --from "${EASY_VQA_WHEEL:-easy_vqa-1.0-py3-none-any.whl}" --out data/easy-vqa --force
 # The evaluation sets (never trained on): scenes on a plain and a noisy
