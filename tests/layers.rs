@@ -12,7 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["generate", "data"],
     &["model"],
     &["encoders", "tokenizer", "metrics", "plot", "diff"],
-    &["atomic"],
+    &["atomic", "allocator"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {
