@@ -195,6 +195,9 @@ impl CustomOp3 for ProductT {
         b_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let op = CustomOp3::name(self);
+        if x_layout.dims().len() != 2 {
+            bail!("{op}: expects rows [N, in], got {:?}", x_layout.dims());
+        }
         let (mut y, shape) = ProductT::product(x, x_layout, w, w_layout)?;
         let bias = f32_elements(b, b_layout, op)?;
         let out = *shape.dims().last().unwrap_or(&0);
@@ -306,6 +309,13 @@ mod tests {
         let w = Tensor::zeros((3, 4), DType::F32, &dev)?;
         let b = Tensor::zeros(2, DType::F32, &dev)?;
         assert!(linear_rows(&x, &w, Some(&b)).is_err());
+        let (batched_x, batched_w) = (
+            Tensor::zeros((2, 2, 4), DType::F32, &dev)?,
+            Tensor::zeros((2, 3, 4), DType::F32, &dev)?,
+        );
+        let b = Tensor::zeros(3, DType::F32, &dev)?;
+        let refused = linear_rows(&batched_x, &batched_w, Some(&b));
+        assert!(refused.is_err(), "a bias needs 2-D rows and weight");
         let q = Tensor::zeros((2, 3, 4, 5), DType::F32, &dev)?;
         let k = Tensor::zeros((2, 2, 6, 5), DType::F32, &dev)?;
         assert!(matmul_t(&q, &k).is_err(), "different leading axes");
