@@ -1,5 +1,6 @@
 //! Rasterising scenes: each pixel centre is tested against each shape, no anti-aliasing.
 
+use super::resize::round_to_u8;
 use super::scene::{Scene, Shape};
 use image::{Rgb, RgbImage};
 use rand::rngs::StdRng;
@@ -30,7 +31,7 @@ impl Backdrop {
         let along = if self.horizontal { x } else { y };
         let t = along as f32 / (size.max(2) - 1) as f32;
         std::array::from_fn(|c| {
-            (self.from[c] as f32 + t * (self.to[c] as f32 - self.from[c] as f32)).round() as u8
+            round_to_u8(self.from[c] as f32 + t * (self.to[c] as f32 - self.from[c] as f32))
         })
     }
 }
