@@ -507,14 +507,23 @@ impl CustomOp3 for LayerNormGrad {
             .zip(g.chunks_exact(d))
         {
             let (mean, std) = moments(x, self.eps);
-            let (mut mean_g_hat, mut mean_g_hat_x_hat) = (0f32, 0f32);
+            // Elementwise first, then the two sums in a loop of their own
+            // (in the same order): float sums keep a loop from being
+            // vectorised, so mixing them in made the whole row scalar. The
+            // slices of length d let the compiler drop the bounds checks.
+            let (x, g, weight) = (&x[..d], &g[..d], &weight[..d]);
+            let (x_hat, g_hat) = (&mut x_hat[..d], &mut g_hat[..d]);
+            let (dbias, dweight) = (&mut dbias[..d], &mut dweight[..d]);
             for j in 0..d {
                 x_hat[j] = (x[j] - mean) / std;
                 g_hat[j] = g[j] * weight[j];
                 dbias[j] += g[j];
                 dweight[j] += g[j] * x_hat[j];
-                mean_g_hat += g_hat[j];
-                mean_g_hat_x_hat += g_hat[j] * x_hat[j];
+            }
+            let (mut mean_g_hat, mut mean_g_hat_x_hat) = (0f32, 0f32);
+            for (g_hat, x_hat) in g_hat.iter().zip(x_hat.iter()) {
+                mean_g_hat += g_hat;
+                mean_g_hat_x_hat += g_hat * x_hat;
             }
             mean_g_hat /= d as f32;
             mean_g_hat_x_hat /= d as f32;
