@@ -5,9 +5,9 @@
 //! a delay. A training step or a batch of decoding frees and allocates
 //! hundreds of megabytes, so the kernel maps and zeroes those pages again on
 //! their first touch: a quarter of a decoding benchmark's CPU time and a
-//! tenth of a training run's is system time (BENCHMARKS.md, "Keeping freed
-//! memory"). Kept, the pages are reused; the process keeps its peak memory
-//! until it exits.
+//! tenth of a training run's is system time (BENCHMARKS.md, "Training
+//! kernels", "Freed memory kept"). Kept, the pages are reused; the process
+//! keeps its peak memory until it exits.
 
 /// mimalloc's `mi_option_purge_delay` (position 15 of `mi_option_e` in the
 /// bundled mimalloc 3's `mimalloc.h`; the Rust bindings have no constant for

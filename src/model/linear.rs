@@ -17,10 +17,17 @@ use super::fused::{f32_elements, f32_elements_mut, on_cpu_f32};
 /// one op of its own ([`linear_rows`]).
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: Tensor,
-    /// `Wᵀ`, contiguous; inference only.
-    weight_t: Option<Tensor>,
+    weight: Weight,
     bias: Option<Tensor>,
+}
+
+/// The weight as each use multiplies by it.
+#[derive(Debug, Clone)]
+enum Weight {
+    /// W [out, in], for training's [`linear_rows`].
+    Rows(Tensor),
+    /// `Wᵀ` [in, out], contiguous, for inference.
+    Transposed(Tensor),
 }
 
 impl Linear {
@@ -46,25 +53,17 @@ impl Linear {
 
     /// A layer over existing weights, such as the decoder's tied LM head.
     pub fn from_weights(weight: Tensor, bias: Option<Tensor>, inference: bool) -> Result<Self> {
-        let weight_t = match inference {
-            true => Some(weight.t()?.contiguous()?),
-            false => None,
+        let weight = match inference {
+            true => Weight::Transposed(weight.t()?.contiguous()?),
+            false => Weight::Rows(weight),
         };
-        Ok(Linear {
-            weight,
-            weight_t,
-            bias,
-        })
+        Ok(Linear { weight, bias })
     }
 
     fn forward_rows(&self, rows: &Tensor) -> Result<Tensor> {
-        let Some(weight_t) = &self.weight_t else {
-            return linear_rows(rows, &self.weight, self.bias.as_ref());
-        };
-        let y = rows.matmul(weight_t)?;
-        match &self.bias {
-            Some(bias) => y.broadcast_add(bias),
-            None => Ok(y),
+        match &self.weight {
+            Weight::Rows(weight) => linear_rows(rows, weight, self.bias.as_ref()),
+            Weight::Transposed(weight_t) => add_bias(rows.matmul(weight_t)?, self.bias.as_ref()),
         }
     }
 }
@@ -96,10 +95,18 @@ pub fn linear_rows(rows: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Res
         return matmul_t(rows, weight);
     };
     if !on_cpu_f32(rows) || rows.elem_count() == 0 || weight.elem_count() == 0 {
-        return rows.matmul(&weight.t()?)?.broadcast_add(bias);
+        return add_bias(rows.matmul(&weight.t()?)?, Some(bias));
     }
     rows.contiguous()?
         .apply_op3(&weight.contiguous()?, &bias.contiguous()?, ProductT)
+}
+
+/// `y + b`, the bias broadcast over the rows, where there is one.
+fn add_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    match bias {
+        Some(bias) => y.broadcast_add(bias),
+        None => Ok(y),
+    }
 }
 
 /// `a bᵀ` over the last two axes, for a [..., M, K] and b [..., N, K] with the
