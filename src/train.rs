@@ -20,7 +20,6 @@ use crate::model::{Config, FusionModel, ATTRIBUTE_CLASSES};
 use crate::tokenizer::TextTokenizer;
 
 mod adamw;
-mod idle_priority;
 pub mod log;
 mod parallel;
 pub use adamw::AdamW;
@@ -367,8 +366,7 @@ impl TrainRun<'_> {
             self.save_dtype,
         )?;
 
-        // Batches are built on a second thread, ahead of the training step, at
-        // idle priority so that it does not hold up a worker.
+        // Batches are built on a second thread, ahead of the training step.
         let (tx, rx) = sync_channel::<Result<Batch>>(2);
         let n = self.train.examples.len();
         let (bs, seed, augment) = (opts.batch_size, opts.seed, opts.augment());
@@ -383,7 +381,6 @@ impl TrainRun<'_> {
         let batch_device = &device;
         let outcome = std::thread::scope(|scope| -> Result<Outcome> {
             scope.spawn(move || {
-                idle_priority::lower_this_thread();
                 let sampler = Sampler::new(train, (bs - streamed).max(1), group_size, seed);
                 for (step, mut indices) in (start..total).zip(sampler.batches_from(start)) {
                     let augment_seed = seed.wrapping_add(step as u64 * 7919);
