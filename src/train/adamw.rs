@@ -1,18 +1,18 @@
 //! AdamW with decoupled weight decay and global-norm gradient clipping.
 //!
-//! On the CPU with f32 weights the update runs as three in-place passes over
-//! each parameter (first moment, second moment, weights) instead of some
-//! seventeen candle operations that each allocate a tensor. Other devices and
-//! dtypes use the same formulas composed from candle ops. BENCHMARKS.md has
-//! what the passes changed in training speed (within the noise).
+//! On the CPU with f32 weights the update is one in-place pass over each
+//! parameter: it adds the shards' gradients, then updates both moments and
+//! the weight, instead of some seventeen candle operations that each allocate
+//! a tensor. Other devices and dtypes use the same formulas composed from
+//! candle ops. BENCHMARKS.md has what this changed in training speed.
 use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
 use candle_core::backprop::GradStore;
-use candle_core::{
-    CpuStorage, DType, Device, InplaceOp2, InplaceOp3, Layout, Storage, Tensor, Var,
-};
+use std::cell::Cell;
+
+use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Storage, Tensor, Var};
 use candle_nn::VarMap;
 
 use crate::generate::Workers;
@@ -127,7 +127,7 @@ impl AdamW {
         self.step_with(shards, Some(workers), lr, clip_norm, true)
     }
 
-    /// The step, with the in-place passes allowed or not (tests compare the two).
+    /// The step, with the in-place pass allowed or not (tests compare the two).
     fn step_with(
         &mut self,
         shards: &[GradStore],
@@ -139,23 +139,38 @@ impl AdamW {
         let sharing = workers
             .filter(|w| w.threads() > 1)
             .map(|w| (w, self.balanced_groups(w.threads())));
-        let summed = self.per_variable(sharing.as_ref(), |i| {
+        // Per variable: its gradients, one per shard that has one, and the
+        // squared norm of their sum. On the in-place path the sum is never
+        // stored: the update pass adds the shards again, in the same order.
+        let gathered = self.per_variable(sharing.as_ref(), |i| {
             let (name, var) = &self.vars[i];
-            let mut total: Option<Tensor> = None;
-            for g in shards.iter().filter_map(|grads| grads.get(var.as_tensor())) {
-                total = Some(match total {
-                    Some(t) => (t + g)?,
-                    None => g.clone(),
-                });
+            let grads: Vec<Tensor> = shards
+                .iter()
+                .filter_map(|grads| grads.get(var.as_tensor()).cloned())
+                .collect();
+            if grads.is_empty() {
+                bail!("no gradient for {name}");
             }
-            let g = total
-                .ok_or_else(|| anyhow!("no gradient for {name}"))?
-                .contiguous()?;
-            let sq = squared_sum(&g)?;
-            Ok((g, sq))
+            let mut operands = vec![var.as_tensor(), &self.m[i], &self.v[i]];
+            operands.extend(&grads);
+            if in_place && fusable(&operands) {
+                let sq = with_elements(&grads, squared_sum_of_sum)?;
+                return Ok((grads, sq, true));
+            }
+            let mut total = grads[0].clone();
+            for g in &grads[1..] {
+                total = (total + g)?;
+            }
+            let total = total.contiguous()?;
+            let sq = total
+                .sqr()?
+                .sum_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
+            Ok((vec![total], sq, false))
         })?;
         // Summed in variable order, whatever the workers.
-        let norm = summed.iter().map(|(_, sq)| sq).sum::<f64>().sqrt();
+        let norm = gathered.iter().map(|(_, sq, _)| sq).sum::<f64>().sqrt();
         if !norm.is_finite() {
             return Ok(norm);
         }
@@ -168,26 +183,16 @@ impl AdamW {
         let hypers: Vec<Hyper> = (0..self.vars.len())
             .map(|i| self.hyper(i, lr, scale))
             .collect();
-        let fused = in_place
-            && summed.iter().enumerate().all(|(i, (g, _))| {
-                fusable(&[self.vars[i].1.as_tensor(), &self.m[i], &self.v[i], g])
-            });
-        if fused {
-            self.per_variable(sharing.as_ref(), |i| {
-                let hyper = hypers[i];
-                let g = &summed[i].0;
-                let moment = |square| Moment { hyper, square };
-                self.m[i].inplace_op2(g, &moment(false))?;
-                self.v[i].inplace_op2(g, &moment(true))?;
-                self.vars[i]
-                    .1
-                    .as_tensor()
-                    .inplace_op3(&self.m[i], &self.v[i], &Update(hyper))?;
-                Ok(())
-            })?;
-        } else {
-            for (i, (g, _)) in summed.iter().enumerate() {
-                self.composed_update(i, g, hypers[i])?;
+        self.per_variable(sharing.as_ref(), |i| {
+            let (grads, _, in_place) = &gathered[i];
+            if *in_place {
+                self.update_in_place(i, grads, hypers[i])?;
+            }
+            Ok(())
+        })?;
+        for (i, (grads, _, in_place)) in gathered.iter().enumerate() {
+            if !in_place {
+                self.composed_update(i, &grads[0], hypers[i])?;
             }
         }
         Ok(norm)
@@ -255,7 +260,22 @@ impl AdamW {
         groups
     }
 
-    /// The same update from candle ops, for devices and dtypes without the passes.
+    /// Variable `i`'s update in one pass over its elements: the shards'
+    /// gradients added in shard order, then both moments, then the weight.
+    fn update_in_place(&self, i: usize, grads: &[Tensor], h: Hyper) -> Result<()> {
+        with_elements(grads, |grads| {
+            with_elements_mut(self.vars[i].1.as_tensor(), |p| {
+                with_elements_mut(&self.m[i], |m| {
+                    with_elements_mut(&self.v[i], |v| {
+                        adamw_pass(p, m, v, grads, h);
+                        Ok(())
+                    })
+                })
+            })
+        })
+    }
+
+    /// The same update from candle ops, for devices and dtypes without the pass.
     fn composed_update(&mut self, i: usize, g: &Tensor, h: Hyper) -> Result<()> {
         let g = (g * h.scale as f64)?;
         self.m[i] = ((&self.m[i] * Self::BETA1)? + (&g * (1.0 - Self::BETA1))?)?;
@@ -318,7 +338,7 @@ fn is_gate(name: &str) -> bool {
     name.contains("gate_")
 }
 
-/// All on the CPU, f32, contiguous and of one shape: the in-place passes apply.
+/// All on the CPU, f32, contiguous and of one shape: the in-place pass applies.
 fn fusable(tensors: &[&Tensor]) -> bool {
     tensors.iter().all(|t| {
         t.device().is_cpu()
@@ -328,79 +348,95 @@ fn fusable(tensors: &[&Tensor]) -> bool {
     })
 }
 
-/// Σ g², summed in f64.
-fn squared_sum(g: &Tensor) -> Result<f64> {
-    if !fusable(&[g]) {
-        return Ok(g
-            .sqr()?
-            .sum_all()?
-            .to_dtype(DType::F64)?
-            .to_scalar::<f64>()?);
-    }
-    let (storage, layout) = g.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
-        bail!("a CPU gradient has other storage");
+/// Σ (Σ_shards g)², the sum over shards in f32 and in shard order (as the
+/// update adds them), its squares summed in f64.
+fn squared_sum_of_sum(grads: &[&[f32]]) -> Result<f64> {
+    Ok((0..grads[0].len())
+        .map(|j| {
+            let g = f64::from(shard_sum(grads, j));
+            g * g
+        })
+        .sum())
+}
+
+/// Element `j` of the shards' summed gradient.
+#[inline(always)]
+fn shard_sum(grads: &[&[f32]], j: usize) -> f32 {
+    grads[1..].iter().fold(grads[0][j], |sum, g| sum + g[j])
+}
+
+/// m ← β₁m + (1-β₁)·ĝ, v ← β₂v + (1-β₂)·ĝ², p ← decay·p - lr·(m/c₁) / (√(v/c₂) + ε),
+/// with ĝ = scale · Σ_shards g.
+fn adamw_pass(p: &mut [f32], m: &mut [f32], v: &mut [f32], grads: &[&[f32]], h: Hyper) {
+    let (beta1, beta2, eps) = (AdamW::BETA1 as f32, AdamW::BETA2 as f32, AdamW::EPS as f32);
+    let update = |p: &mut f32, m: &mut f32, v: &mut f32, g: f32| {
+        let g = g * h.scale;
+        *m = *m * beta1 + g * (1.0 - beta1);
+        *v = *v * beta2 + g * g * (1.0 - beta2);
+        *p = *p * h.decay - h.lr * ((*m / h.c1) / ((*v / h.c2).sqrt() + eps));
     };
-    let values = f32_elements(cpu, layout, "adamw-gradient-norm")?;
-    Ok(values.iter().map(|&x| (x as f64) * (x as f64)).sum())
-}
-
-/// The first moment, m ← β₁m + (1-β₁)·scale·g, or with `square` the second,
-/// v ← β₂v + (1-β₂)·(scale·g)².
-struct Moment {
-    hyper: Hyper,
-    square: bool,
-}
-/// p ← decay·p - lr·(m/c₁) / (√(v/c₂) + ε)
-struct Update(Hyper);
-
-impl InplaceOp2 for Moment {
-    fn name(&self) -> &'static str {
-        "adamw-moment"
-    }
-
-    fn cpu_fwd(
-        &self,
-        dst: &mut CpuStorage,
-        dst_l: &Layout,
-        g: &CpuStorage,
-        g_l: &Layout,
-    ) -> candle_core::Result<()> {
-        let beta = if self.square {
-            AdamW::BETA2
-        } else {
-            AdamW::BETA1
-        } as f32;
-        let g = f32_elements(g, g_l, self.name())?;
-        for (moment, &g) in f32_elements_mut(dst, dst_l, self.name())?.iter_mut().zip(g) {
-            let g = g * self.hyper.scale;
-            let x = if self.square { g * g } else { g };
-            *moment = *moment * beta + x * (1.0 - beta);
+    let weights = p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut());
+    // One and two shards (one and two threads) as plain zips, so they vectorise.
+    match grads {
+        [g0] => {
+            for (((p, m), v), &g) in weights.zip(g0.iter()) {
+                update(p, m, v, g);
+            }
         }
-        Ok(())
+        [g0, g1] => {
+            for (((p, m), v), (&a, &b)) in weights.zip(g0.iter().zip(g1.iter())) {
+                update(p, m, v, a + b);
+            }
+        }
+        _ => {
+            for (j, ((p, m), v)) in weights.enumerate() {
+                update(p, m, v, shard_sum(grads, j));
+            }
+        }
     }
 }
 
-impl InplaceOp3 for Update {
+/// `f` on the elements of `tensors` (contiguous f32 on the CPU, see `fusable`).
+fn with_elements<R>(tensors: &[Tensor], f: impl FnOnce(&[&[f32]]) -> Result<R>) -> Result<R> {
+    let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
+    let slices = guards
+        .iter()
+        .map(|(storage, layout)| match &**storage {
+            Storage::Cpu(cpu) => Ok(f32_elements(cpu, layout, "adamw")?),
+            _ => bail!("adamw: a gradient is not on the CPU"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    f(&slices)
+}
+
+/// `f` on the elements of `t` (contiguous f32 on the CPU), writable. Calls
+/// nest, so that one pass can write several tensors.
+fn with_elements_mut<R>(t: &Tensor, f: impl FnOnce(&mut [f32]) -> Result<R>) -> Result<R> {
+    let op = Writable {
+        f: Cell::new(Some(f)),
+        out: Cell::new(None),
+    };
+    t.inplace_op1(&op)?;
+    op.out
+        .take()
+        .unwrap_or_else(|| bail!("adamw: the in-place pass did not run"))
+}
+
+/// Lends an in-place op's destination to a closure.
+struct Writable<F, R> {
+    f: Cell<Option<F>>,
+    out: Cell<Option<Result<R>>>,
+}
+
+impl<F: FnOnce(&mut [f32]) -> Result<R>, R> InplaceOp1 for Writable<F, R> {
     fn name(&self) -> &'static str {
-        "adamw-update"
+        "adamw-in-place"
     }
 
-    fn cpu_fwd(
-        &self,
-        dst: &mut CpuStorage,
-        dst_l: &Layout,
-        m: &CpuStorage,
-        m_l: &Layout,
-        v: &CpuStorage,
-        v_l: &Layout,
-    ) -> candle_core::Result<()> {
-        let (h, eps) = (self.0, AdamW::EPS as f32);
-        let m = f32_elements(m, m_l, self.name())?;
-        let v = f32_elements(v, v_l, self.name())?;
-        let params = f32_elements_mut(dst, dst_l, self.name())?;
-        for ((p, &m), &v) in params.iter_mut().zip(m).zip(v) {
-            *p = *p * h.decay - h.lr * ((m / h.c1) / ((v / h.c2).sqrt() + eps));
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        let elements = f32_elements_mut(storage, layout, self.name())?;
+        if let Some(f) = self.f.take() {
+            self.out.set(Some(f(elements)));
         }
         Ok(())
     }
@@ -529,7 +565,7 @@ mod tests {
     }
 
     #[test]
-    fn in_place_passes_match_the_composed_update() -> Result<()> {
+    fn the_in_place_pass_matches_the_composed_update() -> Result<()> {
         let a = vars()?;
         let b = copy_of(&a)?;
         let (mut fast, mut slow) = (AdamW::new(&a, 0.1)?, AdamW::new(&b, 0.1)?);
