@@ -5,13 +5,12 @@
 //! the weight, instead of some seventeen candle operations that each allocate
 //! a tensor. Other devices and dtypes use the same formulas composed from
 //! candle ops. BENCHMARKS.md has what this changed in training speed.
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
 use candle_core::backprop::GradStore;
-use std::cell::Cell;
-
 use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Storage, Tensor, Var};
 use candle_nn::VarMap;
 
@@ -29,6 +28,15 @@ pub struct AdamW {
     v: Vec<Tensor>,
     pub step: usize,
     weight_decay: f64,
+}
+
+/// A variable's gradient for one step.
+enum Gradient {
+    /// The shards' gradients, for the in-place pass, which adds them (in
+    /// shard order) as it goes, so their sum is never stored.
+    Shards(Vec<Tensor>),
+    /// Their sum, for the composed update.
+    Summed(Tensor),
 }
 
 /// What one parameter's update needs besides its tensors.
@@ -139,9 +147,7 @@ impl AdamW {
         let sharing = workers
             .filter(|w| w.threads() > 1)
             .map(|w| (w, self.balanced_groups(w.threads())));
-        // Per variable: its gradients, one per shard that has one, and the
-        // squared norm of their sum. On the in-place path the sum is never
-        // stored: the update pass adds the shards again, in the same order.
+        // Per variable: its gradient and the squared norm of it.
         let gathered = self.per_variable(sharing.as_ref(), |i| {
             let (name, var) = &self.vars[i];
             let grads: Vec<Tensor> = shards
@@ -155,22 +161,26 @@ impl AdamW {
             operands.extend(&grads);
             if in_place && fusable(&operands) {
                 let sq = with_elements(&grads, squared_sum_of_sum)?;
-                return Ok((grads, sq, true));
+                return Ok((Gradient::Shards(grads), sq));
             }
             let mut total = grads[0].clone();
             for g in &grads[1..] {
                 total = (total + g)?;
             }
             let total = total.contiguous()?;
-            let sq = total
-                .sqr()?
-                .sum_all()?
-                .to_dtype(DType::F64)?
-                .to_scalar::<f64>()?;
-            Ok((vec![total], sq, false))
+            let sq = if fusable(&[&total]) {
+                with_elements(std::slice::from_ref(&total), squared_sum_of_sum)?
+            } else {
+                total
+                    .sqr()?
+                    .sum_all()?
+                    .to_dtype(DType::F64)?
+                    .to_scalar::<f64>()?
+            };
+            Ok((Gradient::Summed(total), sq))
         })?;
         // Summed in variable order, whatever the workers.
-        let norm = gathered.iter().map(|(_, sq, _)| sq).sum::<f64>().sqrt();
+        let norm = gathered.iter().map(|(_, sq)| sq).sum::<f64>().sqrt();
         if !norm.is_finite() {
             return Ok(norm);
         }
@@ -183,16 +193,13 @@ impl AdamW {
         let hypers: Vec<Hyper> = (0..self.vars.len())
             .map(|i| self.hyper(i, lr, scale))
             .collect();
-        self.per_variable(sharing.as_ref(), |i| {
-            let (grads, _, in_place) = &gathered[i];
-            if *in_place {
-                self.update_in_place(i, grads, hypers[i])?;
-            }
-            Ok(())
+        self.per_variable(sharing.as_ref(), |i| match &gathered[i].0 {
+            Gradient::Shards(grads) => self.update_in_place(i, grads, hypers[i]),
+            Gradient::Summed(_) => Ok(()),
         })?;
-        for (i, (grads, _, in_place)) in gathered.iter().enumerate() {
-            if !in_place {
-                self.composed_update(i, &grads[0], hypers[i])?;
+        for (i, (gradient, _)) in gathered.iter().enumerate() {
+            if let Gradient::Summed(total) = gradient {
+                self.composed_update(i, total, hypers[i])?;
             }
         }
         Ok(norm)
