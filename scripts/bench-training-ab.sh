@@ -7,14 +7,11 @@
 # Needs data/easy-vqa (README, `data easy-vqa`). CONFIG defaults to configs/scenes.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/training-speed.sh
 A=$1; B=$2; CONFIG=${3:-configs/scenes.json}
 for threads in 2 1; do for rep in 1 2 3; do for bin in "$A" "$B"; do
   out=$(mktemp -d)
-  "$bin" train --config "$CONFIG" --fusion concat --data data/easy-vqa/manifest.jsonl \
-    --stream-share 0.5 --steps 100 --warmup 200 --eval-every 100000 --checkpoint-every 100000 \
-    --seed 0 --out "$out/run" --threads "$threads" --quiet >/dev/null 2>&1
-  median=$(sed -n '21,100p' "$out/run/training.jsonl" \
-    | grep -o '"samples_per_sec":[0-9.]*' | cut -d: -f2 | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}')
-  echo "threads $threads  rep $rep  $bin  $median samples/s"
+  train_100_steps "$bin" "$CONFIG" "$threads" "$out/run"
+  echo "threads $threads  rep $rep  $bin  $(median_samples_per_sec "$out/run") samples/s"
   rm -rf "$out"
 done; done; done

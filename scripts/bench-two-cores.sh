@@ -11,21 +11,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/release/fusecap}; CONFIG=${2:-configs/scenes-aux.json}
-run() { # threads out-dir
-  "$BIN" train --config "$CONFIG" --fusion concat --data data/easy-vqa/manifest.jsonl \
-    --stream-share 0.5 --steps 100 --warmup 200 --eval-every 100000 --checkpoint-every 100000 \
-    --seed 0 --out "$2" --threads "$1" --quiet >/dev/null 2>&1
-}
-median() {
-  sed -n '21,100p' "$1/training.jsonl" | grep -o '"samples_per_sec":[0-9.]*' | cut -d: -f2 \
-    | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'
-}
+source scripts/training-speed.sh
+run() { train_100_steps "$BIN" "$CONFIG" "$@"; }
 for round in $(seq "${ROUNDS:-4}"); do
   out=$(mktemp -d)
   run 1 "$out/alone"
   run 1 "$out/pair-a" & run 1 "$out/pair-b" & wait
   run 2 "$out/two"
-  alone=$(median "$out/alone"); a=$(median "$out/pair-a"); b=$(median "$out/pair-b"); two=$(median "$out/two")
+  alone=$(median_samples_per_sec "$out/alone"); a=$(median_samples_per_sec "$out/pair-a")
+  b=$(median_samples_per_sec "$out/pair-b"); two=$(median_samples_per_sec "$out/two")
   awk -v r="$round" -v s="$alone" -v a="$a" -v b="$b" -v t="$two" 'BEGIN {
     printf "round %s  alone %.1f  pair %.1f + %.1f = %.2fx alone  --threads 2 %.1f = %.2fx alone\n", r, s, a, b, (a + b) / s, t, t / s }'
   rm -rf "$out"
