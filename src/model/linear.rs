@@ -8,6 +8,7 @@ use candle_nn::{Init, VarBuilder};
 
 use super::config::Config;
 use super::fused::{f32_elements, f32_elements_mut, on_cpu_f32};
+use super::weight_grads::set_aside;
 
 /// `y = x Wᵀ + b`, W stored [out, in] as in PyTorch.
 ///
@@ -182,7 +183,7 @@ impl CustomOp2 for ProductT {
         grad_y: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (da, db) = ProductT::grads(a, b, grad_y)?;
-        Ok((Some(da), Some(db)))
+        Ok((Some(da), set_aside(b, db)?))
     }
 }
 
@@ -234,7 +235,7 @@ impl CustomOp3 for ProductT {
         let db = Tensor::ones((1, rows), DType::F32, grad_y.device())?
             .matmul(&grad_y.reshape((rows, out))?)?
             .squeeze(0)?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        Ok((Some(dx), set_aside(w, dw)?, Some(db)))
     }
 }
 

@@ -14,6 +14,7 @@ pub mod pretrained;
 pub mod pretrained_text;
 pub mod text;
 pub mod vision;
+pub mod weight_grads;
 
 use candle_core::{Result, Tensor};
 use candle_nn::{Module, VarBuilder};

@@ -14,6 +14,7 @@ use candle_core::Tensor;
 
 use crate::data::batch::{Batch, CellBatch, MentionBatch};
 use crate::generate::Workers;
+use crate::model::weight_grads;
 
 /// Training workers, one shard of each batch per worker.
 pub struct DataParallel {
@@ -56,7 +57,7 @@ impl DataParallel {
             let loss_v = loss_t.to_scalar::<f32>()? as f64;
             // A shard that is not finite makes the step fail: skip its backward.
             let grads = if loss_v.is_finite() {
-                Some(loss_t.backward()?)
+                Some(weight_grads::backward(&loss_t)?)
             } else {
                 None
             };
