@@ -131,7 +131,12 @@ pub fn candidate_questions(scene: &Scene) -> Vec<Qa> {
         _ => scene_questions(scene),
     };
     let mut seen = std::collections::HashSet::new();
-    out.retain(|qa| seen.insert(qa.question.clone()));
+    let first_asked: Vec<bool> = out
+        .iter()
+        .map(|qa| seen.insert(qa.question.as_str()))
+        .collect();
+    let mut first = first_asked.into_iter();
+    out.retain(|_| first.next().unwrap_or(false));
     out
 }
 
@@ -500,27 +505,27 @@ fn relation_questions(scene: &Scene) -> Vec<Qa> {
 /// position word replaced by a placeholder, so that "what color is the red
 /// star?" and "what color is the blue circle?" share one.
 pub fn template(question: &str) -> String {
-    question
-        .trim_end_matches('?')
-        .split(' ')
-        .map(|word| {
-            if Color::ALL.iter().any(|c| c.name() == word) {
-                "<color>"
-            } else if Shape::SCENE
-                .iter()
-                .any(|s| s.name() == word || s.plural() == word)
-            {
-                "<shape>"
-            } else if matches!(word, "small" | "large") {
-                "<size>"
-            } else if matches!(word, "top" | "bottom" | "left" | "right" | "center") {
-                "<position>"
-            } else {
-                word
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    let mut out = String::with_capacity(question.len() + 16);
+    for (i, word) in question.trim_end_matches('?').split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(if Color::ALL.iter().any(|c| c.name() == word) {
+            "<color>"
+        } else if Shape::SCENE
+            .iter()
+            .any(|s| s.name() == word || s.plural() == word)
+        {
+            "<shape>"
+        } else if matches!(word, "small" | "large") {
+            "<size>"
+        } else if matches!(word, "top" | "bottom" | "left" | "right" | "center") {
+            "<position>"
+        } else {
+            word
+        });
+    }
+    out
 }
 
 /// One question about `scene`, drawn so that every question type is equally
@@ -568,8 +573,10 @@ pub fn sample_weighted_question(
             .choose_weighted(rng, |t| type_weights.get(*t).copied().unwrap_or(1.0))
             .ok()?
     };
-    let templates: Vec<&Vec<Qa>> = by_type[chosen_type].values().collect();
-    let mut group = (*templates.choose(rng)?).clone();
+    let mut groups = by_type.remove(chosen_type)?;
+    let templates: Vec<&String> = groups.keys().collect();
+    let chosen_template = (*templates.choose(rng)?).clone();
+    let mut group = groups.remove(&chosen_template)?;
     take_balanced(&mut group, rng)
 }
 
