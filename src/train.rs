@@ -11,8 +11,8 @@ use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
 use crate::data::batch::{Augment, Batch, CellBatch, Dataset, MentionBatch, Sampler};
-use crate::data::stream::{mixed_step, StreamOptions};
-use crate::generate::{greedy, GenerateOptions};
+use crate::data::stream::{mixed_step_with, PreparedItem, StreamOptions};
+use crate::generate::{greedy, GenerateOptions, Workers};
 use crate::model::dir::{
     init_model_with_words, load_weights, save_model_dir, write_atomically, WEIGHTS_FILE,
 };
@@ -367,6 +367,11 @@ impl TrainRun<'_> {
         )?;
 
         // Batches are built on a second thread, ahead of the training step.
+        // With more than one worker, the streamed scenes are drawn on the
+        // workers, in the moments they wait, instead of by a third busy
+        // thread that would delay one shard and keep the other waiting
+        // (BENCHMARKS.md, "What the two cores allow").
+        let draw_on = (workers.threads() > 1).then(|| workers.workers());
         let (tx, rx) = sync_channel::<Result<Batch>>(2);
         let n = self.train.examples.len();
         let (bs, seed, augment) = (opts.batch_size, opts.seed, opts.augment());
@@ -390,11 +395,20 @@ impl TrainRun<'_> {
                         }
                         Some(stream) => {
                             indices.truncate(bs - streamed);
-                            mixed_step(train, &indices, stream, step, streamed, tokenizer, &cfg)
-                                .and_then(|ds| {
-                                    let all: Vec<usize> = (0..ds.examples.len()).collect();
-                                    Batch::new(&ds, &all, &cfg, augment, augment_seed, batch_device)
-                                })
+                            let step_data = mixed_step_with(
+                                train,
+                                &indices,
+                                stream,
+                                step,
+                                streamed,
+                                tokenizer,
+                                &cfg,
+                                |count, item| prepare_items(draw_on, count, item),
+                            );
+                            step_data.and_then(|ds| {
+                                let all: Vec<usize> = (0..ds.examples.len()).collect();
+                                Batch::new(&ds, &all, &cfg, augment, augment_seed, batch_device)
+                            })
                         }
                     };
                     if tx.send(batch).is_err() {
@@ -474,6 +488,19 @@ impl TrainRun<'_> {
         })?;
         log::loss_curve(&self.out.join(LOG_FILE), &self.out.join(CURVE_FILE))?;
         Ok(outcome)
+    }
+}
+
+/// `item(j)` for `j` in `0..count`, in order: shared out among `workers`
+/// where there are any, else on this thread.
+fn prepare_items(
+    workers: Option<&Workers>,
+    count: usize,
+    item: &(dyn Fn(usize) -> Result<PreparedItem> + Sync),
+) -> Result<Vec<PreparedItem>> {
+    match workers {
+        Some(workers) => workers.map_shards(count, |range| range.map(item).collect()),
+        None => (0..count).map(item).collect(),
     }
 }
 

@@ -8,11 +8,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use candle_core::{DType, Device};
+use fusecap::data::batch::Dataset;
 use fusecap::data::stream::{
-    mixed_step, pooled_item, streamed_item, validation_set, StreamOptions,
+    mixed_step, mixed_step_with, pooled_item, streamed_item, validation_set, StreamOptions,
 };
 use fusecap::data::synth::random_scene;
 use fusecap::data::synth_text::{candidate_questions, sample_balanced_question, template};
+use fusecap::generate::Workers;
 use fusecap::model::{Config, Fusion};
 use fusecap::tokenizer::TextTokenizer;
 use fusecap::train::{Outcome, TrainOptions, CHECKPOINT_FILE};
@@ -221,6 +223,54 @@ fn a_mixed_step_holds_the_manifest_examples_then_new_scenes_of_the_same_kind() {
         next.images[3..],
         step.images[3..],
         "each step draws new scenes"
+    );
+}
+
+/// Training draws a step's scenes on its workers: any split among them
+/// gives the step that drawing them in order gives.
+#[test]
+fn a_step_drawn_on_workers_is_the_step_drawn_in_order() {
+    let tokenizer = tokenizer();
+    let mut cfg = Config::tiny(Fusion::Concat, tokenizer.vocab_size());
+    cfg.attribute_loss = 1.0;
+    cfg.mention_loss = 1.0;
+    let opts = StreamOptions {
+        seed: 5,
+        share: 0.5,
+        pool: None,
+        type_weights: BTreeMap::new(),
+        ramp_steps: None,
+    };
+    let manifest = validation_set(&opts, 4, &tokenizer, &cfg).expect("questions");
+    let in_order = mixed_step(&manifest, &[0, 3], &opts, 2, 7, &tokenizer, &cfg).expect("step");
+    let described = |ds: &Dataset| {
+        let mut cells: Vec<_> = ds.cell_targets.iter().collect();
+        cells.sort_by_key(|(image, _)| **image);
+        format!("{:?} {:?}", ds.examples, cells)
+    };
+    for threads in [2, 3] {
+        let workers = Workers::new(threads).expect("workers");
+        let on_workers = mixed_step_with(
+            &manifest,
+            &[0, 3],
+            &opts,
+            2,
+            7,
+            &tokenizer,
+            &cfg,
+            |count, item| workers.map_shards(count, |range| range.map(item).collect()),
+        )
+        .expect("step");
+        assert_eq!(on_workers.images, in_order.images, "{threads} workers");
+        assert_eq!(
+            described(&on_workers),
+            described(&in_order),
+            "{threads} workers"
+        );
+    }
+    assert!(
+        !in_order.cell_targets.is_empty(),
+        "the step has cell targets to compare"
     );
 }
 

@@ -19,7 +19,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::batch::{Dataset, Example};
-use super::cells::{cell_targets, mentioned_cells, subject_cells};
+use super::cells::{cell_targets, mentioned_cells, subject_cells, CellTarget};
 use super::draw::{render_on, Backdrop};
 use super::image::Preprocess;
 use super::scene::Scene;
@@ -271,6 +271,40 @@ pub fn push_item(
     tokenizer: &TextTokenizer,
     cfg: &Config,
 ) -> Result<()> {
+    prepare_item(item, tokenizer, cfg)?.push_to(ds);
+    Ok(())
+}
+
+/// A streamed item as the model will see it, ready to join a dataset.
+pub struct PreparedItem {
+    image: RgbImage,
+    cells: Option<Vec<CellTarget>>,
+    /// Its `image` field is set when the item joins a dataset.
+    example: Example,
+}
+
+impl PreparedItem {
+    fn push_to(self, ds: &mut Dataset) {
+        ds.images.push(self.image);
+        ds.image_paths.push(Default::default());
+        let image = ds.images.len() - 1;
+        if let Some(targets) = self.cells {
+            ds.cell_targets.insert(image, targets);
+        }
+        ds.examples.push(Example {
+            image,
+            ..self.example
+        });
+    }
+}
+
+/// `item` tokenised, its image at the model's input size, its cell targets
+/// worked out.
+pub fn prepare_item(
+    item: StreamedItem,
+    tokenizer: &TextTokenizer,
+    cfg: &Config,
+) -> Result<PreparedItem> {
     let preprocess = Preprocess::from_config(cfg);
     let text = match &item.question {
         Some(q) => tokenizer.encode(q)?,
@@ -278,31 +312,32 @@ pub fn push_item(
     };
     let mut target = tokenizer.encode(&item.answer)?;
     target.truncate(cfg.max_decode_len - 1);
-    ds.images.push(preprocess.resized(&item.image));
-    ds.image_paths.push(Default::default());
-    if cfg.attribute_loss > 0.0 {
-        if let Some(targets) = cell_targets(&item.scene, cfg.grid_side()) {
-            ds.cell_targets.insert(ds.images.len() - 1, targets);
-        }
-    }
-    ds.examples.push(Example {
-        image: ds.images.len() - 1,
-        text,
-        target,
-        answer: item.answer.to_lowercase(),
-        question_type: item.question_type.map(str::to_string),
-        weight: 1.0,
-        mentions: match &item.question {
-            Some(question) if cfg.mention_loss > 0.0 => match cfg.mention_target {
-                MentionTarget::Named => mentioned_cells(&item.scene, question, cfg.grid_side()),
-                MentionTarget::Subjects => {
-                    Some(subject_cells(&item.scene, &item.subjects, cfg.grid_side()))
-                }
-            },
-            _ => None,
+    let cells = match cfg.attribute_loss > 0.0 {
+        true => cell_targets(&item.scene, cfg.grid_side()),
+        false => None,
+    };
+    let mentions = match &item.question {
+        Some(question) if cfg.mention_loss > 0.0 => match cfg.mention_target {
+            MentionTarget::Named => mentioned_cells(&item.scene, question, cfg.grid_side()),
+            MentionTarget::Subjects => {
+                Some(subject_cells(&item.scene, &item.subjects, cfg.grid_side()))
+            }
         },
-    });
-    Ok(())
+        _ => None,
+    };
+    Ok(PreparedItem {
+        image: preprocess.resized(&item.image),
+        cells,
+        example: Example {
+            image: 0,
+            text,
+            target,
+            answer: item.answer.to_lowercase(),
+            question_type: item.question_type.map(str::to_string),
+            weight: 1.0,
+            mentions,
+        },
+    })
 }
 
 /// The training examples of one step: `indices` of `train`, plus `count`
@@ -318,6 +353,30 @@ pub fn mixed_step(
     tokenizer: &TextTokenizer,
     cfg: &Config,
 ) -> Result<Dataset> {
+    let in_order = |count: usize, item: &(dyn Fn(usize) -> Result<PreparedItem> + Sync)| {
+        (0..count).map(item).collect()
+    };
+    mixed_step_with(train, indices, opts, step, count, tokenizer, cfg, in_order)
+}
+
+/// As [`mixed_step`], with the streamed items made by `prepare(count, item)`,
+/// which returns `item(j)` for `j` in `0..count`, in order, on whatever
+/// threads it chooses: an item is a pure function of its number, so the
+/// step's data is the same.
+#[allow(clippy::too_many_arguments)]
+pub fn mixed_step_with<P>(
+    train: &Dataset,
+    indices: &[usize],
+    opts: &StreamOptions,
+    step: usize,
+    count: usize,
+    tokenizer: &TextTokenizer,
+    cfg: &Config,
+    prepare: P,
+) -> Result<Dataset>
+where
+    P: FnOnce(usize, &(dyn Fn(usize) -> Result<PreparedItem> + Sync)) -> Result<Vec<PreparedItem>>,
+{
     let mut ds = Dataset::default();
     let mut rows = std::collections::HashMap::new();
     for &i in indices {
@@ -335,9 +394,12 @@ pub fn mixed_step(
     let caption = indices
         .first()
         .is_some_and(|&i| train.examples[i].question_type.is_none());
-    for j in 0..count {
+    let item = |j: usize| {
         let item = opts.item_at_step(step, (step * count + j) as u64, caption);
-        push_item(&mut ds, item, tokenizer, cfg)?;
+        prepare_item(item, tokenizer, cfg)
+    };
+    for prepared in prepare(count, &item)? {
+        prepared.push_to(&mut ds);
     }
     Ok(ds)
 }
