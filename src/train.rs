@@ -11,7 +11,7 @@ use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
 use crate::data::batch::{Augment, Batch, CellBatch, Dataset, MentionBatch, Sampler};
-use crate::data::stream::{mixed_step_with, PreparedItem, StreamOptions};
+use crate::data::stream::{captions_asked, step_dataset, step_item, PreparedItem, StreamOptions};
 use crate::generate::{greedy, GenerateOptions, Workers};
 use crate::model::dir::{
     init_model_with_words, load_weights, save_model_dir, write_atomically, WEIGHTS_FILE,
@@ -395,16 +395,11 @@ impl TrainRun<'_> {
                         }
                         Some(stream) => {
                             indices.truncate(bs - streamed);
-                            let step_data = mixed_step_with(
-                                train,
-                                &indices,
-                                stream,
-                                step,
-                                streamed,
-                                tokenizer,
-                                &cfg,
-                                |count, item| prepare_items(draw_on, count, item),
-                            );
+                            let caption = captions_asked(train, &indices);
+                            let item =
+                                |j| step_item(stream, step, streamed, j, caption, tokenizer, &cfg);
+                            let step_data = prepare_items(draw_on, streamed, &item)
+                                .map(|items| step_dataset(train, &indices, items));
                             step_data.and_then(|ds| {
                                 let all: Vec<usize> = (0..ds.examples.len()).collect();
                                 Batch::new(&ds, &all, &cfg, augment, augment_seed, batch_device)

@@ -10,7 +10,8 @@ use std::path::Path;
 use candle_core::{DType, Device};
 use fusecap::data::batch::Dataset;
 use fusecap::data::stream::{
-    mixed_step, mixed_step_with, pooled_item, streamed_item, validation_set, StreamOptions,
+    captions_asked, mixed_step, pooled_item, step_dataset, step_item, streamed_item,
+    validation_set, StreamOptions,
 };
 use fusecap::data::synth::random_scene;
 use fusecap::data::synth_text::{candidate_questions, sample_balanced_question, template};
@@ -250,17 +251,15 @@ fn a_step_drawn_on_workers_is_the_step_drawn_in_order() {
     };
     for threads in [2, 3] {
         let workers = Workers::new(threads).expect("workers");
-        let on_workers = mixed_step_with(
-            &manifest,
-            &[0, 3],
-            &opts,
-            2,
-            7,
-            &tokenizer,
-            &cfg,
-            |count, item| workers.map_shards(count, |range| range.map(item).collect()),
-        )
-        .expect("step");
+        let caption = captions_asked(&manifest, &[0, 3]);
+        let items = workers
+            .map_shards(7, |range| {
+                range
+                    .map(|j| step_item(&opts, 2, 7, j, caption, &tokenizer, &cfg))
+                    .collect()
+            })
+            .expect("items");
+        let on_workers = step_dataset(&manifest, &[0, 3], items);
         assert_eq!(on_workers.images, in_order.images, "{threads} workers");
         assert_eq!(
             described(&on_workers),

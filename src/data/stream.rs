@@ -353,30 +353,38 @@ pub fn mixed_step(
     tokenizer: &TextTokenizer,
     cfg: &Config,
 ) -> Result<Dataset> {
-    let in_order = |count: usize, item: &(dyn Fn(usize) -> Result<PreparedItem> + Sync)| {
-        (0..count).map(item).collect()
-    };
-    mixed_step_with(train, indices, opts, step, count, tokenizer, cfg, in_order)
+    let caption = captions_asked(train, indices);
+    let items = (0..count)
+        .map(|j| step_item(opts, step, count, j, caption, tokenizer, cfg))
+        .collect::<Result<_>>()?;
+    Ok(step_dataset(train, indices, items))
 }
 
-/// As [`mixed_step`], with the streamed items made by `prepare(count, item)`,
-/// which returns `item(j)` for `j` in `0..count`, in order, on whatever
-/// threads it chooses: an item is a pure function of its number, so the
-/// step's data is the same.
-#[allow(clippy::too_many_arguments)]
-pub fn mixed_step_with<P>(
-    train: &Dataset,
-    indices: &[usize],
+/// Do `indices` of `train` ask for captions? Then a step's streamed items
+/// are captions too.
+pub fn captions_asked(train: &Dataset, indices: &[usize]) -> bool {
+    indices
+        .first()
+        .is_some_and(|&i| train.examples[i].question_type.is_none())
+}
+
+/// Streamed item `j` of the `count` in `step`, prepared. A pure function of
+/// its arguments, so items can be made on any thread, in any order.
+pub fn step_item(
     opts: &StreamOptions,
     step: usize,
     count: usize,
+    j: usize,
+    caption: bool,
     tokenizer: &TextTokenizer,
     cfg: &Config,
-    prepare: P,
-) -> Result<Dataset>
-where
-    P: FnOnce(usize, &(dyn Fn(usize) -> Result<PreparedItem> + Sync)) -> Result<Vec<PreparedItem>>,
-{
+) -> Result<PreparedItem> {
+    let item = opts.item_at_step(step, (step * count + j) as u64, caption);
+    prepare_item(item, tokenizer, cfg)
+}
+
+/// `indices` of `train`, each image once, then `items`.
+pub fn step_dataset(train: &Dataset, indices: &[usize], items: Vec<PreparedItem>) -> Dataset {
     let mut ds = Dataset::default();
     let mut rows = std::collections::HashMap::new();
     for &i in indices {
@@ -391,17 +399,10 @@ where
         });
         ds.examples.push(Example { image, ..e.clone() });
     }
-    let caption = indices
-        .first()
-        .is_some_and(|&i| train.examples[i].question_type.is_none());
-    let item = |j: usize| {
-        let item = opts.item_at_step(step, (step * count + j) as u64, caption);
-        prepare_item(item, tokenizer, cfg)
-    };
-    for prepared in prepare(count, &item)? {
-        prepared.push_to(&mut ds);
+    for item in items {
+        item.push_to(&mut ds);
     }
-    Ok(ds)
+    ds
 }
 
 /// `count` held-out streamed questions, from another stream than training's.
