@@ -31,11 +31,9 @@ thread_local! {
 /// gradient through candle's own ops (a tied embedding): it gets candle's sum
 /// plus the set-aside one, which differs only in the order of float additions.
 pub fn backward(loss: &Tensor) -> Result<GradStore> {
-    SET_ASIDE.with(|s| *s.borrow_mut() = Some(HashMap::new()));
+    let collecting = Collecting::start();
     let grads = loss.backward();
-    let set_aside = SET_ASIDE
-        .with(|s| s.borrow_mut().take())
-        .unwrap_or_default();
+    let set_aside = collecting.finish();
     let mut grads = grads?;
     for (weight, grad) in set_aside.into_values() {
         let total = match grads.remove(&weight) {
@@ -45,6 +43,31 @@ pub fn backward(loss: &Tensor) -> Result<GradStore> {
         grads.insert(&weight, total);
     }
     Ok(grads)
+}
+
+/// This thread's store while [`backward`] runs. Dropped, it empties the
+/// store however the pass ended, so that a pass that panics (workers catch
+/// panics and keep their threads) cannot leave later passes on the thread
+/// setting gradients aside that no one collects.
+struct Collecting;
+
+impl Collecting {
+    fn start() -> Self {
+        SET_ASIDE.with(|s| *s.borrow_mut() = Some(HashMap::new()));
+        Collecting
+    }
+
+    fn finish(self) -> SetAside {
+        SET_ASIDE
+            .with(|s| s.borrow_mut().take())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Collecting {
+    fn drop(&mut self) {
+        SET_ASIDE.with(|s| s.borrow_mut().take());
+    }
 }
 
 /// Takes `grad`, the gradient of `arg` from one op, when `arg` is a variable
@@ -125,6 +148,43 @@ mod tests {
                 .fold(0f32, |m, (p, k)| m.max((p - k).abs()));
             assert!(diff <= 1e-6 * scale, "differs by {diff} at scale {scale}");
         }
+        Ok(())
+    }
+
+    /// An op whose backward panics.
+    struct PanicsInBackward;
+
+    impl candle_core::CustomOp1 for PanicsInBackward {
+        fn name(&self) -> &'static str {
+            "panics-in-backward"
+        }
+
+        fn cpu_fwd(
+            &self,
+            storage: &candle_core::CpuStorage,
+            layout: &candle_core::Layout,
+        ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+            Ok((storage.clone(), layout.shape().clone()))
+        }
+
+        fn bwd(&self, _arg: &Tensor, _res: &Tensor, _grad: &Tensor) -> Result<Option<Tensor>> {
+            panic!("backward panics")
+        }
+    }
+
+    #[test]
+    fn a_pass_that_panics_leaves_later_passes_to_candle() -> Result<()> {
+        let [x, w, _] = vars(&Device::Cpu)?;
+        let loss = linear_rows(&x, &w, None)?
+            .apply_op1(PanicsInBackward)?
+            .sum_all()?;
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backward(&loss)));
+        assert!(caught.is_err(), "the pass panics");
+        let grad = Tensor::ones((5, 5), DType::F32, &Device::Cpu)?;
+        assert!(
+            set_aside(&w, grad)?.is_some(),
+            "after the panic no pass is collecting on this thread"
+        );
         Ok(())
     }
 
