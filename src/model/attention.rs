@@ -24,7 +24,7 @@ pub fn attention(
     let scores = matmul_t(q, k)?;
     // The mask is added before the scale: a masked score stays far below any other.
     let weights = super::fused::attention_softmax(&scores, mask, scale)?;
-    Ok((weights.matmul(v)?, weights))
+    Ok((super::product::matmul(&weights, v)?, weights))
 }
 
 /// A key-padding mask for attention over a memory of Tk positions.

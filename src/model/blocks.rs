@@ -1,9 +1,10 @@
 //! Building blocks shared by the encoders and the decoder.
-use candle_core::{Result, Tensor, D};
+use candle_core::{Result, Tensor};
 use candle_nn::{Init, Module, VarBuilder};
 
 use super::attention::{Attention, KeyMask, KeyValue};
-use super::config::{Activation, Config};
+use super::config::Config;
+pub use super::feed_forward::FeedForward;
 pub use super::linear::Linear;
 
 /// LayerNorm. Training uses plain tensor ops: candle-nn's fused version records
@@ -40,39 +41,6 @@ impl Module for LayerNorm {
             );
         }
         super::fused::layer_norm(x, &self.weight, &self.bias, Self::EPS)
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct FeedForward {
-    fc1: Linear,
-    fc2: Linear,
-    activation: Activation,
-}
-
-impl FeedForward {
-    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
-        Ok(FeedForward {
-            fc1: Linear::new(cfg.d_model, cfg.d_ff, false, cfg, vb.pp("fc1"))?,
-            fc2: Linear::new(cfg.d_ff, cfg.d_model, false, cfg, vb.pp("fc2"))?,
-            activation: cfg.activation,
-        })
-    }
-}
-
-impl Module for FeedForward {
-    /// On the rows of `x` (all axes but the last flattened): the wide hidden
-    /// activations are never reshaped, which in candle's backward pass costs a
-    /// zeroed tensor and a sum of their size per reshape.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let d = x.dim(D::Minus1)?;
-        let rows = x.reshape((x.elem_count() / d.max(1), d))?;
-        let h = self.fc1.forward(&rows)?;
-        let h = match self.activation {
-            Activation::Relu => super::fused::relu(&h)?,
-            Activation::Gelu => h.gelu_erf()?,
-        };
-        self.fc2.forward(&h)?.reshape(x.shape())
     }
 }
 

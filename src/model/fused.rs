@@ -363,11 +363,13 @@ impl CustomOp1 for Relu {
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, grad_y: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(x.apply_op2_no_bwd(
-            &grad_y.contiguous()?,
-            &RowGrad::relu(),
-        )?))
+        Ok(Some(relu_grad(x, grad_y)?))
     }
+}
+
+/// ReLU's backward kernel: `dy` where `x ≥ 0`, else 0.
+pub(crate) fn relu_grad(x: &Tensor, grad_y: &Tensor) -> Result<Tensor> {
+    x.apply_op2_no_bwd(&grad_y.contiguous()?, &RowGrad::relu())
 }
 
 /// `(x − mean) / sqrt(var + eps) · weight + bias` over the last axis, with

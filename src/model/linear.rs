@@ -1,6 +1,5 @@
 //! The linear layer every projection of the model is built from, and the
 //! product `A Bᵀ` that it and attention's scores are computed with.
-use candle_core::backend::BackendStorage;
 use candle_core::{
     bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Module, Result, Shape, Tensor,
 };
@@ -8,14 +7,17 @@ use candle_nn::{Init, VarBuilder};
 
 use super::config::Config;
 use super::fused::{f32_elements, f32_elements_mut, on_cpu_f32};
+use super::product::{product, Product, Side};
+use super::row_product::row_by_row_product;
 use super::weight_grads::set_aside;
 
 /// `y = x Wᵀ + b`, W stored [out, in] as in PyTorch.
 ///
 /// For inference the transposed weight is made contiguous once: gemm's fast
 /// path needs it, and with candle-nn's transposed view a 3-row input (three
-/// beams) took 30× longer than a 1-row one. Training multiplies by W through
-/// one op of its own ([`linear_rows`]).
+/// beams) took 30× longer than a 1-row one. A single row, as in decoding one
+/// image, is multiplied by a kernel of its own ([`row_by_row_product`]).
+/// Training multiplies by W through one op of its own ([`linear_rows`]).
 #[derive(Debug, Clone)]
 pub struct Linear {
     weight: Weight,
@@ -61,10 +63,26 @@ impl Linear {
         Ok(Linear { weight, bias })
     }
 
+    /// W [out, in] where training multiplies by it and there is no bias.
+    pub fn unbiased_rows(&self) -> Option<&Tensor> {
+        match (&self.weight, &self.bias) {
+            (Weight::Rows(weight), None) => Some(weight),
+            _ => None,
+        }
+    }
+
     fn forward_rows(&self, rows: &Tensor) -> Result<Tensor> {
         match &self.weight {
             Weight::Rows(weight) => linear_rows(rows, weight, self.bias.as_ref()),
-            Weight::Transposed(weight_t) => add_bias(rows.matmul(weight_t)?, self.bias.as_ref()),
+            Weight::Transposed(weight_t) => {
+                if rows.dim(0)? == 1 {
+                    if let Some(y) = row_by_row_product(rows, weight_t, self.bias.as_ref())? {
+                        return Ok(y);
+                    }
+                }
+                let y = product(rows, Side::AsIs, weight_t, Side::AsIs)?;
+                add_bias(y, self.bias.as_ref())
+            }
         }
     }
 }
@@ -125,38 +143,27 @@ pub fn matmul_t(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 struct ProductT;
 
 impl ProductT {
-    /// `a bᵀ` with candle's own CPU matmul, the shapes checked.
+    /// `a bᵀ`, the shapes checked: the gemm call of candle's CPU matmul on a
+    /// transposed view of b, without zeroing the output first.
     fn product(
         a: &CpuStorage,
         a_layout: &Layout,
         b: &CpuStorage,
         b_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (a_dims, b_dims) = (a_layout.dims(), b_layout.dims());
-        let rank = a_dims.len();
-        if rank < 2 || b_dims.len() != rank || a_dims[..rank - 2] != b_dims[..rank - 2] {
-            bail!("a·bᵀ: expects [..., M, K] and [..., N, K], got {a_dims:?} and {b_dims:?}");
-        }
-        let (m, k, n, k_b) = (
-            a_dims[rank - 2],
-            a_dims[rank - 1],
-            b_dims[rank - 2],
-            b_dims[rank - 1],
-        );
-        if k != k_b {
-            bail!("a·bᵀ: rows of {k} values against rows of {k_b}");
-        }
-        let batch = a_dims[..rank - 2].iter().product();
-        let b_t = b_layout.transpose(rank - 2, rank - 1)?;
-        let y = a.matmul(b, (batch, m, n, k), a_layout, &b_t)?;
-        let mut dims = a_dims[..rank - 1].to_vec();
-        dims.push(n);
-        Ok((y, Shape::from(dims)))
+        let a_bt = Product {
+            a_side: Side::AsIs,
+            b_side: Side::Transposed,
+        };
+        a_bt.forward(a, a_layout, b, b_layout)
     }
 
     /// da = dy b and db = dyᵀ a.
     fn grads(a: &Tensor, b: &Tensor, grad_y: &Tensor) -> Result<(Tensor, Tensor)> {
-        Ok((grad_y.matmul(b)?, grad_y.t()?.matmul(a)?))
+        Ok((
+            product(grad_y, Side::AsIs, b, Side::AsIs)?,
+            product(grad_y, Side::Transposed, a, Side::AsIs)?,
+        ))
     }
 }
 
@@ -331,7 +338,8 @@ mod tests {
     }
 
     /// Inference's contiguous `Wᵀ` and training's kernel give the same rows,
-    /// for 2-D and 3-D inputs.
+    /// for 2-D and 3-D inputs and a single row (which inference multiplies
+    /// row by row).
     #[test]
     fn inference_and_training_layers_agree() -> Result<()> {
         let dev = Device::Cpu;
@@ -339,7 +347,7 @@ mod tests {
         let b = Tensor::randn(0f32, 1.0, 6, &dev)?;
         let inference = Linear::from_weights(w.clone(), Some(b.clone()), true)?;
         let training = Linear::from_weights(w, Some(b), false)?;
-        for shape in [vec![5, 4], vec![2, 3, 4]] {
+        for shape in [vec![5, 4], vec![2, 3, 4], vec![1, 4], vec![1, 1, 4]] {
             let x = Tensor::randn(0f32, 1.0, shape.as_slice(), &dev)?;
             let (a, t) = (inference.forward(&x)?, training.forward(&x)?);
             assert_eq!(a.dims(), t.dims());
