@@ -18,6 +18,10 @@ pub fn split_heads(rows: &Tensor, b: usize, t: usize, heads: usize) -> Result<Te
         bail!("split_heads: rows {n}×{d} are not {b}×{t} rows of {heads} heads");
     }
     let dh = d / heads;
+    if t == 1 {
+        // One position (a decoding step): the two layouts are the same.
+        return rows.reshape((b, heads, 1, dh));
+    }
     if !on_cpu_f32(rows) || rows.elem_count() == 0 {
         return rows
             .reshape((b, t, heads, dh))?
@@ -36,6 +40,9 @@ pub fn split_heads(rows: &Tensor, b: usize, t: usize, heads: usize) -> Result<Te
 /// [B, H, T, dh] heads -> [B·T, H·dh] rows, contiguous.
 pub fn merge_heads(x: &Tensor) -> Result<Tensor> {
     let (b, heads, t, dh) = x.dims4()?;
+    if t == 1 {
+        return x.reshape((b, heads * dh));
+    }
     if !on_cpu_f32(x) || x.elem_count() == 0 {
         return x.transpose(1, 2)?.reshape((b * t, heads * dh));
     }
@@ -117,6 +124,30 @@ impl CustomOp1 for Heads {
 mod tests {
     use super::*;
     use candle_core::{Device, Var};
+
+    /// At one position (decoding) the split and the merge are reshapes.
+    #[test]
+    fn one_position_splits_and_merges_as_the_composed_ops() -> Result<()> {
+        let dev = Device::Cpu;
+        let (b, h, dh) = (3, 4, 5);
+        let rows = Tensor::randn(0f32, 1.0, (b, h * dh), &dev)?;
+        let split = split_heads(&rows, b, 1, h)?;
+        let composed = rows.reshape((b, 1, h, dh))?.transpose(1, 2)?.contiguous()?;
+        assert_eq!(split.dims(), &[b, h, 1, dh]);
+        assert_eq!(
+            split.flatten_all()?.to_vec1::<f32>()?,
+            composed.flatten_all()?.to_vec1::<f32>()?
+        );
+        // A head-major view whose memory order is not the rows' order.
+        let strided = composed.transpose(0, 1)?.contiguous()?.transpose(0, 1)?;
+        let merged = merge_heads(&strided)?;
+        assert_eq!(merged.dims(), &[b, h * dh]);
+        assert_eq!(
+            merged.flatten_all()?.to_vec1::<f32>()?,
+            rows.flatten_all()?.to_vec1::<f32>()?
+        );
+        Ok(())
+    }
 
     #[test]
     fn split_and_merge_match_the_composed_ops_with_gradients() -> Result<()> {
