@@ -180,14 +180,9 @@ fn poisoned() -> candle_core::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::fused::relu;
+    use crate::model::fused::{assert_same_gradients, bits, relu};
     use crate::model::linear::linear_rows;
     use candle_core::{Device, Var};
-
-    fn bits(x: &Tensor) -> Vec<u32> {
-        let values: Vec<f32> = x.flatten_all().and_then(|v| v.to_vec1()).expect("f32");
-        values.into_iter().map(f32::to_bits).collect()
-    }
 
     /// The op against fc1, ReLU and fc2 as separate recorded ops: the same
     /// output and the same gradients for the input and both weights, to the
@@ -209,13 +204,7 @@ mod tests {
         let loss = (one_op * &weights)?.sum_all()?;
         let composed = (composed * &weights)?.sum_all()?.backward()?;
         for one_op in [loss.backward()?, loss.backward()?] {
-            for var in [&x, &w1, &w2] {
-                let (Some(o), Some(c)) = (one_op.get(var), composed.get(var)) else {
-                    panic!("a gradient is missing");
-                };
-                assert_eq!(o.dims(), c.dims());
-                assert_eq!(bits(o), bits(c));
-            }
+            assert_same_gradients(&one_op, &composed, &[&x, &w1, &w2]);
         }
         Ok(())
     }

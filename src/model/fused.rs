@@ -537,6 +537,30 @@ impl CustomOp3 for LayerNormGrad {
     }
 }
 
+/// The bits of a tensor's f32 values, for comparisons to the bit.
+#[cfg(test)]
+pub(crate) fn bits(x: &Tensor) -> Vec<u32> {
+    let values: Vec<f32> = x.flatten_all().and_then(|v| v.to_vec1()).expect("f32");
+    values.into_iter().map(f32::to_bits).collect()
+}
+
+/// Asserts that two backward passes gave each of `vars` a gradient, the same
+/// to the bit.
+#[cfg(test)]
+pub(crate) fn assert_same_gradients(
+    ours: &candle_core::backprop::GradStore,
+    theirs: &candle_core::backprop::GradStore,
+    vars: &[&candle_core::Var],
+) {
+    for var in vars {
+        let (Some(o), Some(t)) = (ours.get(var), theirs.get(var)) else {
+            panic!("a gradient is missing");
+        };
+        assert_eq!(o.dims(), t.dims());
+        assert_eq!(bits(o), bits(t));
+    }
+}
+
 /// The largest absolute difference between two tensors of one shape.
 #[cfg(test)]
 pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f32 {

@@ -1,5 +1,7 @@
-//! The linear layer every projection of the model is built from, and the
-//! product `A Bᵀ` that it and attention's scores are computed with.
+//! The linear layer every projection of the model is built from, with its
+//! bias added inside the product's op in training. Its products are
+//! `model::product`'s (`matmul_t`, re-exported here) and, for a single row
+//! in inference, `model::row_product`'s.
 use candle_core::{
     bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Module, Result, Shape, Tensor,
 };
@@ -7,7 +9,8 @@ use candle_nn::{Init, VarBuilder};
 
 use super::config::Config;
 use super::fused::{f32_elements, f32_elements_mut, on_cpu_f32};
-use super::product::{product, Product, Side};
+pub use super::product::matmul_t;
+use super::product::{product, product_t_grads, Product, Side};
 use super::row_product::row_by_row_product;
 use super::weight_grads::set_aside;
 
@@ -75,12 +78,14 @@ impl Linear {
         match &self.weight {
             Weight::Rows(weight) => linear_rows(rows, weight, self.bias.as_ref()),
             Weight::Transposed(weight_t) => {
-                if rows.dim(0)? == 1 {
-                    if let Some(y) = row_by_row_product(rows, weight_t, self.bias.as_ref())? {
-                        return Ok(y);
-                    }
-                }
-                let y = product(rows, Side::AsIs, weight_t, Side::AsIs)?;
+                let one_row = match rows.dim(0)? {
+                    1 => row_by_row_product(rows, weight_t)?,
+                    _ => None,
+                };
+                let y = match one_row {
+                    Some(y) => y,
+                    None => product(rows, Side::AsIs, weight_t, Side::AsIs)?,
+                };
                 add_bias(y, self.bias.as_ref())
             }
         }
@@ -117,7 +122,7 @@ pub fn linear_rows(rows: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Res
         return add_bias(rows.matmul(&weight.t()?)?, Some(bias));
     }
     rows.contiguous()?
-        .apply_op3(&weight.contiguous()?, &bias.contiguous()?, ProductT)
+        .apply_op3(&weight.contiguous()?, &bias.contiguous()?, LinearWithBias)
 }
 
 /// `y + b`, the bias broadcast over the rows, where there is one.
@@ -128,74 +133,10 @@ fn add_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     }
 }
 
-/// `a bᵀ` over the last two axes, for a [..., M, K] and b [..., N, K] with the
-/// same leading axes: `a.matmul(&b.t())` as one recorded op on the CPU (the
-/// same gemm call), without the transposed view's zeroed gradient and
-/// strided sum in backward.
-pub fn matmul_t(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if !on_cpu_f32(a) || a.elem_count() == 0 || b.elem_count() == 0 {
-        return a.matmul(&b.t()?);
-    }
-    a.contiguous()?.apply_op2(&b.contiguous()?, ProductT)
-}
+/// `x Wᵀ + b`, the bias added to each row of the product in place.
+struct LinearWithBias;
 
-/// `a bᵀ`, with a bias added to each row in the three-argument form.
-struct ProductT;
-
-impl ProductT {
-    /// `a bᵀ`, the shapes checked: the gemm call of candle's CPU matmul on a
-    /// transposed view of b, without zeroing the output first.
-    fn product(
-        a: &CpuStorage,
-        a_layout: &Layout,
-        b: &CpuStorage,
-        b_layout: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let a_bt = Product {
-            a_side: Side::AsIs,
-            b_side: Side::Transposed,
-        };
-        a_bt.forward(a, a_layout, b, b_layout)
-    }
-
-    /// da = dy b and db = dyᵀ a.
-    fn grads(a: &Tensor, b: &Tensor, grad_y: &Tensor) -> Result<(Tensor, Tensor)> {
-        Ok((
-            product(grad_y, Side::AsIs, b, Side::AsIs)?,
-            product(grad_y, Side::Transposed, a, Side::AsIs)?,
-        ))
-    }
-}
-
-impl CustomOp2 for ProductT {
-    fn name(&self) -> &'static str {
-        "fusecap-matmul-t"
-    }
-
-    fn cpu_fwd(
-        &self,
-        a: &CpuStorage,
-        a_layout: &Layout,
-        b: &CpuStorage,
-        b_layout: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        ProductT::product(a, a_layout, b, b_layout)
-    }
-
-    fn bwd(
-        &self,
-        a: &Tensor,
-        b: &Tensor,
-        _y: &Tensor,
-        grad_y: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (da, db) = ProductT::grads(a, b, grad_y)?;
-        Ok((Some(da), set_aside(b, db)?))
-    }
-}
-
-/// The form with a bias, added to each row of the product in place.
-impl CustomOp3 for ProductT {
+impl CustomOp3 for LinearWithBias {
     fn name(&self) -> &'static str {
         "fusecap-linear"
     }
@@ -213,7 +154,11 @@ impl CustomOp3 for ProductT {
         if x_layout.dims().len() != 2 {
             bail!("{op}: expects rows [N, in], got {:?}", x_layout.dims());
         }
-        let (mut y, shape) = ProductT::product(x, x_layout, w, w_layout)?;
+        let x_wt = Product {
+            a_side: Side::AsIs,
+            b_side: Side::Transposed,
+        };
+        let (mut y, shape) = CustomOp2::cpu_fwd(&x_wt, x, x_layout, w, w_layout)?;
         let bias = f32_elements(b, b_layout, op)?;
         let out = *shape.dims().last().unwrap_or(&0);
         if bias.len() != out {
@@ -236,7 +181,7 @@ impl CustomOp3 for ProductT {
         _y: &Tensor,
         grad_y: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = ProductT::grads(x, w, grad_y)?;
+        let (dx, dw) = product_t_grads(x, w, grad_y)?;
         let out = w.dim(0)?;
         let rows = grad_y.elem_count() / out;
         let db = Tensor::ones((1, rows), DType::F32, grad_y.device())?

@@ -32,14 +32,26 @@ pub(crate) fn product(a: &Tensor, a_side: Side, b: &Tensor, b_side: Side) -> Res
 /// `a b` over the last two axes, recorded for backward, whose two products
 /// are [`product`]s too. Used for attention's weights times values.
 pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    recorded(a, b, Side::AsIs)
+}
+
+/// `a bᵀ` over the last two axes, for a [..., M, K] and b [..., N, K] with the
+/// same leading axes: `a.matmul(&b.t())` as one recorded op on the CPU (the
+/// same gemm call), without the transposed view's zeroed gradient and
+/// strided sum in backward. The linear layers and attention's scores use it.
+pub fn matmul_t(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    recorded(a, b, Side::Transposed)
+}
+
+fn recorded(a: &Tensor, b: &Tensor, b_side: Side) -> Result<Tensor> {
     if !on_cpu_f32(a) || !on_cpu_f32(b) || a.elem_count() == 0 || b.elem_count() == 0 {
-        return a.matmul(b);
+        return a.matmul(&oriented(b, b_side)?);
     }
     a.contiguous()?.apply_op2(
         &b.contiguous()?,
         Product {
             a_side: Side::AsIs,
-            b_side: Side::AsIs,
+            b_side,
         },
     )
 }
@@ -131,35 +143,6 @@ impl Product {
         };
         Ok((shape, Operand::new(values, stored, side)))
     }
-
-    pub(crate) fn forward(
-        &self,
-        a: &CpuStorage,
-        a_layout: &Layout,
-        b: &CpuStorage,
-        b_layout: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (a_dims, b_dims) = (a_layout.dims(), b_layout.dims());
-        let rank = a_dims.len();
-        if b_dims.len() != rank || rank < 2 || a_dims[..rank - 2] != b_dims[..rank - 2] {
-            bail!(
-                "{}: expects operands with the same leading axes, got {a_dims:?} and {b_dims:?}",
-                Self::NAME
-            );
-        }
-        let a_values = f32_elements(a, a_layout, Self::NAME)?;
-        let b_values = f32_elements(b, b_layout, Self::NAME)?;
-        let ((m, k), lhs) = Self::operand(a_values, a_layout, self.a_side)?;
-        let ((k_b, n), rhs) = Self::operand(b_values, b_layout, self.b_side)?;
-        if k != k_b {
-            bail!("{}: {m}×{k} times {k_b}×{n}", Self::NAME);
-        }
-        let batch: usize = a_dims[..rank - 2].iter().product();
-        let values = gemm_batch(batch, (m, n, k), &lhs, &rhs);
-        let mut dims = a_dims[..rank - 2].to_vec();
-        dims.extend([m, n]);
-        Ok((CpuStorage::F32(values), Shape::from(dims)))
-    }
 }
 
 /// `batch` products [m, k] × [k, n], as candle's CPU matmul calls gemm, into
@@ -227,10 +210,31 @@ impl CustomOp2 for Product {
         b: &CpuStorage,
         b_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        self.forward(a, a_layout, b, b_layout)
+        let (a_dims, b_dims) = (a_layout.dims(), b_layout.dims());
+        let rank = a_dims.len();
+        if b_dims.len() != rank || rank < 2 || a_dims[..rank - 2] != b_dims[..rank - 2] {
+            bail!(
+                "{}: expects operands with the same leading axes, got {a_dims:?} and {b_dims:?}",
+                Self::NAME
+            );
+        }
+        let a_values = f32_elements(a, a_layout, Self::NAME)?;
+        let b_values = f32_elements(b, b_layout, Self::NAME)?;
+        let ((m, k), lhs) = Self::operand(a_values, a_layout, self.a_side)?;
+        let ((k_b, n), rhs) = Self::operand(b_values, b_layout, self.b_side)?;
+        if k != k_b {
+            bail!("{}: {m}×{k} times {k_b}×{n}", Self::NAME);
+        }
+        let batch: usize = a_dims[..rank - 2].iter().product();
+        let values = gemm_batch(batch, (m, n, k), &lhs, &rhs);
+        let mut dims = a_dims[..rank - 2].to_vec();
+        dims.extend([m, n]);
+        Ok((CpuStorage::F32(values), Shape::from(dims)))
     }
 
-    /// For `y = a b`: da = dy bᵀ and db = aᵀ dy (only `matmul` records it).
+    /// For `y = a b`: da = dy bᵀ and db = aᵀ dy; for `y = a bᵀ`: da = dy b
+    /// and db = dyᵀ a. A weight's gradient is set aside where training's
+    /// backward pass collects them (`weight_grads`).
     fn bwd(
         &self,
         a: &Tensor,
@@ -238,24 +242,31 @@ impl CustomOp2 for Product {
         _y: &Tensor,
         grad_y: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        if (self.a_side, self.b_side) != (Side::AsIs, Side::AsIs) {
-            bail!("{}: backward is defined for a b only", Self::NAME);
-        }
-        let da = product(grad_y, Side::AsIs, b, Side::Transposed)?;
-        let db = product(a, Side::Transposed, grad_y, Side::AsIs)?;
+        let (da, db) = match (self.a_side, self.b_side) {
+            (Side::AsIs, Side::AsIs) => (
+                product(grad_y, Side::AsIs, b, Side::Transposed)?,
+                product(a, Side::Transposed, grad_y, Side::AsIs)?,
+            ),
+            (Side::AsIs, Side::Transposed) => product_t_grads(a, b, grad_y)?,
+            _ => bail!("{}: backward is defined for a b and a bᵀ", Self::NAME),
+        };
         Ok((Some(da), set_aside(b, db)?))
     }
+}
+
+/// The gradients of `y = a bᵀ`: da = dy b and db = dyᵀ a.
+pub(crate) fn product_t_grads(a: &Tensor, b: &Tensor, grad_y: &Tensor) -> Result<(Tensor, Tensor)> {
+    Ok((
+        product(grad_y, Side::AsIs, b, Side::AsIs)?,
+        product(grad_y, Side::Transposed, a, Side::AsIs)?,
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::fused::{assert_same_gradients, bits};
     use candle_core::{Device, Var};
-
-    fn bits(x: &Tensor) -> Vec<u32> {
-        let values: Vec<f32> = x.flatten_all().and_then(|v| v.to_vec1()).expect("f32");
-        values.into_iter().map(f32::to_bits).collect()
-    }
 
     /// Every orientation against candle's matmul of the transposed views, to
     /// the bit, for a plain and a batched shape.
@@ -296,23 +307,23 @@ mod tests {
         Ok(())
     }
 
-    /// The recorded product's gradients are candle's, to the bit.
+    /// The recorded products' values and gradients are candle's, to the bit.
     #[test]
-    fn matmul_gradients_are_candles() -> Result<()> {
+    fn recorded_products_and_their_gradients_are_candles() -> Result<()> {
         let dev = Device::Cpu;
         let a = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 4, 6), &dev)?)?;
         let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 6, 3), &dev)?)?;
+        let b_rows = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 6), &dev)?)?;
         let weights = Tensor::randn(0f32, 1.0, (2, 4, 3), &dev)?;
-        let ours = matmul(&a, &b)?;
-        let candles = a.matmul(&b)?;
-        assert_eq!(bits(&ours), bits(&candles));
-        let ours = (ours * &weights)?.sum_all()?.backward()?;
-        let candles = (candles * &weights)?.sum_all()?.backward()?;
-        for var in [&a, &b] {
-            let (Some(o), Some(c)) = (ours.get(var), candles.get(var)) else {
-                panic!("a gradient is missing");
-            };
-            assert_eq!(bits(o), bits(c));
+        let cases = [
+            (matmul(&a, &b)?, a.matmul(&b)?, &b),
+            (matmul_t(&a, &b_rows)?, a.matmul(&b_rows.t()?)?, &b_rows),
+        ];
+        for (ours, candles, b) in cases {
+            assert_eq!(bits(&ours), bits(&candles));
+            let ours = (ours * &weights)?.sum_all()?.backward()?;
+            let candles = (candles * &weights)?.sum_all()?.backward()?;
+            assert_same_gradients(&ours, &candles, &[&a, b]);
         }
         Ok(())
     }

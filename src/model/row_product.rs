@@ -1,4 +1,4 @@
-//! `x W (+ b)` row by row, for decoding one image, which multiplies a
+//! `x W` row by row, for decoding one image, which multiplies a
 //! single row by each weight per token.
 //!
 //! gemm's paths for one row keep the output in memory and load, add to and
@@ -9,26 +9,20 @@
 //! input and stored once, so nothing but the weight is read
 //! (BENCHMARKS.md, "Products of one row"). The weight is read once per row,
 //! so from two rows on gemm is the faster.
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
 use super::fused::{f32_elements, on_cpu_f32};
 
-/// `rows W (+ b)` for rows [M, K], `w_t` = W [K, N] and a bias [N]: a tensor
-/// [M, N] with no gradient, for inference. `None` where the kernel does not
-/// apply (not f32 on the CPU), for the caller's general product.
-pub fn row_by_row_product(
-    rows: &Tensor,
-    w_t: &Tensor,
-    bias: Option<&Tensor>,
-) -> Result<Option<Tensor>> {
-    if !on_cpu_f32(rows) || !on_cpu_f32(w_t) || !bias.is_none_or(on_cpu_f32) {
+/// `rows W` for rows [M, K] and `w_t` = W [K, N]: a tensor [M, N] with no
+/// gradient, for inference. `None` where the kernel does not apply (not f32
+/// on the CPU), for the caller's general product.
+pub fn row_by_row_product(rows: &Tensor, w_t: &Tensor) -> Result<Option<Tensor>> {
+    if !on_cpu_f32(rows) || !on_cpu_f32(w_t) {
         return Ok(None);
     }
-    let (rows, w_t) = (rows.contiguous()?, w_t.contiguous()?);
-    let product = match bias {
-        Some(bias) => rows.apply_op3_no_bwd(&w_t, &bias.contiguous()?, &RowByRow)?,
-        None => rows.apply_op2_no_bwd(&w_t, &RowByRow)?,
-    };
+    let product = rows
+        .contiguous()?
+        .apply_op2_no_bwd(&w_t.contiguous()?, &RowByRow)?;
     Ok(Some(product))
 }
 
@@ -36,13 +30,19 @@ struct RowByRow;
 
 impl RowByRow {
     const NAME: &'static str = "fusecap-row-by-row";
+}
 
-    fn forward(
+impl CustomOp2 for RowByRow {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn cpu_fwd(
+        &self,
         x: &CpuStorage,
         x_layout: &Layout,
         w: &CpuStorage,
         w_layout: &Layout,
-        bias: Option<&[f32]>,
     ) -> Result<(CpuStorage, Shape)> {
         let (&[m, k], &[k_w, n]) = (x_layout.dims(), w_layout.dims()) else {
             bail!(
@@ -58,67 +58,25 @@ impl RowByRow {
                 Self::NAME
             );
         }
-        if bias.is_some_and(|b| b.len() != n) {
-            bail!(
-                "{}: a bias that is not one value per output ({n})",
-                Self::NAME
-            );
-        }
         let x = f32_elements(x, x_layout, Self::NAME)?;
         let w = f32_elements(w, w_layout, Self::NAME)?;
         let mut y = vec![0f32; m * n];
-        let product = Product { w, bias, n };
+        let weight = Weight { values: w, n };
         for r in 0..m {
-            product.row_times(&x[r * k..(r + 1) * k], &mut y[r * n..(r + 1) * n]);
+            weight.row_times(&x[r * k..(r + 1) * k], &mut y[r * n..(r + 1) * n]);
         }
         Ok((CpuStorage::F32(y), Shape::from((m, n))))
     }
 }
 
-impl CustomOp2 for RowByRow {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
-    fn cpu_fwd(
-        &self,
-        x: &CpuStorage,
-        x_layout: &Layout,
-        w: &CpuStorage,
-        w_layout: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        RowByRow::forward(x, x_layout, w, w_layout, None)
-    }
-}
-
-impl CustomOp3 for RowByRow {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
-    fn cpu_fwd(
-        &self,
-        x: &CpuStorage,
-        x_layout: &Layout,
-        w: &CpuStorage,
-        w_layout: &Layout,
-        b: &CpuStorage,
-        b_layout: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let bias = f32_elements(b, b_layout, Self::NAME)?;
-        RowByRow::forward(x, x_layout, w, w_layout, Some(bias))
-    }
-}
-
-/// `x W + b` with W [K, N] row-major.
-struct Product<'a> {
-    w: &'a [f32],
-    bias: Option<&'a [f32]>,
+/// W [K, N], row-major.
+struct Weight<'a> {
+    values: &'a [f32],
     n: usize,
 }
 
-impl Product<'_> {
-    /// `y = x W + b` for one row x [K], y [N]; the widest vector
+impl Weight<'_> {
+    /// `y = x W` for one row x [K], y [N]; the widest vector
     /// instructions the CPU has, chosen at run time.
     fn row_times(&self, x: &[f32], y: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
@@ -162,10 +120,10 @@ impl Product<'_> {
         while start < n {
             let width = BLOCK.min(n - start);
             let mut sums = [0f32; BLOCK];
-            if let Some(bias) = self.bias {
-                sums[..width].copy_from_slice(&bias[start..start + width]);
-            }
-            let blocks = self.w.chunks_exact(n).map(|row| &row[start..start + width]);
+            let blocks = self
+                .values
+                .chunks_exact(n)
+                .map(|row| &row[start..start + width]);
             if width == BLOCK {
                 for (&xi, w_block) in x.iter().zip(blocks) {
                     let full: &[f32; BLOCK] = w_block.try_into().expect("a full block");
@@ -206,8 +164,7 @@ mod tests {
     use candle_core::Device;
 
     /// Against candle's matmul for 1–5 rows, no inputs, and widths below, at
-    /// and above each kernel's block (64, 128) and the portable one's (32),
-    /// with and without a bias.
+    /// and above each kernel's block (64, 128) and the portable one's (32).
     #[test]
     fn the_product_matches_candles_matmul() -> Result<()> {
         let dev = Device::Cpu;
@@ -221,17 +178,10 @@ mod tests {
         ] {
             let x = Tensor::randn(0f32, 1.0, (m, k), &dev)?;
             let w = Tensor::randn(0f32, 1.0, (k, n), &dev)?;
-            let b = Tensor::randn(0f32, 1.0, n, &dev)?;
             let expected = x.matmul(&w)?;
-            let plain = row_by_row_product(&x, &w, None)?.expect("f32 on the CPU");
-            assert_eq!(plain.dims(), &[m, n]);
-            assert!(max_diff(&plain, &expected) < 1e-4, "{m}x{k}x{n}");
-            let biased = row_by_row_product(&x, &w, Some(&b))?.expect("f32 on the CPU");
-            let expected = expected.broadcast_add(&b)?;
-            assert!(
-                max_diff(&biased, &expected) < 1e-4,
-                "{m}x{k}x{n} with a bias"
-            );
+            let got = row_by_row_product(&x, &w)?.expect("f32 on the CPU");
+            assert_eq!(got.dims(), &[m, n]);
+            assert!(max_diff(&got, &expected) < 1e-4, "{m}x{k}x{n}");
         }
         Ok(())
     }
@@ -245,12 +195,11 @@ mod tests {
         let expected = x.matmul(&w)?;
         let mut y = vec![0f32; n];
         let (x_values, w_values) = (x.flatten_all()?.to_vec1()?, w.flatten_all()?.to_vec1()?);
-        let product = Product {
-            w: &w_values,
-            bias: None,
+        let weight = Weight {
+            values: &w_values,
             n,
         };
-        product.blocked::<32, false>(&x_values, &mut y);
+        weight.blocked::<32, false>(&x_values, &mut y);
         let y = Tensor::from_vec(y, (1, n), &dev)?;
         assert!(max_diff(&y, &expected) < 1e-4);
         Ok(())
@@ -261,10 +210,7 @@ mod tests {
         let dev = Device::Cpu;
         let x = Tensor::zeros((1, 4), candle_core::DType::F32, &dev)?;
         let w = Tensor::zeros((5, 3), candle_core::DType::F32, &dev)?;
-        assert!(row_by_row_product(&x, &w, None).is_err());
-        let w = Tensor::zeros((4, 3), candle_core::DType::F32, &dev)?;
-        let b = Tensor::zeros(2, candle_core::DType::F32, &dev)?;
-        assert!(row_by_row_product(&x, &w, Some(&b)).is_err());
+        assert!(row_by_row_product(&x, &w).is_err());
         Ok(())
     }
 }
