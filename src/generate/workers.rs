@@ -29,8 +29,8 @@ pub struct Workers {
 /// denormals-are-zero bits of x86's MXCSR, set on every worker. Training
 /// makes subnormals as it converges (tiny gradients, and their squares in
 /// AdamW's second moment), and the CPU takes a slow path for each: steps of
-/// the shipped recipe resumed at step 5,000 ran 954 samples/s without this
-/// and 1,088 with it (BENCHMARKS.md, "Subnormal numbers"). Elsewhere a no-op.
+/// the shipped recipe resumed at step 5,000 ran 13–31% faster with this
+/// (BENCHMARKS.md, "Subnormal numbers"). Elsewhere a no-op.
 pub fn flush_subnormals() {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: sets two mode bits of this thread's MXCSR register; no memory

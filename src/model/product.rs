@@ -22,7 +22,7 @@ pub(crate) enum Side {
 /// same leading axes; no gradient (for backward passes). Other devices and
 /// dtypes use candle's matmul.
 pub(crate) fn product(a: &Tensor, a_side: Side, b: &Tensor, b_side: Side) -> Result<Tensor> {
-    if !on_cpu_f32(a) || !on_cpu_f32(b) || a.elem_count() == 0 || b.elem_count() == 0 {
+    if !kernel_applies(a, b) {
         return oriented(a, a_side)?.matmul(&oriented(b, b_side)?);
     }
     a.contiguous()?
@@ -44,7 +44,7 @@ pub fn matmul_t(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 fn recorded(a: &Tensor, b: &Tensor, b_side: Side) -> Result<Tensor> {
-    if !on_cpu_f32(a) || !on_cpu_f32(b) || a.elem_count() == 0 || b.elem_count() == 0 {
+    if !kernel_applies(a, b) {
         return a.matmul(&oriented(b, b_side)?);
     }
     a.contiguous()?.apply_op2(
@@ -54,6 +54,11 @@ fn recorded(a: &Tensor, b: &Tensor, b_side: Side) -> Result<Tensor> {
             b_side,
         },
     )
+}
+
+/// Whether the gemm kernel applies: both operands f32 on the CPU, non-empty.
+fn kernel_applies(a: &Tensor, b: &Tensor) -> bool {
+    on_cpu_f32(a) && on_cpu_f32(b) && a.elem_count() > 0 && b.elem_count() > 0
 }
 
 fn oriented(x: &Tensor, side: Side) -> Result<Tensor> {
